@@ -1,0 +1,39 @@
+"""
+Name validation shared by every xenha module, state, beacon and runner.
+
+Names reach command lines (as single argv elements, never through a shell) and file paths, so
+they are checked against strict patterns before anything runs: a bad name is refused with a
+message that says which name and why.
+"""
+
+import re
+
+from salt.exceptions import CommandExecutionError
+
+# Patterns are matched with fullmatch (a trailing newline is not a name).
+# Xen domain names: letters, digits and . _ - (no leading dot or dash); xl allows more, xenha does not.
+DOMAIN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# Host names (RFC 1123 labels, dotted) and Salt minion ids used as hosts.
+HOST_RE = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+# OCFS2 cluster names: at most 16 characters from [0-9A-Za-z] (ocfs2-tools o2cb_config.c).
+OCFS2_CLUSTER_RE = re.compile(r"[0-9A-Za-z]{1,16}")
+
+_KINDS = {
+    "domain": (DOMAIN_RE, "letters, digits, '.', '_' and '-', at most 64, not starting with '.' or '-'"),
+    "host": (HOST_RE, "an RFC 1123 host name (letters, digits, '-', dots between labels)"),
+    "cluster": (OCFS2_CLUSTER_RE, "1 to 16 letters or digits"),
+}
+
+
+def check(kind, name):
+    """
+    Return ``name`` if it is a valid ``kind`` ('domain', 'host' or 'cluster') name, else raise
+    CommandExecutionError naming the value and the rule it breaks.
+    """
+    pattern, rule = _KINDS[kind]
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise CommandExecutionError(f"invalid {kind} name {name!r}: must be {rule}")
+    return name

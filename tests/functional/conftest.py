@@ -1,0 +1,24 @@
+"""A real salt-master and salt-minion serving this checkout through the shipped etc/ snippets."""
+
+import pytest
+
+from tests.support.saltconf import REPO, snippet
+
+
+@pytest.fixture(scope="package")
+def salt_master(salt_factories):
+    overrides = snippet("master")
+    overrides.pop("reactor", None)  # reactions are exercised by the failover tests
+    overrides["pillar_roots"] = {"base": [str(REPO / "tests" / "functional" / "pillar")]}
+    master = salt_factories.salt_master_daemon("xenha-func-master", overrides=overrides)
+    with master.started():
+        yield master
+
+
+@pytest.fixture(scope="package")
+def salt_minion(salt_master):
+    minion = salt_master.salt_minion_daemon("xenha-func-minion", overrides=snippet("minion"))
+    with minion.started():
+        ret = salt_master.salt_cli().run("saltutil.sync_all", minion_tgt=minion.id)
+        assert ret.returncode == 0, ret
+        yield minion

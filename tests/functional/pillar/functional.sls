@@ -1,0 +1,1 @@
+xenha_functional: true
