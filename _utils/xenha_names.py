@@ -11,7 +11,7 @@ import re
 from salt.exceptions import CommandExecutionError
 
 # Patterns are matched with fullmatch (a trailing newline is not a name).
-# Xen domain names: letters, digits and . _ - (no leading dot or dash); xl allows more, xenha does not.
+# Xen domain names: letters, digits and . _ - (no leading dot or dash); stricter than xl.
 DOMAIN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 # Host names (RFC 1123 labels, dotted) and Salt minion ids used as hosts.
 HOST_RE = re.compile(
@@ -22,7 +22,7 @@ HOST_RE = re.compile(
 OCFS2_CLUSTER_RE = re.compile(r"[0-9A-Za-z]{1,16}")
 
 _KINDS = {
-    "domain": (DOMAIN_RE, "letters, digits, '.', '_' and '-', at most 64, not starting with '.' or '-'"),
+    "domain": (DOMAIN_RE, "letters, digits, '.', '_', '-' (at most 64, no leading '.' or '-')"),
     "host": (HOST_RE, "an RFC 1123 host name (letters, digits, '-', dots between labels)"),
     "cluster": (OCFS2_CLUSTER_RE, "1 to 16 letters or digits"),
 }

@@ -1,4 +1,4 @@
-"""The shipped master/minion config snippets (etc/), pointed at this checkout instead of /srv/xenha."""
+"""The shipped master/minion config snippets (etc/), relocated from /srv/xenha to this checkout."""
 
 from pathlib import Path
 
