@@ -1,0 +1,1 @@
+"""xenha benchmarks: `python -m bench [name ...]` writes bench/results/<name>.json and .md."""
