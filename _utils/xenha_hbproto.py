@@ -1,0 +1,272 @@
+"""
+The xenha heartbeat: wire protocol, beacon configuration and loss detection (pure helpers).
+
+Every VM host sends a keepalive to each peer every ``send_interval`` seconds over UDP. A packet is
+
+    MAGIC (4 bytes) | msgpack {"cluster", "sender", "boot", "seq"} | HMAC-SHA256(key, MAGIC|payload)
+
+``boot`` is the sender's wall-clock nanoseconds when its heartbeat started and ``seq`` counts up
+from 1; a receiver accepts a sender's packet only if ``(boot, seq)`` is greater than the last one
+it accepted from that sender, so a replayed packet (of this run or an earlier one) is refused. The
+HMAC is checked before the payload is unpacked: nothing unauthenticated is parsed. The receiver
+times packets with its own monotonic clock and never reads the sender's clock.
+
+Nothing here touches sockets, threads or clocks: the caller passes ``now`` (a monotonic time), so
+tests drive the detection with a fake clock. The sockets and threads live in the execution module
+``_modules/xenha_heartbeat.py``.
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import math
+
+import msgpack
+import xenha_names
+from salt.exceptions import CommandExecutionError
+
+MAGIC = b"XHB1"
+DIGEST_SIZE = hashlib.sha256().digest_size
+MAX_PACKET = 512  # a keepalive is about 100 bytes; anything larger is refused unread
+MIN_KEY_BYTES = 16
+UINT64_MAX = 2**64 - 1
+
+DEFAULTS = {
+    "port": 7788,
+    "send_interval": 0.5,  # 6 keepalives per dead_time: 5 may be lost in a row without an alarm
+    "dead_time": 3.0,  # Corosync 3.1 raised its token from 1 s to 3 s after false failovers
+    "cluster": "xenha",
+    "toolstack": "xl",
+    "probe_interval": 5.0,  # 0 disables the toolstack probe
+}
+# keys the beacon framework reads itself (they may appear in the config validate() sees)
+FRAMEWORK_KEYS = {
+    "enabled",
+    "beacon_module",
+    "run_once",
+    "disable_during_state_run",
+    "_beacon_name",
+}
+TOOLSTACKS = ("xl", "xm")
+PROBE_FAILURES = 2  # consecutive failed probes before toolstack_failed (one slow call is noise)
+
+# peer states; a peer never heard since this detector started is UNKNOWN and never reported lost
+UNKNOWN, ALIVE, LOST = "unknown", "alive", "lost"
+
+
+class ProtocolError(ValueError):
+    """A received packet was refused; the message says why."""
+
+
+def encode(key, cluster, sender, boot, seq):
+    """Return the signed keepalive packet (bytes) from ``sender`` of ``cluster``."""
+    payload = msgpack.packb({"cluster": cluster, "sender": sender, "boot": boot, "seq": seq})
+    body = MAGIC + payload
+    return body + hmac.new(key, body, hashlib.sha256).digest()
+
+
+def decode(key, packet):
+    """
+    Verify ``packet`` (bytes) with ``key`` and return its fields as a dict; raise ProtocolError
+    saying why a packet is refused (size, magic, signature, layout).
+    """
+    if not isinstance(packet, bytes | bytearray):
+        raise ProtocolError(f"packet is {type(packet).__name__}, not bytes")
+    if len(packet) > MAX_PACKET:
+        raise ProtocolError(f"packet of {len(packet)} bytes exceeds {MAX_PACKET}")
+    if len(packet) < len(MAGIC) + 1 + DIGEST_SIZE:
+        raise ProtocolError(f"packet of {len(packet)} bytes is truncated")
+    if not packet.startswith(MAGIC):
+        raise ProtocolError("bad magic: not a xenha heartbeat packet")
+    body, digest = bytes(packet[:-DIGEST_SIZE]), bytes(packet[-DIGEST_SIZE:])
+    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), digest):
+        raise ProtocolError("bad signature (wrong cluster key or altered packet)")
+    try:
+        fields = msgpack.unpackb(body[len(MAGIC) :], raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as err:
+        # only a holder of the key can get here: a bug or a version mismatch, not an attack
+        raise ProtocolError(f"signed payload is not msgpack: {err}") from err
+    if not isinstance(fields, dict) or set(fields) != {"cluster", "sender", "boot", "seq"}:
+        raise ProtocolError("signed payload does not have the keepalive fields")
+    for name, kind in (("cluster", str), ("sender", str), ("boot", int), ("seq", int)):
+        value = fields[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ProtocolError(f"field {name} is {type(value).__name__}, not {kind.__name__}")
+    if not (0 < fields["boot"] <= UINT64_MAX and 0 < fields["seq"] <= UINT64_MAX):
+        raise ProtocolError("boot and seq must be positive 64-bit integers")
+    return fields
+
+
+def _number(cfg, name, minimum):
+    value = cfg[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value!r}")
+    return float(value)
+
+
+def _address(value, what):
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{what} must be an IP address, not {value!r}") from None
+
+
+def parse_config(config):
+    """
+    Return the beacon configuration (the dict the beacon list turns into) checked and completed
+    with DEFAULTS; raise ValueError with one sentence naming the first problem.
+    """
+    if not isinstance(config, dict):
+        raise ValueError("configuration must be a list of one-key mappings")
+    if "interval" in config:
+        raise ValueError(
+            "'interval' is Salt's beacon polling period, not the keepalive period: "
+            "use send_interval"
+        )
+    unknown = sorted(set(config) - set(DEFAULTS) - FRAMEWORK_KEYS - {"key", "bind", "peers"})
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(map(str, unknown))}")
+    missing = [name for name in ("key", "bind", "peers") if name not in config]
+    if missing:
+        raise ValueError(f"missing required option(s) {', '.join(missing)}")
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k not in FRAMEWORK_KEYS}}
+
+    key = cfg["key"]
+    if not isinstance(key, str) or len(key.encode()) < MIN_KEY_BYTES:
+        raise ValueError(f"key must be a string of at least {MIN_KEY_BYTES} bytes")
+    port = cfg["port"]
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
+    cfg["send_interval"] = _number(cfg, "send_interval", 0.05)
+    cfg["dead_time"] = _number(cfg, "dead_time", 0.0)
+    if cfg["dead_time"] <= 2 * cfg["send_interval"]:
+        raise ValueError(
+            f"dead_time ({cfg['dead_time']}) must be more than twice send_interval "
+            f"({cfg['send_interval']}), or one lost packet raises a false alarm"
+        )
+    cfg["probe_interval"] = _number(cfg, "probe_interval", 0.0)
+    if cfg["toolstack"] not in TOOLSTACKS:
+        raise ValueError(
+            f"toolstack must be one of {', '.join(TOOLSTACKS)}, not {cfg['toolstack']!r}"
+        )
+    cfg["bind"] = _address(cfg["bind"], "bind")
+    peers = cfg["peers"]
+    if not isinstance(peers, dict) or not peers:
+        raise ValueError("peers must be a non-empty mapping of minion id to IP address")
+    try:
+        xenha_names.check("cluster", cfg["cluster"])
+        cfg["peers"] = {
+            xenha_names.check("host", peer): _address(ip, f"peer {peer}'s address")
+            for peer, ip in peers.items()
+        }
+    except CommandExecutionError as err:
+        raise ValueError(str(err)) from None
+    if cfg["bind"] in cfg["peers"].values():
+        raise ValueError(f"bind address {cfg['bind']} is also a peer's address")
+    return cfg
+
+
+class Detector:
+    """
+    Per-peer bookkeeping of one heartbeat receiver: which packets to accept and which state
+    transitions to report. ``now`` is always this host's monotonic time in seconds.
+    """
+
+    def __init__(self, cluster, peers, dead_time):
+        self.cluster = cluster
+        self.peers = dict(peers)  # minion id -> IP address
+        self.dead_time = dead_time
+        self.last = {}  # peer -> (boot, seq) of the newest accepted packet
+        self.heard = {}  # peer -> monotonic time that packet arrived
+        self.reported = dict.fromkeys(self.peers, UNKNOWN)  # peer -> state last reported
+
+    def adopt(self, old):
+        """Carry over what ``old`` knew about peers that kept their address (config changes)."""
+        for peer, ip in self.peers.items():
+            if old.peers.get(peer) == ip:
+                for mine, theirs in (
+                    (self.last, old.last),
+                    (self.heard, old.heard),
+                    (self.reported, old.reported),
+                ):
+                    if peer in theirs:
+                        mine[peer] = theirs[peer]
+
+    def accept(self, fields, source_ip, now):
+        """
+        Record a verified packet's ``fields`` (from decode) received from ``source_ip``; raise
+        ProtocolError if it is for another cluster, from a stranger or a wrong address, or a
+        replay.
+        """
+        sender = fields["sender"]
+        if fields["cluster"] != self.cluster:
+            raise ProtocolError(f"packet for cluster {fields['cluster']!r}, not {self.cluster!r}")
+        if sender not in self.peers:
+            raise ProtocolError(f"sender {sender!r} is not a configured peer")
+        if source_ip != self.peers[sender]:
+            raise ProtocolError(
+                f"packet from {sender!r} came from {source_ip}, not {self.peers[sender]}"
+            )
+        stamp = (fields["boot"], fields["seq"])
+        if sender in self.last and stamp <= self.last[sender]:
+            raise ProtocolError(f"replayed or reordered packet from {sender!r} (seq {stamp[1]})")
+        self.last[sender] = stamp
+        self.heard[sender] = now
+
+    def state(self, peer, now):
+        """Return (state, age in seconds or None) of ``peer`` at ``now``."""
+        if peer not in self.heard:
+            return UNKNOWN, None
+        age = max(0.0, now - self.heard[peer])
+        return (LOST if age >= self.dead_time else ALIVE), age
+
+    def poll(self, now, reporter):
+        """
+        Return the beacon events (dicts with a ``tag``) for peers whose state changed since the
+        last poll: ``lost`` when heard once and silent for dead_time, ``recovered`` when a lost
+        peer is heard again. Being heard for the first time is no event.
+        """
+        events = []
+        for peer in self.peers:
+            state, age = self.state(peer, now)
+            before, self.reported[peer] = self.reported[peer], state
+            if state == before or (before, state) == (UNKNOWN, ALIVE):
+                continue
+            events.append(
+                {
+                    "tag": "lost" if state == LOST else "recovered",
+                    "peer": peer,
+                    "age": round(age, 3),
+                    "reporter": reporter,
+                    "dead_time": self.dead_time,
+                    "seq": self.last[peer][1],
+                }
+            )
+        return events
+
+
+class ProbeTracker:
+    """Turns toolstack probe results into toolstack_failed / toolstack_ok transitions."""
+
+    def __init__(self, toolstack):
+        self.toolstack = toolstack
+        self.failures = 0
+        self.failed = False
+        self.pending = []
+
+    def record(self, ok, detail=""):
+        """Record one probe result; ``detail`` says what went wrong when ``ok`` is false."""
+        self.failures = 0 if ok else self.failures + 1
+        if not ok and not self.failed and self.failures >= PROBE_FAILURES:
+            self.failed = True
+            self.pending.append({"tag": "toolstack_failed", "error": detail})
+        elif ok and self.failed:
+            self.failed = False
+            self.pending.append({"tag": "toolstack_ok"})
+
+    def poll(self, reporter):
+        """Return and forget the transitions recorded since the last poll."""
+        events, self.pending = self.pending, []
+        return [{**e, "toolstack": self.toolstack, "reporter": reporter} for e in events]

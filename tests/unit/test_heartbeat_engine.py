@@ -1,0 +1,175 @@
+"""The heartbeat threads of _modules/xenha_heartbeat.py over real UDP sockets on 127.0.0.x."""
+
+import importlib.util
+import socket
+import threading
+import time
+
+import pytest
+import xenha_hbproto as hb
+
+from tests.support.saltconf import REPO
+
+KEY = "0123456789abcdef-unit"
+A, B = "127.0.0.11", "127.0.0.12"
+
+
+@pytest.fixture
+def mod(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "xenha_heartbeat_under_test", REPO / "_modules" / "xenha_heartbeat.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.__opts__ = {"id": "hostA", "sock_dir": str(tmp_path)}
+    module.__salt__ = {"cmd.run_all": lambda argv, **kw: {"retcode": 0, "stdout": "", "stderr": ""}}
+    yield module
+    for thread in threading.enumerate():
+        if getattr(thread, "xenha_engine", False):
+            thread.stop()
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((A, 0))
+        return sock.getsockname()[1]
+
+
+def config(port, bind, peer_id, peer_ip, **extra):
+    return {
+        "key": KEY,
+        "bind": bind,
+        "peers": {peer_id: peer_ip},
+        "port": port,
+        "send_interval": 0.05,
+        "dead_time": 0.4,
+        "probe_interval": 0,
+        **extra,
+    }
+
+
+def engine(mod, tmp_path, name, cfg, run_all=None):
+    run_all = run_all or mod.__salt__["cmd.run_all"]
+    eng = mod._Engine(
+        f"xenha-heartbeat/{name}", hb.parse_config(cfg), name, run_all, str(tmp_path / name)
+    )
+    eng.start()
+    return eng
+
+
+def wait_events(eng, tag, timeout=10.0):
+    """Poll like the minion loop (every 0.05 s) until an event with ``tag``; return all seen."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen += eng.poll()
+        if any(e["tag"] == tag for e in seen):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"no {tag} event within {timeout} s; saw {seen}")
+
+
+def test_two_hosts_hear_each_other_then_lost_once_and_recovered(mod, tmp_path):
+    port = free_port()
+    a = engine(mod, tmp_path, "hostA", config(port, A, "hostB", B))
+    b = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))
+    time.sleep(0.3)
+    assert a.poll() == [] and b.poll() == []
+    assert a.detector.state("hostB", time.monotonic())[0] == hb.ALIVE
+    assert b.detector.state("hostA", time.monotonic())[0] == hb.ALIVE
+
+    b.stop()
+    events = wait_events(a, "lost")
+    assert [(e["tag"], e["peer"], e["reporter"]) for e in events] == [("lost", "hostB", "hostA")]
+    assert events[0]["age"] >= 0.4
+    assert events[0]["seq"] >= 3
+    for _ in range(10):  # still silent: no repeat
+        assert a.poll() == []
+        time.sleep(0.05)
+
+    b2 = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))
+    events = wait_events(a, "recovered")
+    assert [(e["tag"], e["peer"]) for e in events] == [("recovered", "hostB")]
+    b2.stop()
+
+
+def test_forged_and_misaddressed_packets_do_not_count_as_heard(mod, tmp_path):
+    port = free_port()
+    a = engine(mod, tmp_path, "hostA", config(port, A, "hostB", B))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+        forger.bind((B, 0))
+        for seq in range(1, 20):
+            forged = hb.encode(b"wrong-key-of-enough-size", "xenha", "hostB", 1, seq)
+            forger.sendto(forged, (A, port))
+            time.sleep(0.01)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as elsewhere:
+        elsewhere.bind(("127.0.0.13", 0))  # right key, wrong source address
+        elsewhere.sendto(hb.encode(KEY.encode(), "xenha", "hostB", 1, 1), (A, port))
+    time.sleep(0.2)
+    a.poll()
+    assert a.detector.state("hostB", time.monotonic()) == (hb.UNKNOWN, None)
+    assert a.rejected == 20
+    assert "127.0.0.13" in a.last_rejected
+
+
+def test_toolstack_probe_transitions(mod, tmp_path):
+    answers = iter([1, 1, 1, 0, 0] + [0] * 1000)
+    calls = []
+
+    def run_all(argv, **kwargs):
+        calls.append((argv, kwargs["python_shell"]))
+        return {"retcode": next(answers), "stdout": "", "stderr": "xl: cannot connect"}
+
+    port = free_port()
+    a = engine(mod, tmp_path, "hostA", config(port, A, "hostB", B, probe_interval=0.05), run_all)
+    failed = wait_events(a, "toolstack_failed")
+    assert failed == [
+        {
+            "tag": "toolstack_failed",
+            "error": "xl info exited 1: xl: cannot connect",
+            "toolstack": "xl",
+            "reporter": "hostA",
+        }
+    ]
+    assert wait_events(a, "toolstack_ok") == [
+        {"tag": "toolstack_ok", "toolstack": "xl", "reporter": "hostA"}
+    ]
+    assert calls[0] == (["xl", "info"], False)
+
+
+def test_poll_reuses_the_thread_and_restarts_it_on_a_config_change(mod, tmp_path):
+    port = free_port()
+    peer = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))
+    cfg = {**config(port, A, "hostB", B), "_beacon_name": "xenha_heartbeat"}
+    assert mod.poll(cfg) == []
+    first = mod._running("xenha-heartbeat/xenha_heartbeat")
+    time.sleep(0.3)
+    mod.poll(cfg)
+    assert mod._running("xenha-heartbeat/xenha_heartbeat") is first
+    assert first.detector.state("hostB", time.monotonic())[0] == hb.ALIVE
+
+    mod.poll({**cfg, "dead_time": 0.5})  # a pillar change: new thread, same knowledge
+    second = mod._running("xenha-heartbeat/xenha_heartbeat")
+    assert second is not first and not first.is_alive()
+    assert second.detector.state("hostB", time.monotonic())[0] == hb.ALIVE
+
+    status = mod.status()
+    assert status["reporter"] == "hostA"
+    assert status["peers"]["hostB"]["state"] == "alive"
+    assert status["dead_time"] == 0.5
+    peer.stop()
+
+
+def test_unusable_address_is_reported_and_retried(mod, tmp_path):
+    a = engine(mod, tmp_path, "hostA", config(free_port(), "192.0.2.1", "hostB", B))
+    time.sleep(0.2)
+    assert a.poll() == []
+    assert a.error.startswith("cannot use UDP 192.0.2.1:")
+    assert a.is_alive()  # keeps retrying: the address may come up later
+
+
+def test_bad_config_raises_a_clear_error(mod):
+    with pytest.raises(mod.CommandExecutionError, match="key must be a string"):
+        mod.poll(config(7788, A, "hostB", B, key="short"))
+    assert mod.validate(config(7788, A, "hostB", B, key="short"))[0] is False
+    assert mod.validate(config(7788, A, "hostB", B)) == (True, "valid")
