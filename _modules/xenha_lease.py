@@ -1,0 +1,392 @@
+"""
+Storage leases on a VM host: renew this host's and its domUs' leases, watch peers' leases,
+take a domU's lease before starting it, and self-fence when the storage is lost.
+
+Leases live in ``xenha:leases:dir`` (pillar; the OCFS2 mount in production, a shared directory
+in the lab). The file format and the progress logic are in ``_utils/xenha_lease.py``; the safety
+argument is in ``docs/failover.md``.
+
+The renew loop runs as its own process, ``salt-call xenha_lease.serve`` (the ``xenha-leased``
+service), not inside the minion: a renewer that died with the minion while the domUs keep
+running would let a survivor start them a second time.
+
+Needs: the lease directory and the ``xenha_xen`` module (to list and destroy local domUs).
+"""
+
+import json
+import logging
+import os
+import threading
+import time
+
+import xenha_lease
+import xenha_names
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "xenha_lease"
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+READ_TIMEOUT = 5.0  # a hung read (storage gone, OCFS2 recovery) must not hang the caller
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _settings(**overrides):
+    return xenha_lease.settings(__salt__["pillar.get"]("xenha:leases", {}), **overrides)
+
+
+def _me():
+    return xenha_names.check("host", __opts__["id"])
+
+
+def _boot_id():
+    path = __opts__.get("xenha_boot_id_path", BOOT_ID_PATH)
+    with open(path, encoding="ascii") as fh:
+        return fh.read().strip()
+
+
+def _with_timeout(func, timeout, what):
+    """Run ``func`` in a thread; raise CommandExecutionError if it takes longer than timeout."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = func()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller below
+            box["error"] = err
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise CommandExecutionError(f"{what}: no answer within {timeout} s (storage hung?)")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _path(conf, kind, name):
+    return os.path.join(conf["dir"], xenha_lease.lease_name(kind, name))
+
+
+def _read(conf, kind, name):
+    """The lease (dict) or None when there is no file; raises on a hung or bad file."""
+    path = _path(conf, kind, name)
+
+    def read():
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    data = _with_timeout(read, READ_TIMEOUT, f"reading {path}")
+    return None if data is None else xenha_lease.decode(data, path)
+
+
+def _write(conf, kind, name, previous, released=False):
+    lease = xenha_lease.renewed(
+        previous, _me(), _boot_id(), written=round(time.time(), 3), released=released
+    )
+    path = _path(conf, kind, name)
+    _with_timeout(
+        lambda: xenha_lease.write_atomic(path, xenha_lease.encode(lease)),
+        READ_TIMEOUT,
+        f"writing {path}",
+    )
+    return lease
+
+
+# --- observations: persisted so repeated calls do not restart the observer's clock ---
+
+
+def _obs_path():
+    return os.path.join(__opts__["cachedir"], "xenha_lease", "observations.json")
+
+
+def _obs_load():
+    try:
+        with open(_obs_path(), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _obs_save(records):
+    path = _obs_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    xenha_lease.write_atomic(path, json.dumps(records).encode())
+
+
+def _look(conf, kind, name, records):
+    key = f"{kind}:{name}"
+    lease = _read(conf, kind, name)
+    record, verdict = xenha_lease.observe(
+        records.get(key), lease, time.monotonic(), conf["expiry"], _boot_id()
+    )
+    if record is None:
+        records.pop(key, None)
+    else:
+        records[key] = record
+    return lease, verdict
+
+
+def observe(host, duration=0, kind="host", **overrides):
+    """
+    Watch a peer's lease (or a domU's, ``kind=domu``) for up to ``duration`` seconds from this
+    host, returning early once it advances. The verdict's ``state`` is ``advancing`` (the owner
+    renews: alive), ``stalled`` (unchanged, not yet for ``expiry`` s), ``expired`` (unchanged for
+    at least ``expiry`` s of THIS host's monotonic clock), ``released`` or ``missing``. The
+    observation is remembered, so a second call continues the first one's clock.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_lease.observe ServVirt1 duration=12
+    """
+    conf = _settings(**overrides)
+    name = xenha_names.check("host" if kind == "host" else "domain", host)
+    duration = float(duration)
+    poll = min(0.2, conf["renew_interval"] / 2)
+    deadline = time.monotonic() + duration
+    records = _obs_load()
+    try:
+        while True:
+            _, verdict = _look(conf, kind, name, records)
+            if verdict["state"] in (xenha_lease.ADVANCING, xenha_lease.EXPIRED):
+                break
+            if time.monotonic() + poll > deadline:
+                break
+            time.sleep(poll)
+    finally:
+        _obs_save(records)
+    verdict.update({"kind": kind, "name": name, "observer": _me(), "expiry": conf["expiry"]})
+    return verdict
+
+
+def owned(host, **overrides):
+    """
+    The domUs whose leases ``host`` holds (not released), as ``{name: counter}``: what it ran.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_lease.owned ServVirt1
+    """
+    conf = _settings(**overrides)
+    xenha_names.check("host", host)
+    found = {}
+    for filename in _with_timeout(
+        lambda: sorted(os.listdir(conf["dir"])), READ_TIMEOUT, f"listing {conf['dir']}"
+    ):
+        parsed = xenha_lease.parse_lease_name(filename)
+        if not parsed or parsed[0] != "domu":
+            continue
+        lease = _read(conf, "domu", parsed[1])
+        if lease and lease["owner"] == host and not lease.get("released"):
+            found[parsed[1]] = lease["counter"]
+    return found
+
+
+def show(**overrides):
+    """
+    Every lease in the lease directory: ``{file: lease}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_lease.show
+    """
+    conf = _settings(**overrides)
+    leases = {}
+    for filename in sorted(os.listdir(conf["dir"])):
+        parsed = xenha_lease.parse_lease_name(filename)
+        if parsed:
+            leases[filename] = _read(conf, *parsed)
+    return leases
+
+
+def check_start(name, fenced=None, handover_from=None, **overrides):
+    """
+    Whether this host may start domU ``name`` now (changes nothing): ``{"ok", "reason",
+    "owner"}``. A lease held by a live peer refuses; ``fenced`` names a host the master has
+    fenced, ``handover_from`` the source of a confirmed migration. The domU state and the
+    runners call this before starting a domU; ``acquire_domu`` then takes the lease.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_lease.check_start web01
+    """
+    conf = _settings(**overrides)
+    xenha_names.check("domain", name)
+    records = _obs_load()
+    lease, verdict = _look(conf, "domu", name, records)
+    _obs_save(records)
+    ok, reason = xenha_lease.may_take(lease, verdict, _me(), fenced, handover_from)
+    return {"ok": ok, "reason": reason, "owner": lease["owner"] if lease else None}
+
+
+def acquire_domu(name, fenced=None, handover_from=None, wait=0, **overrides):
+    """
+    Take domU ``name``'s lease for this host before starting it. Allowed when there is no lease,
+    it is released or ours, its owner is ``fenced`` (by the master) or ``handover_from`` (a
+    confirmed migration source), or it has provably expired; with ``wait`` seconds, keep
+    watching a stalled lease that long for it to expire. Raises CommandExecutionError with the
+    reason when refused.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_lease.acquire_domu web01 fenced=ServVirt1
+    """
+    conf = _settings(**overrides)
+    xenha_names.check("domain", name)
+    deadline = time.monotonic() + float(wait)
+    records = _obs_load()
+    try:
+        while True:
+            lease, verdict = _look(conf, "domu", name, records)
+            ok, reason = xenha_lease.may_take(lease, verdict, _me(), fenced, handover_from)
+            if ok or verdict["state"] == xenha_lease.ADVANCING or time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, conf["renew_interval"] / 2))
+    finally:
+        _obs_save(records)
+    if not ok:
+        raise CommandExecutionError(f"domU {name}: lease not taken: {reason}")
+    new = _write(conf, "domu", name, lease)
+    return {"acquired": True, "reason": reason, "counter": new["counter"]}
+
+
+def release_domu(name, **overrides):
+    """
+    Release this host's lease on domU ``name`` (after a clean shutdown or a migration away), so
+    it is not restarted elsewhere as if it had failed. A lease held by another host is left alone.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_lease.release_domu web01
+    """
+    conf = _settings(**overrides)
+    xenha_names.check("domain", name)
+    lease = _read(conf, "domu", name)
+    if lease is None or lease["owner"] != _me():
+        return {"released": False, "owner": lease["owner"] if lease else None}
+    _write(conf, "domu", name, lease, released=True)
+    return {"released": True, "owner": _me()}
+
+
+# --- the renewer ---
+
+
+def _local_domus():
+    """Names of the domUs running here; transient migration copies are not ours to claim."""
+    domus = __salt__["xenha_xen.list_domains"]()["domus"]
+    return sorted(n for n in domus if "--" not in n)
+
+
+def renew(**overrides):
+    """
+    One renewal round: this host's lease, then the lease of every domU running here that is
+    ours (or unclaimed: no lease or released). A domU whose lease another host holds is reported
+    under ``foreign`` and left alone.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_lease.renew
+    """
+    conf = _settings(**overrides)
+    os.makedirs(conf["dir"], exist_ok=True)
+    me = _me()
+    result = {"host": _write(conf, "host", me, _read(conf, "host", me))["counter"]}
+    result["domus"], result["foreign"] = {}, {}
+    for name in _local_domus():
+        lease = _read(conf, "domu", name)
+        if lease is None or lease["owner"] == me or lease.get("released"):
+            result["domus"][name] = _write(conf, "domu", name, lease)["counter"]
+        else:
+            result["foreign"][name] = lease["owner"]
+            log.error("domU %s runs here but its lease is held by %s", name, lease["owner"])
+    return result
+
+
+def _destroy_all(names, timeout):
+    """Destroy ``names`` in parallel; returns the names not confirmed destroyed in time."""
+    threads = {}
+    for name in names:
+        t = threading.Thread(target=__salt__["xenha_xen.destroy"], args=(name,), daemon=True)
+        t.start()
+        threads[name] = t
+    deadline = time.monotonic() + timeout
+    for t in threads.values():
+        t.join(max(deadline - time.monotonic(), 0))
+    return sorted(n for n, t in threads.items() if t.is_alive())
+
+
+def serve(rounds=None, **overrides):
+    """
+    The renew daemon (run as the ``xenha-leased`` service: ``salt-call xenha_lease.serve``).
+    Renews every ``renew_interval`` in a worker thread; the main thread self-fences (destroys the
+    domUs whose leases it held) when no renewal issued within ``self_fence_after`` seconds has
+    succeeded, so a hung write cannot delay the fence. ``rounds`` stops after that many checks
+    (tests).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call xenha_lease.serve
+    """
+    conf = _settings(**overrides)
+    state = {"ok_issued": time.monotonic(), "owned": set(), "stop": False}
+    try:
+        state["owned"] = set(_local_domus())
+    except CommandExecutionError as err:
+        log.error("xenha-leased: cannot list local domUs at start: %s", err)
+
+    def renew_loop():
+        while not state["stop"]:
+            issued = time.monotonic()
+            try:
+                done = renew(**overrides)
+            except (CommandExecutionError, OSError) as err:
+                log.warning("xenha-leased: renewal failed: %s", err)
+            else:
+                state["ok_issued"] = issued
+                state["owned"] = set(done["domus"])
+            time.sleep(max(conf["renew_interval"] - (time.monotonic() - issued), 0))
+
+    threading.Thread(target=renew_loop, name="xenha-leased-renew", daemon=True).start()
+    fenced, checks = None, 0
+    try:
+        while rounds is None or checks < int(rounds):
+            checks += 1
+            due = xenha_lease.self_fence_due(
+                state["ok_issued"], time.monotonic(), conf["self_fence_after"]
+            )
+            if due and fenced is None:
+                victims = sorted(state["owned"])
+                log.critical("xenha-leased: no lease renewal, self-fencing: destroying %s", victims)
+                left = _destroy_all(victims, conf["destroy_timeout"])
+                fenced = {"destroyed": victims, "not_confirmed": left}
+            elif not due and fenced is not None:
+                log.warning("xenha-leased: renewing again; self-fenced domUs stay down")
+                fenced = None
+            time.sleep(min(0.1, conf["renew_interval"] / 4))
+    finally:
+        state["stop"] = True
+    return {"self_fenced": fenced, "owned": sorted(state["owned"])}

@@ -1,0 +1,593 @@
+"""
+The failover engine: a persisted, resumable state machine, one journal per suspect host.
+
+    received -> verified -> corroborated -> fenced -> restarting -> done
+                          \\-> ignored      \\-> blocked (retried with back-off; ack -> fenced)
+
+All I/O goes through an adapter object (see :class:`Adapter` for the contract); the journal and
+the audit trail are files on the master under ``<cachedir>/xenha/`` (``xenha_store``). Safety:
+
+- A claim (a loss event) is checked before anything is touched: any minion can put events on the
+  bus.
+- One failover per host: the whole run holds an exclusive ``flock`` on the host's run lock;
+  concurrent calls join it (return at once), repeated ones after ``done`` are ignored until the
+  host has come back.
+- Every step is persisted before the next starts; a master killed in the middle resumes from the
+  journal. A domU is marked ``starting`` before its start is attempted; on resume it is looked
+  for on the survivors before it is started again, and the target's lease check refuses a
+  second copy anyway.
+- Nothing restarts unless the host is fenced: BMC power-off confirmed, its storage lease
+  provably expired, or an operator acknowledged a manual fence.
+"""
+
+import contextlib
+import fcntl
+import json
+import time
+import uuid
+
+import xenha_placement
+import xenha_store
+
+RECEIVED = "received"
+VERIFIED = "verified"
+CORROBORATED = "corroborated"
+FENCED = "fenced"
+RESTARTING = "restarting"
+DONE = "done"
+BLOCKED = "blocked"
+IGNORED = "ignored"
+ACTIVE = (RECEIVED, VERIFIED, CORROBORATED, FENCED, RESTARTING, BLOCKED)
+
+DEFAULTS = {
+    "corroborate_window": 2.5,  # s of watching the suspect's lease for a renewal
+    "expiry": 10.0,  # xenha:leases:expiry
+    "expiry_margin": 1.0,  # extra s of watching before a lease counts as expired
+    "retry_base": 5.0,  # blocked: first back-off (s), doubled each attempt ...
+    "retry_max": 300.0,  # ... up to this
+    "retry_for": 600.0,  # one runner call keeps retrying this long, then leaves it to resume
+}
+
+
+class Failure(str):
+    """An adapter call that raised: its message. Never mistaken for an answer."""
+
+
+class Adapter:
+    """
+    The I/O the engine needs; the runner implements it with Salt, tests with fakes. Every
+    method may raise; the engine records the error and decides (a failed check never counts as
+    a proof).
+    """
+
+    def members(self):
+        """{"vmhosts": {id: pillar host dict}, "domus": {name: pillar domU dict}}."""
+        raise NotImplementedError
+
+    def ping(self, host):
+        """True if the master reaches the host's minion (short timeout)."""
+        raise NotImplementedError
+
+    def observe(self, observer, host, duration):
+        """Lease verdict of ``host`` seen from minion ``observer`` (xenha_lease.observe)."""
+        raise NotImplementedError
+
+    def fence_ipmi(self, host, bmc):
+        """Power ``host`` off through its BMC and confirm; returns timings, raises on failure."""
+        raise NotImplementedError
+
+    def leased_domus(self, observer, host):
+        """Names of the domUs whose leases ``host`` holds, read on ``observer``."""
+        raise NotImplementedError
+
+    def snapshot(self, hosts):
+        """{host: {"free_memory_mib", "total_memory_mib", "domus": [names]}} of those answering."""
+        raise NotImplementedError
+
+    def host_states(self):
+        """{host: state} from the master's store (maintenance etc.); missing means up."""
+        raise NotImplementedError
+
+    def start_domu(self, host, name, spec, fenced):
+        """Take the domU's lease on ``host`` (owner ``fenced`` may be overridden) and start it."""
+        raise NotImplementedError
+
+    def fire(self, tag, data):
+        """Fire an event on the master bus."""
+        raise NotImplementedError
+
+    def audit(self, entry):
+        """Append one entry (dict) to the audit trail."""
+        raise NotImplementedError
+
+    def now(self):
+        """Wall clock (for humans: journal and audit timestamps)."""
+        return time.time()
+
+    def mono(self):
+        """Monotonic clock (for durations and back-off)."""
+        return time.monotonic()
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
+
+
+# --- pure decisions ---
+
+
+def verify_claim(vmhosts, host, reporter, event):
+    """
+    Check a loss claim: ``(ok, reason)``. The reporter must be a cluster VM host, the event's
+    own ids (``id``, ``reporter``, ``peer``) must match the reporter and the host, and the host
+    must be another VM host. ``reporter=None`` and ``event=None`` is an operator's salt-run.
+    """
+    if reporter is None and event is None:
+        refusals = [(host not in vmhosts, f"{host!r} is not a cluster VM host")]
+        accepted = "operator request"
+    else:
+        data = event if isinstance(event, dict) else {}
+        refusals = [
+            (reporter not in vmhosts, f"reporter {reporter!r} is not a cluster VM host"),
+            (not isinstance(event, dict), "no event data with the claim"),
+            ("id" not in data and "reporter" not in data, "event names no sender"),
+        ]
+        for key, want in (("id", reporter), ("reporter", reporter), ("peer", host)):
+            got = data.get(key, want)
+            refusals.append((got != want, f"event {key} {got!r} does not match {want!r}"))
+        refusals += [
+            (host not in vmhosts, f"{host!r} is not a cluster VM host"),
+            (host == reporter, f"{reporter!r} reports itself lost"),
+        ]
+        accepted = f"loss of {host} reported by {reporter}"
+    for refused, reason in refusals:
+        if refused:
+            return False, reason
+    return True, accepted
+
+
+def backoff(attempt, base, cap):
+    """Seconds to wait after the ``attempt``-th failed fence (1-based): base * 2^(n-1), capped."""
+    return min(base * 2 ** max(attempt - 1, 0), cap)
+
+
+def restart_plan(host, members, snapshot, host_states, leased):
+    """
+    What to restart where: ``{"domus": {name: entry}, "order": [names]}``, entries with
+    ``state`` pending (with ``target``), running (already somewhere, ``host``) or unplaced
+    (with ``reason``). Pure: members/snapshot/host_states/leased in, plan out.
+    """
+    pillar_domus = members["domus"]
+    running = {d: h for h, info in snapshot.items() for d in info.get("domus", ())}
+    hosts = {}
+    for name, spec in members["vmhosts"].items():
+        if name == host or name not in snapshot:
+            hosts[name] = {"state": "down" if name != host else "fenced", "free_memory_mib": 0}
+            continue
+        hosts[name] = {
+            "state": host_states.get(name, "up"),
+            "free_memory_mib": int(snapshot[name]["free_memory_mib"]),
+            "memory_reserve_mib": int(spec.get("memory_reserve_mib", 0)),
+            "total_memory_mib": int(snapshot[name].get("total_memory_mib", 0)),
+        }
+    domus = {}
+    for name, spec in pillar_domus.items():
+        domus[name] = {
+            "host": running.get(name, host if name in leased else None),
+            "memory_mib": int(spec.get("memory_mib", 0)),
+            "priority": spec.get("priority", 0),
+            "preferred_host": spec.get("preferred_host"),
+            "anti_affinity": list(spec.get("anti_affinity") or []),
+        }
+    entries, todo = {}, []
+    for name in sorted(leased):
+        if name not in pillar_domus:
+            entries[name] = {"state": "unplaced", "reason": "not in pillar: no config to start"}
+        elif name in running:
+            entries[name] = {"state": "running", "host": running[name]}
+        else:
+            todo.append(name)
+    plan = xenha_placement.place({"hosts": hosts, "domus": domus}, todo, exclude=[host])
+    for name, target in plan["placement"].items():
+        entries[name] = {"state": "pending", "target": target}
+    for name, reason in plan["unplaced"].items():
+        entries[name] = {"state": "unplaced", "reason": reason}
+    order = list(plan["placement"]) + sorted(set(entries) - set(plan["placement"]))
+    return {"domus": entries, "order": order}
+
+
+# --- journal, lock, audit ---
+
+
+def journal_name(host):
+    return f"failover-{host}"
+
+
+def ack_name(host):
+    return f"failover-ack-{host}"
+
+
+def load(cachedir, host):
+    return xenha_store.load(cachedir, journal_name(host))
+
+
+def journals(cachedir):
+    """{host: journal} for every failover journal in the store."""
+    found = {}
+    base = xenha_store._dir(cachedir)
+    for path in sorted(base.glob("failover-*.json")):
+        name = path.stem
+        if name.startswith("failover-ack-"):
+            continue
+        found[name[len("failover-") :]] = xenha_store.load(cachedir, name)
+    return found
+
+
+@contextlib.contextmanager
+def run_lock(cachedir, host):
+    """Yield True holding the host's run lock, or False if another failover holds it."""
+    path = xenha_store._dir(cachedir) / f"{journal_name(host)}.run.lock"
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def audit_line(path, entry):
+    """Append one audit entry as a readable line: ``<UTC time> <host> <step> <json details>``."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.get("time", time.time())))
+    details = {k: v for k, v in entry.items() if k not in ("time", "host", "step")}
+    line = f"{stamp} {entry.get('host', '-')} {entry.get('step', '-')} {json.dumps(details)}\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+
+
+# --- the engine ---
+
+
+class Engine:
+    """Drives one host's failover through its journal. ``settings`` override DEFAULTS."""
+
+    def __init__(self, io, cachedir, settings=None):
+        self.io = io
+        self.cachedir = cachedir
+        self.conf = dict(DEFAULTS)
+        self.conf.update({k: v for k, v in (settings or {}).items() if v is not None})
+
+    # small helpers
+
+    def _emit(self, record, what, **data):
+        data = {"host": record["host"], "failover": record["id"], **data}
+        self.io.fire(f"xenha/failover/{record['host']}/{what}", data)
+
+    def _audit(self, host, step, **details):
+        self.io.audit({"time": self.io.now(), "host": host, "step": step, **details})
+
+    def _save(self, record):
+        record["updated"] = self.io.now()
+        xenha_store.save(self.cachedir, journal_name(record["host"]), record)
+
+    def _set(self, record, state, **fields):
+        record.update(fields)
+        record["state"] = state
+        record.setdefault("history", []).append({"state": state, "time": self.io.now()})
+        self._save(record)
+        self._audit(record["host"], state, failover=record["id"], **fields)
+
+    def _host_state(self, host, state):
+        with xenha_store.edit(self.cachedir, "hoststate") as doc:
+            if state is None:
+                doc.pop(host, None)
+            else:
+                doc[host] = {"state": state, "since": self.io.now(), "by": "failover"}
+
+    # entry points
+
+    def handle(self, host, reporter=None, event=None):
+        """A loss claim (reactor or operator). Returns a summary dict with ``state``."""
+        members = self.io.members()
+        ok, reason = verify_claim(members["vmhosts"], host, reporter, event)
+        if not ok:
+            self._audit(host, "ignored", reporter=reporter, reason=f"claim refused: {reason}")
+            self.io.fire(
+                f"xenha/failover/{host}/ignored",
+                {"host": host, "reporter": reporter, "reason": reason},
+            )
+            return {"host": host, "state": IGNORED, "reason": reason}
+        with run_lock(self.cachedir, host) as mine:
+            if not mine:
+                self._audit(host, "joined", reporter=reporter, reason="failover in progress")
+                return {"host": host, "state": "in_progress", "joined": True}
+            record = load(self.cachedir, host)
+            if record.get("state") == DONE:
+                if not self._recovered(record, members):
+                    self._audit(host, "repeat", reporter=reporter, failover=record["id"])
+                    return {"host": host, "state": DONE, "duplicate": True, "id": record["id"]}
+                record = {}
+            if record.get("state") in ACTIVE:
+                self._audit(host, "resume", reporter=reporter, failover=record["id"])
+                record.setdefault("reporters", []).append(reporter)
+            else:
+                record = self._new(host, reporter, event)
+            return self._drive(record, members)
+
+    def resume(self, host):
+        """Continue a journal left active (master restart, give-up while blocked)."""
+        with run_lock(self.cachedir, host) as mine:
+            if not mine:
+                return {"host": host, "state": "in_progress", "joined": True}
+            record = load(self.cachedir, host)
+            members = self.io.members()
+            if record.get("state") == DONE:
+                self._recovered(record, members)
+                return self._summary(load(self.cachedir, host) or record)
+            if record.get("state") not in ACTIVE:
+                return self._summary(record) if record else {"host": host, "state": None}
+            self._audit(host, "resume", failover=record["id"])
+            return self._drive(record, members)
+
+    def ack(self, host, by="operator"):
+        """Record an operator's manual fence of ``host``, then complete a blocked failover."""
+        xenha_store.save(
+            self.cachedir, ack_name(host), {"host": host, "time": self.io.now(), "by": by}
+        )
+        self._audit(host, "ack_fence", by=by)
+        record = load(self.cachedir, host)
+        if record.get("state") not in ACTIVE:
+            return {"host": host, "acknowledged": True, "state": record.get("state")}
+        return {"acknowledged": True, **self.resume(host)}
+
+    # the machine
+
+    def _new(self, host, reporter, event):
+        record = {
+            "host": host,
+            "id": uuid.uuid4().hex[:12],
+            "state": RECEIVED,
+            "reporters": [reporter],
+            "event": event,
+            "started": self.io.now(),
+            "attempts": 0,
+            "history": [],
+        }
+        xenha_store.delete(self.cachedir, ack_name(host))  # an old ack is not for this failover
+        self._set(record, RECEIVED, reporter=reporter)
+        self._emit(record, "started", reporter=reporter)
+        return record
+
+    def _recovered(self, record, members):
+        """True (and the host marked healthy) if a failed-over host is back."""
+        host = record["host"]
+        back = self._safe(self.io.ping, host) is True
+        if not back:
+            for observer in self._observers(record, members):
+                verdict = self._safe(self.io.observe, observer, host, 0)
+                if isinstance(verdict, dict) and verdict.get("state") == "advancing":
+                    back = True
+                    break
+        if back:
+            record["state_before"] = record["state"]
+            self._set(record, "recovered")
+            self._host_state(host, None)
+            self._emit(record, "recovered")
+        return back
+
+    def _acked(self, host):
+        """The operator's manual-fence acknowledgement (written by :meth:`ack`) or None."""
+        return xenha_store.load(self.cachedir, ack_name(host)) or None
+
+    def _safe(self, func, *args):
+        """Call an adapter method; an exception becomes a Failure (recorded, never a proof)."""
+        try:
+            return func(*args)
+        except Exception as err:  # noqa: BLE001 - any adapter failure is data here
+            return Failure(str(err) or type(err).__name__)
+
+    def _observers(self, record, members):
+        """Survivor minions that can read the lease directory, reporters first."""
+        host = record["host"]
+        names = [r for r in record.get("reporters", []) if r in members["vmhosts"]]
+        names += sorted(members["vmhosts"])
+        return [n for n in dict.fromkeys(names) if n != host]
+
+    def _summary(self, record):
+        keys = ("host", "id", "state", "reason", "fence", "domus", "order", "seconds")
+        keys += ("not_restarted", "attempts", "started")
+        return {k: record[k] for k in keys if k in record}
+
+    def _drive(self, record, members):
+        steps = {
+            RECEIVED: self._verified,
+            VERIFIED: self._corroborate,
+            CORROBORATED: self._fence,
+            BLOCKED: self._retry,
+            FENCED: self._plan,
+            RESTARTING: self._restart,
+        }
+        self._retry_until = self.io.mono() + self.conf["retry_for"]
+        # each step persists its outcome and returns False to stop here (resume continues)
+        while record["state"] in steps and steps[record["state"]](record, members):
+            pass
+        return self._summary(record)
+
+    def _verified(self, record, members):
+        self._host_state(record["host"], "suspect")
+        self._set(record, VERIFIED)
+        self._emit(record, "verified", reporters=record["reporters"])
+        return True
+
+    def _corroborate(self, record, members):
+        host = record["host"]
+        if self._safe(self.io.ping, host) is True:
+            return self._ignore(record, "the master still reaches the host's minion")
+        seen = []
+        for observer in self._observers(record, members):
+            verdict = self._safe(self.io.observe, observer, host, self.conf["corroborate_window"])
+            seen.append({"observer": observer, "verdict": verdict})
+            if isinstance(verdict, dict):
+                if verdict.get("state") == "advancing":
+                    return self._ignore(
+                        record,
+                        f"{host} still renews its storage lease (seen by {observer}): it is"
+                        " alive, maybe isolated; its domUs are not restarted elsewhere",
+                        observations=seen,
+                    )
+                break  # one observer that can read the lease is enough
+        self._set(record, CORROBORATED, observations=seen)
+        return True
+
+    def _ignore(self, record, reason, **fields):
+        self._set(record, IGNORED, reason=reason, **fields)
+        self._host_state(record["host"], None)
+        self._emit(record, "ignored", reason=reason)
+        return True
+
+    def _fence(self, record, members):
+        host = record["host"]
+        tried = []
+        ack = self._acked(host)
+        if isinstance(ack, dict):
+            return self._fenced(record, {"method": "manual", "ack": ack})
+        bmc = members["vmhosts"][host].get("bmc")
+        if bmc:
+            start = self.io.mono()
+            result = self._safe(self.io.fence_ipmi, host, bmc)
+            if isinstance(result, dict):
+                took = round(self.io.mono() - start, 3)
+                return self._fenced(record, {"method": "ipmi", "seconds": took, **result})
+            tried.append(f"IPMI: {result}")
+        else:
+            tried.append("IPMI: no BMC configured")
+        window = self.conf["expiry"] + self.conf["expiry_margin"]
+        for observer in self._observers(record, members):
+            verdict = self._safe(self.io.observe, observer, host, window)
+            if not isinstance(verdict, dict):
+                tried.append(f"lease via {observer}: {verdict}")
+                continue
+            if verdict.get("state") == "expired":
+                return self._fenced(
+                    record, {"method": "lease", "observer": observer, "verdict": verdict}
+                )
+            tried.append(
+                f"lease via {observer}: {verdict.get('state')}, unchanged for "
+                f"{verdict.get('unchanged_for')} s (expiry {self.conf['expiry']} s)"
+            )
+            break
+        else:
+            tried.append("lease: no survivor could read it")
+        record["attempts"] = record.get("attempts", 0) + 1
+        wait = backoff(record["attempts"], self.conf["retry_base"], self.conf["retry_max"])
+        reason = "not fenced, nothing restarted: " + "; ".join(tried)
+        self._set(record, BLOCKED, reason=reason, retry_in=wait)
+        self._host_state(host, "suspect")
+        self._emit(record, "blocked", reason=reason, attempt=record["attempts"], retry_in=wait)
+        return True
+
+    def _retry(self, record, members):
+        """Wait out the back-off (an ack ends it at once), then corroborate and fence again."""
+        host = record["host"]
+        if not self._acked(host):
+            wait = record.get("retry_in", self.conf["retry_base"])
+            if self.io.mono() + wait > self._retry_until:
+                self._audit(host, "blocked_left", failover=record["id"], retry_in=wait)
+                return False
+            deadline = self.io.mono() + wait
+            while self.io.mono() < deadline:
+                if self._acked(host):
+                    break
+                self.io.sleep(min(1.0, deadline - self.io.mono()))
+        if self._acked(host):
+            self._set(record, CORROBORATED, reason="manual fence acknowledged")
+        else:
+            self._set(record, VERIFIED, reason=f"retry after attempt {record['attempts']}")
+        return True
+
+    def _fenced(self, record, fence):
+        self._set(record, FENCED, fence=fence, reason=None)
+        self._host_state(record["host"], "fenced")
+        self._emit(record, "fenced", **fence)
+        return True
+
+    def _plan(self, record, members):
+        host = record["host"]
+        leased = None
+        for observer in self._observers(record, members):
+            got = self._safe(self.io.leased_domus, observer, host)
+            if isinstance(got, (list, dict)):
+                leased = sorted(got)
+                break
+        if leased is None:
+            # the host stays fenced; only the planning is retried
+            reason = "fenced, but no survivor could list the dead host's domU leases"
+            record["reason"] = reason
+            self._save(record)
+            self._audit(host, "blocked", failover=record["id"], reason=reason)
+            self._emit(record, "blocked", reason=reason)
+            return self._wait_or_leave(record)
+        survivors = [h for h in members["vmhosts"] if h != host]
+        snapshot = self._safe(self.io.snapshot, survivors)
+        if not isinstance(snapshot, dict):
+            snapshot = {}
+        states = self._safe(self.io.host_states)
+        states = states if isinstance(states, dict) else {}
+        plan = restart_plan(host, members, snapshot, states, leased)
+        self._set(record, RESTARTING, domus=plan["domus"], order=plan["order"])
+        return True
+
+    def _wait_or_leave(self, record):
+        if self.io.mono() + self.conf["retry_base"] > self._retry_until:
+            return False
+        self.io.sleep(self.conf["retry_base"])
+        return True
+
+    def _restart(self, record, members):
+        host = record["host"]
+        for name in record["order"]:
+            entry = record["domus"][name]
+            if entry["state"] == "starting":
+                where = self._locate(name, members, host)
+                if where:
+                    entry.update(state="started", host=where, note="found running on resume")
+                    self._save(record)
+                    continue
+            if entry["state"] not in ("pending", "starting"):
+                continue
+            entry["state"] = "starting"
+            self._save(record)
+            start = self.io.mono()
+            spec = members["domus"][name]
+            result = self._safe(self.io.start_domu, entry["target"], name, spec, host)
+            took = round(self.io.mono() - start, 3)
+            if isinstance(result, Failure):
+                entry.update(state="failed", error=result, seconds=took)
+                self._save(record)
+                self._audit(host, "domu_failed", domu=name, target=entry["target"], error=result)
+                continue
+            entry.update(state="started", host=entry["target"], seconds=took)
+            self._save(record)
+            self._audit(host, "domu_started", domu=name, target=entry["target"], seconds=took)
+            self._emit(record, "domu_started", domu=name, target=entry["target"], seconds=took)
+        total = round(self.io.now() - record["started"], 3)
+        down = {
+            n: e.get("reason") or e.get("error")
+            for n, e in record["domus"].items()
+            if e["state"] not in ("started", "running")
+        }
+        self._set(record, DONE, seconds=total, not_restarted=down)
+        self._emit(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
+        return True
+
+    def _locate(self, name, members, dead):
+        survivors = [h for h in members["vmhosts"] if h != dead]
+        snapshot = self._safe(self.io.snapshot, survivors)
+        if isinstance(snapshot, dict):
+            for where, info in snapshot.items():
+                if name in info.get("domus", ()):
+                    return where
+        return None

@@ -1,0 +1,129 @@
+"""
+Fencing through a host's BMC with standard IPMI (``ipmitool``): power the host off, then poll
+until the BMC reports the chassis off. Used by the failover runner on the master.
+
+The password travels in the ``IPMI_PASSWORD`` environment variable (``ipmitool -E``), never on
+the command line where ``ps`` would show it. Every call is bounded in time; failures carry
+ipmitool's own stderr.
+
+BMC settings are the pillar's ``xenha:hosts:<id>:bmc``: ``address``, ``username``,
+``password``, optional ``interface`` (lanplus), ``cipher_suite`` (3: without ``-C`` ipmitool
+1.8.19 stalls ~10 s probing cipher suites), ``port`` (623).
+"""
+
+import os
+import shutil
+import subprocess
+import time
+
+import xenha_names
+from salt.exceptions import CommandExecutionError
+
+CALL_TIMEOUT = 10.0  # one ipmitool call (it retries internally: -R 2 -N 2)
+CONFIRM_TIMEOUT = 20.0  # power off until the BMC reports it off
+POLL = 0.5
+INTERFACES = ("lanplus", "lan")
+
+
+class FenceError(CommandExecutionError):
+    """Fencing failed or could not be confirmed; the message says which step and why."""
+
+
+def available():
+    """True when ipmitool is on PATH."""
+    return shutil.which("ipmitool") is not None
+
+
+def bmc_argv(bmc):
+    """The ipmitool argv prefix for a BMC (validated), without the password."""
+    if not isinstance(bmc, dict):
+        raise FenceError(f"BMC settings must be a mapping, got {bmc!r}")
+    for key in ("address", "username", "password"):
+        if not isinstance(bmc.get(key), str) or not bmc[key]:
+            raise FenceError(f"BMC setting {key!r} is missing or not a string")
+    address = bmc["address"]
+    if not _is_ip(address):
+        xenha_names.check("host", address)  # refuses '-x', spaces and the like
+    interface = bmc.get("interface", "lanplus")
+    if interface not in INTERFACES:
+        raise FenceError(f"BMC interface must be one of {', '.join(INTERFACES)}, got {interface!r}")
+    argv = ["ipmitool", "-I", interface, "-H", address, "-U", bmc["username"], "-E"]
+    argv += ["-R", "2", "-N", "2"]
+    if interface == "lanplus":
+        suite = bmc.get("cipher_suite", 3)
+        if isinstance(suite, bool) or not isinstance(suite, int) or not 0 <= suite <= 17:
+            raise FenceError(f"BMC cipher_suite must be an integer 0-17, got {suite!r}")
+        argv += ["-C", str(suite)]
+    port = bmc.get("port")
+    if port is not None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise FenceError(f"BMC port must be 1-65535, got {port!r}")
+        argv += ["-p", str(port)]
+    return argv
+
+
+def _is_ip(text):
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def parse_power(stdout):
+    """'on' or 'off' from ``chassis power status`` output; FenceError on anything else."""
+    for line in stdout.splitlines():
+        if line.strip().startswith("Chassis Power is "):
+            state = line.strip()[len("Chassis Power is ") :].strip()
+            if state in ("on", "off"):
+                return state
+    raise FenceError(f"unexpected ipmitool power status output: {stdout.strip()!r}")
+
+
+def _run(bmc, verb, timeout):
+    argv = [*bmc_argv(bmc), "chassis", "power", verb]
+    env = dict(os.environ, IPMI_PASSWORD=bmc["password"])
+    shown = " ".join(argv)
+    try:
+        proc = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise FenceError(f"{shown}: no answer within {timeout} s") from err
+    except OSError as err:
+        raise FenceError(f"{shown}: cannot run ipmitool: {err}") from err
+    if proc.returncode != 0:
+        raise FenceError(f"{shown} failed (rc {proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def power_status(bmc, timeout=CALL_TIMEOUT):
+    """'on' or 'off' as the BMC reports it."""
+    return parse_power(_run(bmc, "status", timeout))
+
+
+def power_off(bmc, call_timeout=CALL_TIMEOUT, confirm_timeout=CONFIRM_TIMEOUT, poll=POLL):
+    """
+    Power the host off through its BMC and wait until the BMC reports ``Chassis Power is off``.
+    Returns ``{"fenced": True, "seconds", "command_seconds", "polls"}``; raises FenceError with
+    ipmitool's stderr when the BMC cannot be reached or never confirms.
+    """
+    start = time.monotonic()
+    _run(bmc, "off", call_timeout)
+    issued = time.monotonic()
+    polls, last_error = 0, None
+    while True:
+        polls += 1
+        try:
+            if power_status(bmc, call_timeout) == "off":
+                break
+        except FenceError as err:
+            last_error = err
+        if time.monotonic() - issued + poll > confirm_timeout:
+            why = f"last error: {last_error}" if last_error else "the BMC still reports power on"
+            raise FenceError(f"power off not confirmed within {confirm_timeout} s ({why})")
+        time.sleep(poll)
+    end = time.monotonic()
+    return {
+        "fenced": True,
+        "seconds": round(end - start, 3),
+        "command_seconds": round(issued - start, 3),
+        "polls": polls,
+    }

@@ -1,0 +1,444 @@
+"""The failover engine with a fake I/O adapter: every path, concurrency, and crash/resume."""
+
+import contextlib
+import threading
+
+import pytest
+import xenha_failover as xf
+import xenha_store
+
+
+class Crash(BaseException):  # noqa: N818 - stands for the master being killed (not an Exception)
+    """Raised by the fake adapter to simulate the master dying right after a call's effect."""
+
+
+class FakeIO(xf.Adapter):
+    """A cluster of VM hosts A (dead suspect, with BMC), B and C; domUs leased by A."""
+
+    def __init__(self):
+        self.vmhosts = {
+            "A": {"bmc": {"address": "10.98.0.31", "username": "u", "password": "p"}},
+            "B": {"memory_reserve_mib": 0},
+            "C": {"memory_reserve_mib": 0},
+        }
+        self.domus = {
+            "web01": {"config": "/c/web01.cfg", "memory_mib": 512, "priority": 100},
+            "db01": {"config": "/c/db01.cfg", "memory_mib": 1024, "priority": 200},
+            "tiny": {"config": "/c/tiny.cfg", "memory_mib": 128, "priority": 10},
+        }
+        self.reachable = {"B", "C"}
+        self.lease_state = {"A": "expired"}  # verdict seen by survivors
+        self.ipmi = "ok"  # ok | fail | callable
+        self.leases_of = {"A": ["web01", "db01", "tiny"]}
+        self.free = {"B": 2048, "C": 1024}
+        self.running = {"B": [], "C": []}
+        self.events, self.audits, self.calls, self.starts = [], [], [], []
+        self.start_fail = set()
+        self.clock = 0.0
+        self.crash_at = None  # crash right after the n-th adapter call's effect
+
+    def _call(self, name):
+        self.calls.append(name)
+        if self.crash_at is not None and len(self.calls) == self.crash_at:
+            self.crash_at = None
+            raise Crash(name)
+
+    def members(self):
+        return {"vmhosts": self.vmhosts, "domus": self.domus}
+
+    def ping(self, host):
+        self._call("ping")
+        return host in self.reachable
+
+    def observe(self, observer, host, duration):
+        if observer not in self.reachable:
+            raise RuntimeError(f"minion {observer} did not answer")
+        self.clock += duration
+        state = self.lease_state.get(host, "missing")
+        self._call("observe")
+        return {"state": state, "unchanged_for": 12.0 if state == "expired" else 1.0}
+
+    def fence_ipmi(self, host, bmc):
+        self._call("fence_ipmi")
+        if callable(self.ipmi):
+            return self.ipmi()
+        if self.ipmi != "ok":
+            raise RuntimeError("Error: Unable to establish IPMI v2 / RMCP+ session")
+        self.reachable.discard(host)
+        return {"fenced": True, "seconds": 0.1}
+
+    def leased_domus(self, observer, host):
+        if observer not in self.reachable:
+            raise RuntimeError("no answer")
+        self._call("leased_domus")
+        return list(self.leases_of.get(host, []))
+
+    def snapshot(self, hosts):
+        self._call("snapshot")
+        return {
+            h: {"free_memory_mib": self.free[h], "total_memory_mib": 4096, "domus": self.running[h]}
+            for h in hosts
+            if h in self.reachable
+        }
+
+    def host_states(self):
+        return {}
+
+    def start_domu(self, host, name, spec, fenced):
+        assert fenced == "A"
+        if name in self.start_fail:
+            raise RuntimeError(f"xl create {spec['config']} failed")
+        self.starts.append((name, host))
+        self.running[host].append(name)
+        self.free[host] -= spec["memory_mib"]
+        self._call("start_domu")
+        return {"started": True}
+
+    def fire(self, tag, data):
+        self.events.append((tag, data))
+        self._call("fire")
+
+    def audit(self, entry):
+        self.audits.append(entry)
+
+    def now(self):
+        return 1_700_000_000.0 + self.clock
+
+    def mono(self):
+        return self.clock
+
+    def sleep(self, seconds):
+        self.clock += seconds
+
+    def tags(self):
+        return [tag.rsplit("/", 1)[1] for tag, _ in self.events]
+
+
+EVENT = {"id": "B", "reporter": "B", "peer": "A", "age": 3.2}
+
+
+@pytest.fixture
+def io():
+    return FakeIO()
+
+
+def engine(io, tmp_path, **settings):
+    return xf.Engine(io, str(tmp_path), settings)
+
+
+def copies(io):
+    """Where each domU runs; a domU on two hosts would show up twice."""
+    seen = {}
+    for host, names in io.running.items():
+        for name in names:
+            seen.setdefault(name, []).append(host)
+    return seen
+
+
+# --- claims ---
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        ("A", "intruder", {"id": "intruder", "peer": "A"}, "reporter 'intruder' is not"),
+        ("A", "B", {"id": "C", "peer": "A"}, "event id 'C' does not match 'B'"),
+        ("A", "B", {"id": "B", "reporter": "C", "peer": "A"}, "event reporter 'C'"),
+        ("A", "B", {"id": "B", "peer": "C"}, "event peer 'C' does not match 'A'"),
+        ("ServDB", "B", {"id": "B", "peer": "ServDB"}, "'ServDB' is not a cluster VM host"),
+        ("B", "B", {"id": "B", "peer": "B"}, "reports itself lost"),
+        ("A", "B", None, "no event data"),
+        ("A", "B", {"peer": "A"}, "event names no sender"),
+        ("nobody", None, None, "'nobody' is not a cluster VM host"),
+    ],
+)
+def test_forged_or_mismatched_claims_are_ignored_and_logged(io, tmp_path, claim):
+    host, reporter, event, why = claim
+    result = engine(io, tmp_path).handle(host, reporter, event)
+    assert result["state"] == "ignored"
+    assert why in result["reason"]
+    assert io.tags() == ["ignored"]
+    assert io.audits[-1]["step"] == "ignored" and why in io.audits[-1]["reason"]
+    assert "ping" not in io.calls and "fence_ipmi" not in io.calls
+    assert xf.load(str(tmp_path), host) == {}  # a forged claim touches no journal
+
+
+def test_forged_claim_does_not_disturb_a_finished_failover(io, tmp_path):
+    eng = engine(io, tmp_path)
+    eng.handle("A", "B", EVENT)
+    before = xf.load(str(tmp_path), "A")
+    eng.handle("A", "intruder", {"id": "intruder", "peer": "A"})
+    assert xf.load(str(tmp_path), "A") == before
+
+
+# --- the happy path ---
+
+
+def test_failover_fences_by_ipmi_and_restarts_by_priority(io, tmp_path):
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done"
+    assert result["fence"]["method"] == "ipmi"
+    # priority order: db01 (200), web01 (100), tiny (10)
+    assert [name for name, _ in io.starts] == ["db01", "web01", "tiny"]
+    assert all(len(hosts) == 1 for hosts in copies(io).values())
+    tags = io.tags()
+    assert tags[:4] == ["started", "verified", "fenced", "domu_started"]
+    assert tags.count("domu_started") == 3 and tags[-1] == "done"
+    done = io.events[-1][1]
+    assert done["not_restarted"] == {} and done["seconds"] >= 0
+    started = [d for t, d in io.events if t.endswith("/domu_started")]
+    assert {d["domu"]: d["target"] for d in started} == dict(io.starts)
+    assert all("seconds" in d for d in started)
+    steps = [a["step"] for a in io.audits]
+    assert steps[:4] == ["received", "verified", "corroborated", "fenced"]
+    assert steps[-1] == "done"
+    hoststate = xenha_store.load(str(tmp_path), "hoststate")
+    assert hoststate["A"]["state"] == "fenced"
+
+
+def test_operator_request_runs_a_failover(io, tmp_path):
+    assert engine(io, tmp_path).handle("A")["state"] == "done"
+
+
+def test_domus_that_fit_nowhere_are_reported_not_dropped(io, tmp_path):
+    io.free = {"B": 600, "C": 200}
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done"
+    assert dict(io.starts) == {"web01": "B", "tiny": "C"}
+    assert "no room: needs 1024 MiB" in result["not_restarted"]["db01"]
+    assert result["domus"]["db01"]["state"] == "unplaced"
+    assert "db01" in io.events[-1][1]["not_restarted"]
+
+
+def test_unknown_domu_and_failed_start_are_reported(io, tmp_path):
+    io.leases_of["A"].append("stray")
+    io.start_fail.add("web01")
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done"
+    assert "not in pillar" in result["not_restarted"]["stray"]
+    assert "xl create /c/web01.cfg failed" in result["not_restarted"]["web01"]
+    assert sorted(n for n, _ in io.starts) == ["db01", "tiny"]
+
+
+def test_domu_already_running_elsewhere_is_not_started_again(io, tmp_path):
+    io.running["C"].append("web01")
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["domus"]["web01"] == {"state": "running", "host": "C"}
+    assert "web01" not in [n for n, _ in io.starts]
+
+
+# --- corroboration ---
+
+
+def test_host_answering_the_master_is_not_fenced(io, tmp_path):
+    io.reachable.add("A")
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "ignored"
+    assert "reaches the host" in result["reason"]
+    assert "fence_ipmi" not in io.calls and io.starts == []
+    assert "A" not in xenha_store.load(str(tmp_path), "hoststate")
+
+
+def test_isolated_host_that_still_renews_keeps_its_domus(io, tmp_path):
+    io.lease_state["A"] = "advancing"
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "ignored"
+    assert "still renews its storage lease" in result["reason"]
+    assert "fence_ipmi" not in io.calls and io.starts == []
+    assert io.tags()[-1] == "ignored"
+
+
+def test_unreachable_observer_falls_back_to_another(io, tmp_path):
+    io.reachable.discard("B")  # the reporter cannot answer; C observes
+    io.lease_state["A"] = "advancing"
+    assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "ignored"
+
+
+# --- fencing ---
+
+
+def test_no_bmc_fences_by_lease_expiry(io, tmp_path):
+    del io.vmhosts["A"]["bmc"]
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done"
+    assert result["fence"]["method"] == "lease"
+    assert "fence_ipmi" not in io.calls
+
+
+def test_bmc_failure_falls_back_to_lease_expiry(io, tmp_path):
+    io.ipmi = "fail"
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["fence"]["method"] == "lease"
+    assert len(io.starts) == 3
+
+
+def test_fence_failure_blocks_retries_with_backoff_then_ack_completes(io, tmp_path):
+    io.ipmi = "fail"
+    io.lease_state["A"] = "stalled"
+    eng = engine(io, tmp_path, retry_base=5, retry_max=20, retry_for=60)
+    result = eng.handle("A", "B", EVENT)
+    assert result["state"] == "blocked"
+    assert "IPMI: Error: Unable to establish IPMI v2" in result["reason"]
+    assert "lease via B: stalled" in result["reason"]
+    assert io.starts == []  # nothing restarts
+    blocked = [d for t, d in io.events if t == "xenha/failover/A/blocked"]
+    assert [d["retry_in"] for d in blocked] == [5, 10, 20, 20][: len(blocked)]
+    assert len(blocked) >= 3
+    assert io.calls.count("fence_ipmi") == len(blocked)
+    assert xenha_store.load(str(tmp_path), "hoststate")["A"]["state"] == "suspect"
+    # resuming without an ack keeps it blocked, still nothing restarted
+    assert engine(io, tmp_path, retry_for=0).resume("A")["state"] == "blocked"
+    assert io.starts == []
+    # the operator confirms a manual fence: the failover completes
+    result = engine(io, tmp_path).ack("A")
+    assert result["acknowledged"] is True and result["state"] == "done"
+    assert result["fence"]["method"] == "manual"
+    assert len(io.starts) == 3 and io.tags()[-1] == "done"
+    assert any(a["step"] == "ack_fence" for a in io.audits)
+
+
+def test_ack_during_backoff_is_picked_up_by_the_running_failover(io, tmp_path):
+    io.ipmi = "fail"
+    io.lease_state["A"] = "stalled"
+    real_sleep = io.sleep
+
+    def sleep_then_ack(seconds):
+        real_sleep(seconds)
+        # the operator's salt-run while the failover waits: it only records the ack
+        acks.append(engine(io, tmp_path).ack("A"))
+
+    acks = []
+    io.sleep = sleep_then_ack
+    result = engine(io, tmp_path, retry_base=5).handle("A", "B", EVENT)
+    assert result["state"] == "done" and result["fence"]["method"] == "manual"
+    assert acks[0]["acknowledged"] is True and acks[0]["state"] == "in_progress"
+    assert io.tags().count("blocked") == 1
+
+
+def test_host_that_returns_while_blocked_is_not_fenced(io, tmp_path):
+    io.ipmi = "fail"
+    io.lease_state["A"] = "stalled"
+    eng = engine(io, tmp_path, retry_base=5, retry_for=6)
+    assert eng.handle("A", "B", EVENT)["state"] == "blocked"
+    io.reachable.add("A")  # the network blip is over
+    assert engine(io, tmp_path).resume("A")["state"] == "ignored"
+    assert io.starts == []
+
+
+def test_stale_ack_from_an_earlier_failover_does_not_count(io, tmp_path):
+    xenha_store.save(str(tmp_path), xf.ack_name("A"), {"host": "A", "by": "old"})
+    io.ipmi = "fail"
+    io.lease_state["A"] = "stalled"
+    assert engine(io, tmp_path, retry_for=0).handle("A", "B", EVENT)["state"] == "blocked"
+    assert xenha_store.load(str(tmp_path), xf.ack_name("A")) == {}
+
+
+# --- exactly once ---
+
+
+def test_repeated_events_after_done_are_one_failover(io, tmp_path):
+    eng = engine(io, tmp_path)
+    first = eng.handle("A", "B", EVENT)
+    again = eng.handle("A", "C", {"id": "C", "peer": "A"})
+    assert again == {"host": "A", "state": "done", "duplicate": True, "id": first["id"]}
+    assert len(io.starts) == 3 and io.tags().count("started") == 1
+
+
+def test_host_back_after_failover_rejoins_healthy(io, tmp_path):
+    eng = engine(io, tmp_path)
+    eng.handle("A", "B", EVENT)
+    io.reachable.add("A")  # powered on again, minion answers
+    assert eng.resume("A")["state"] == "recovered"
+    assert "A" not in xenha_store.load(str(tmp_path), "hoststate")
+    assert io.tags()[-1] == "recovered"
+    # a later loss of A is a new failover (corroborated again: A answers, so ignored)
+    assert eng.handle("A", "B", EVENT)["state"] == "ignored"
+    assert len(io.starts) == 3
+
+
+def test_concurrent_events_for_one_host_make_one_failover(io, tmp_path):
+    gate, entered = threading.Event(), threading.Event()
+
+    def slow_ipmi():
+        entered.set()
+        assert gate.wait(10)
+        io.reachable.discard("A")
+        return {"fenced": True}
+
+    io.ipmi = slow_ipmi
+    results = {}
+    first = threading.Thread(
+        target=lambda: results.setdefault("first", engine(io, tmp_path).handle("A", "B", EVENT))
+    )
+    first.start()
+    assert entered.wait(10)
+    joined = [engine(io, tmp_path).handle("A", r, {"id": r, "peer": "A"}) for r in "BCB"]
+    gate.set()
+    first.join(10)
+    assert [j["state"] for j in joined] == ["in_progress"] * 3
+    assert results["first"]["state"] == "done"
+    assert io.calls.count("fence_ipmi") == 1 and len(io.starts) == 3
+
+
+def _run_to_completion(io, tmp_path):
+    """Like the master: run the failover; after each crash, restart and resume it."""
+    with contextlib.suppress(Crash):
+        engine(io, tmp_path).handle("A", "B", EVENT)
+    for _ in range(5):
+        try:
+            return engine(io, tmp_path).resume("A")
+        except Crash:
+            continue
+    raise AssertionError("never completed")
+
+
+def test_crash_at_every_step_resumes_and_completes_exactly_once(tmp_path):
+    clean = FakeIO()
+    engine(clean, tmp_path / "clean").handle("A", "B", EVENT)
+    assert len(clean.calls) > 10
+    for point in range(1, len(clean.calls) + 1):
+        io = FakeIO()
+        io.crash_at = point
+        result = _run_to_completion(io, tmp_path / f"crash{point}")
+        assert result["state"] == "done", (point, clean.calls[point - 1], result)
+        assert sorted(copies(io)) == ["db01", "tiny", "web01"], point
+        assert all(len(h) == 1 for h in copies(io).values()), (point, io.running)
+        assert len(io.starts) == 3, (point, clean.calls[point - 1], io.starts)
+        assert io.calls.count("fence_ipmi") <= 2  # a crash may repeat the fence, never a start
+        assert io.tags().count("done") == 1
+
+
+def test_resume_with_nothing_to_do(io, tmp_path):
+    assert engine(io, tmp_path).resume("A") == {"host": "A", "state": None}
+
+
+# --- pure parts ---
+
+
+def test_backoff_doubles_and_is_bounded():
+    assert [xf.backoff(n, 5, 60) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_restart_plan_honours_anti_affinity_and_host_states():
+    members = {
+        "vmhosts": {"A": {}, "B": {}, "C": {}},
+        "domus": {
+            "web01": {"memory_mib": 100, "anti_affinity": ["web02"]},
+            "web02": {"memory_mib": 100},
+        },
+    }
+    snap = {
+        "B": {"free_memory_mib": 1000, "domus": ["web02"]},
+        "C": {"free_memory_mib": 1000, "domus": []},
+    }
+    plan = xf.restart_plan("A", members, snap, {"C": "maintenance"}, ["web01"])
+    assert plan["domus"]["web01"]["state"] == "unplaced"
+    assert "anti-affinity" in plan["domus"]["web01"]["reason"]
+    plan = xf.restart_plan("A", members, snap, {}, ["web01"])
+    assert plan["domus"]["web01"] == {"state": "pending", "target": "C"}
+
+
+def test_audit_line_is_readable(tmp_path):
+    path = tmp_path / "audit.log"
+    xf.audit_line(path, {"time": 0, "host": "A", "step": "fenced", "method": "ipmi"})
+    assert path.read_text() == '1970-01-01T00:00:00Z A fenced {"method": "ipmi"}\n'
