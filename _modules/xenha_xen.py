@@ -1,0 +1,539 @@
+"""
+The Xen toolstack on this host: list domains, read host capacity, start, shut down, destroy,
+pause and live-migrate domUs.
+
+One contract, two toolstacks: ``xl`` (current Xen) and ``xm`` (xend era, Xen 3.x up to 4.4).
+The choice comes from ``xenha:xen:toolstack`` (minion config or pillar), else from what is on
+PATH (``xl`` preferred). Parsing lives in ``_utils/xenha_xenparse.py``; docs/xen.md has the
+formats and the migration contract.
+
+Needs: ``xl`` or ``xm`` on PATH, run as root. Migration with ``xl`` needs root ssh between the
+hosts (``xenha:xen:ssh``); with ``xm`` the target's xend relocation server
+(``xenha:xen:relocation``).
+"""
+
+import re
+import shlex
+import time
+
+import salt.utils.path
+import xenha_names
+import xenha_xenparse
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "xenha_xen"
+
+TOOLSTACKS = ("xl", "xm")
+COMMAND_TIMEOUT = 60  # a toolstack that hangs (xend wedged, storage gone) must not hang the minion
+POLL_INTERVAL = 0.2
+# xl hands its -s argument to `sh -c "exec <ssh command> <host> xl migrate-receive"`: every
+# piece xenha puts into it must be free of shell metacharacters.
+_SAFE_PATH_RE = re.compile(r"/[A-Za-z0-9_./-]+")
+_SAFE_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def __virtual__():
+    if any(salt.utils.path.which(tool) for tool in TOOLSTACKS):
+        return __virtualname__
+    return (False, "xenha_xen: neither xl nor xm is on PATH (the Xen toolstack is not installed)")
+
+
+# --- plumbing ---
+
+
+def _conf():
+    conf = __salt__["config.get"]("xenha:xen", {})
+    if not isinstance(conf, dict):
+        raise CommandExecutionError(f"xenha:xen must be a mapping, got {conf!r}")
+    return conf
+
+
+def _show(argv):
+    return shlex.join(argv)
+
+
+def _exec(argv, timeout=COMMAND_TIMEOUT):
+    """Run ``argv`` (no shell); returns (cmd.run_all's dict, timed_out)."""
+    ret = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, timeout=timeout)
+    # cmd.run_all reports a timeout as retcode 1, empty stderr and "... Timed out after N seconds"
+    timed_out = bool(
+        timeout
+        and ret.get("retcode") == 1
+        and not ret.get("stderr")
+        and "Timed out after" in (ret.get("stdout") or "")
+    )
+    return ret, timed_out
+
+
+def _failure(argv, ret, timed_out, timeout):
+    if timed_out:
+        return f"{_show(argv)} timed out after {timeout} s and was killed"
+    detail = (ret.get("stderr") or "").strip() or (ret.get("stdout") or "").strip()
+    return f"{_show(argv)} failed (exit {ret.get('retcode')}): {detail or 'no output'}"
+
+
+def _run(argv, timeout=COMMAND_TIMEOUT):
+    ret, timed_out = _exec(argv, timeout)
+    if timed_out or ret.get("retcode") != 0:
+        raise CommandExecutionError(_failure(argv, ret, timed_out, timeout))
+    return ret
+
+
+def _parse(parser, text, argv):
+    try:
+        return parser(text)
+    except xenha_xenparse.XenParseError as err:
+        raise CommandExecutionError(f"cannot parse the output of {_show(argv)}: {err}") from err
+
+
+def _describe(row):
+    return f"{row['name']} (domid {row['domid']}, state {row['state']})"
+
+
+# --- reading ---
+
+
+def toolstack():
+    """
+    The toolstack this host uses: ``xl`` or ``xm``. ``xenha:xen:toolstack`` (minion config or
+    pillar) decides; unset, the first of ``xl``, ``xm`` found on PATH.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' xenha_xen.toolstack
+    """
+    choice = _conf().get("toolstack")
+    if choice:
+        if choice not in TOOLSTACKS:
+            raise CommandExecutionError(f"xenha:xen:toolstack is {choice!r}: must be 'xl' or 'xm'")
+        if not salt.utils.path.which(choice):
+            raise CommandExecutionError(
+                f"xenha:xen:toolstack is {choice} but {choice} is not on PATH"
+            )
+        return choice
+    for tool in TOOLSTACKS:
+        if salt.utils.path.which(tool):
+            return tool
+    raise CommandExecutionError("neither xl nor xm is on PATH")
+
+
+def list_domains():
+    """
+    Every domain on this host: ``{"toolstack", "dom0": row, "domus": {name: row}}``. A row has
+    name, domid, memory_mib, vcpus, state (the six letters), flags (running, blocked, paused,
+    shutdown, crashed, dying), shutdown_reason, cpu_time (s), and ``transient``: None, or
+    ``migratedaway``/``incoming`` (xl) or ``migrating`` (xm) for the copies a migration leaves
+    under a temporary name (``base_name`` is the domU's own name). Transient rows are listed, not
+    hidden: they are a domU in flight.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' xenha_xen.list_domains
+    """
+    tool = toolstack()
+    argv = [tool, "list"]
+    parser = xenha_xenparse.parse_xl_list if tool == "xl" else xenha_xenparse.parse_xm_list
+    result = xenha_xenparse.split_dom0(_parse(parser, _run(argv)["stdout"], argv))
+    result["toolstack"] = tool
+    return result
+
+
+def _find(domus, name):
+    """The row for ``name``: its own, else a transient copy of it, else None."""
+    if name in domus:
+        return domus[name]
+    copies = [row for row in domus.values() if row["transient"] and row["base_name"] == name]
+    return copies[0] if copies else None
+
+
+def domain(name):
+    """
+    One domU on this host as a :func:`list_domains` row, or None when it is not here. While the
+    domU migrates the row may be its transient copy (``transient`` tells).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.domain web01
+    """
+    name = xenha_names.check("domain", name)
+    return _find(list_domains()["domus"], name)
+
+
+def info():
+    """
+    Host capacity from ``xl info`` / ``xm info``: ``{"toolstack", "host", "total_memory_mib",
+    "free_memory_mib", "nr_cpus", "xen_version", "fields"}`` (fields: every key : value line).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' xenha_xen.info
+    """
+    tool = toolstack()
+    argv = [tool, "info"]
+    fields = _parse(xenha_xenparse.parse_info, _run(argv)["stdout"], argv)
+    result = xenha_xenparse.summarize_info(fields)
+    result.update(toolstack=tool, fields=fields)
+    return result
+
+
+def details(name=None):
+    """
+    The domain configurations libxl holds (``xl list -l``, JSON): ``{name: {"domid", "uuid",
+    "type", "max_memkb", "target_memkb", "max_vcpus", "config"}}``; one domain with ``name``.
+    xl only (xm prints SXP).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.details web01
+    """
+    argv = ["xl", "list", "-l"]
+    if name is not None:
+        argv.append(xenha_names.check("domain", name))
+    if toolstack() != "xl":
+        raise CommandExecutionError("xenha_xen.details needs the xl toolstack (xm has no JSON)")
+    return _parse(xenha_xenparse.parse_xl_list_json, _run(argv)["stdout"], argv)
+
+
+def read_config(config):
+    """
+    Read a domU config file (xl/xm syntax): ``{"path", "name", "memory_mib", "vcpus"}``. The path
+    must be absolute and the name a valid domain name.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.read_config /cluster/domus/web01.cfg
+    """
+    if not isinstance(config, str) or not config.startswith("/") or "\0" in config:
+        raise CommandExecutionError(f"invalid domU config path {config!r}: must be absolute")
+    try:
+        with open(config, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CommandExecutionError(f"cannot read domU config {config}: {err}") from err
+    try:
+        cfg = xenha_xenparse.parse_cfg(text)
+    except xenha_xenparse.XenParseError as err:
+        raise CommandExecutionError(f"bad domU config {config}: {err}") from err
+    xenha_names.check("domain", cfg["name"])
+    cfg["path"] = config
+    return cfg
+
+
+# --- acting ---
+
+
+def start(config, paused=False, timeout=COMMAND_TIMEOUT):
+    """
+    Start a domU from its config file (``xl create`` / ``xm create``; ``paused=True`` leaves it
+    paused) and return its row once it is listed. Refuses when a domain of that name, or a
+    migration copy of it, is already on this host.
+
+    This is the only way xenha starts a domU (the ``xenha_domu.running`` state calls it): the
+    storage-lease check that keeps a domU from running on two hosts belongs here, before the
+    toolstack runs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.start /cluster/domus/web01.cfg
+    """
+    cfg = read_config(config)
+    name = cfg["name"]
+    tool = toolstack()
+    existing = domain(name)
+    if existing is not None:
+        raise CommandExecutionError(
+            f"domU {name} is already on this host as {_describe(existing)}: not starting it again"
+        )
+    argv = [tool, "create", *(["-p"] if paused else []), config]
+    ret = _run(argv, timeout)
+    row = domain(name)
+    if row is None:
+        raise CommandExecutionError(
+            f"{_show(argv)} exited 0 but {name} is not listed afterwards: {ret.get('stderr', '')}"
+        )
+    return row
+
+
+def _running_row(name):
+    row = domain(name)
+    if row is None:
+        raise CommandExecutionError(f"domU {name} is not on this host")
+    if row["transient"]:
+        raise CommandExecutionError(
+            f"domU {name} is mid-migration here as {_describe(row)}: leaving it alone"
+        )
+    return row
+
+
+def destroy(name, timeout=COMMAND_TIMEOUT):
+    """
+    Stop a domU at once (``xl destroy`` / ``xm destroy``: pulls the plug, no guest shutdown) and
+    confirm it is gone. Returns ``{"name", "result": True, "domid"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.destroy web01
+    """
+    name = xenha_names.check("domain", name)
+    tool = toolstack()
+    argv = [tool, "destroy", name]
+    _run(argv, timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        row = list_domains()["domus"].get(name)
+        if row is None:
+            return {"name": name, "result": True}
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(
+                f"{_show(argv)} exited 0 but {_describe(row)} is still listed after {timeout} s"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+def shutdown(name, timeout=60, force=False):
+    """
+    Shut a domU down cleanly (``xl shutdown`` / ``xm shutdown``) and wait up to ``timeout``
+    seconds for it to go. If it does not, or the toolstack refuses, ``force=True`` destroys it
+    instead; without force that is an error saying the domU still runs here. Returns
+    ``{"name", "result": True, "method": "shutdown"|"destroy", "seconds", "reason"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.shutdown web01 timeout=120 force=True
+    """
+    name = xenha_names.check("domain", name)
+    tool = toolstack()
+    row = _running_row(name)
+    started = time.monotonic()
+    argv = [tool, "shutdown", name]
+    ret, timed_out = _exec(argv, timeout)
+    if timed_out or ret.get("retcode") != 0:
+        reason = _failure(argv, ret, timed_out, timeout)
+    else:
+        while time.monotonic() - started < timeout:
+            if name not in list_domains()["domus"]:
+                return {
+                    "name": name,
+                    "result": True,
+                    "method": "shutdown",
+                    "seconds": round(time.monotonic() - started, 1),
+                    "reason": None,
+                }
+            time.sleep(POLL_INTERVAL)
+        reason = f"domU {name} did not shut down within {timeout} s"
+    if not force:
+        raise CommandExecutionError(
+            f"{reason}; {_describe(row)} is still running on this host (force=True destroys it)"
+        )
+    destroy(name)
+    return {
+        "name": name,
+        "result": True,
+        "method": "destroy",
+        "seconds": round(time.monotonic() - started, 1),
+        "reason": reason,
+    }
+
+
+def _set_paused(name, paused):
+    name = xenha_names.check("domain", name)
+    tool = toolstack()
+    _running_row(name)
+    argv = [tool, "pause" if paused else "unpause", name]
+    ret = _run(argv)
+    row = domain(name)
+    # xl ignores libxl's return code for pause/unpause (exit 0 either way): check the state.
+    if row is None or ("paused" in row["flags"]) != paused:
+        now = _describe(row) if row else "gone"
+        raise CommandExecutionError(f"{_show(argv)} did not take effect ({now}): {ret['stderr']}")
+    return row
+
+
+def pause(name):
+    """
+    Pause a domU (it keeps its memory, gets no CPU); returns its row.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.pause web01
+    """
+    return _set_paused(name, True)
+
+
+def unpause(name):
+    """
+    Let a paused domU run again; returns its row.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.unpause web01
+    """
+    return _set_paused(name, False)
+
+
+# --- migration ---
+
+
+def _port(value, what):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise CommandExecutionError(f"{what} must be a TCP port number, got {value!r}")
+    return value
+
+
+def ssh_command(conf=None):
+    """
+    The transport command ``xl migrate -s`` gets, from ``xenha:xen:ssh`` (port, user,
+    identity_file, connect_timeout). xl runs it through ``sh -c``, so every part is checked
+    against a strict pattern first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.ssh_command
+    """
+    ssh = (_conf() if conf is None else conf).get("ssh") or {}
+    if not isinstance(ssh, dict):
+        raise CommandExecutionError(f"xenha:xen:ssh must be a mapping, got {ssh!r}")
+    port = _port(ssh.get("port", 22), "xenha:xen:ssh:port")
+    wait = ssh.get("connect_timeout", 10)
+    if isinstance(wait, bool) or not isinstance(wait, int) or wait <= 0:
+        raise CommandExecutionError(f"xenha:xen:ssh:connect_timeout must be seconds, got {wait!r}")
+    parts = ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={wait}"]
+    identity = ssh.get("identity_file")
+    if identity is not None:
+        if not isinstance(identity, str) or not _SAFE_PATH_RE.fullmatch(identity):
+            raise CommandExecutionError(
+                f"xenha:xen:ssh:identity_file {identity!r} must be an absolute path of "
+                "letters, digits and _ . / -"
+            )
+        parts += ["-i", identity]
+    user = ssh.get("user")
+    if user is not None:
+        if not isinstance(user, str) or not _SAFE_USER_RE.fullmatch(user):
+            raise CommandExecutionError(f"xenha:xen:ssh:user {user!r} is not a valid user name")
+        parts += ["-l", user]
+    return " ".join(parts)
+
+
+def _migrate_argv(tool, name, target, live):
+    conf = _conf()
+    if tool == "xl":
+        # One argv element: xl itself builds `exec <this> <target> xl migrate-receive`.
+        return ["xl", "migrate", "-s", ssh_command(conf), name, target]
+    relocation = conf.get("relocation") or {}
+    if not isinstance(relocation, dict):
+        raise CommandExecutionError(f"xenha:xen:relocation must be a mapping, got {relocation!r}")
+    ssl = bool(relocation.get("ssl", False))
+    key = "ssl_port" if ssl else "port"
+    port = _port(relocation.get(key, 8003 if ssl else 8002), f"xenha:xen:relocation:{key}")
+    # xm's -s means SSL to the relocation server (not ssh); without -l xm migrates non-live.
+    return [
+        "xm",
+        "migrate",
+        *(["-l"] if live else []),
+        "-p",
+        str(port),
+        *(["-s"] if ssl else []),
+        name,
+        target,
+    ]
+
+
+def _whereabouts(name, domus, target):
+    """Where ``name`` is after a migration attempt, said from the source's side; None if gone."""
+    row = _find(domus, name)
+    if row is None:
+        return None
+    if row["transient"] == "migratedaway":
+        return (
+            f"{name} is left on the source as {_describe(row)}: xl's final handshake failed, so "
+            f"{name} may also exist on {target} as {name} or {name}--incoming. Check both hosts "
+            "and resume at most one copy"
+        )
+    if row["transient"]:
+        return f"{name} is still on the source under a temporary name as {_describe(row)}"
+    return f"{name} is still running on the source as {_describe(row)}"
+
+
+def migrate(name, target, live=True, timeout=300):
+    """
+    Live-migrate a domU from this host to ``target`` and confirm it left. xl: ``xl migrate -s
+    "<ssh command>" NAME TARGET`` (:func:`ssh_command`; xl migrations are always live). xm:
+    ``xm migrate -l -p PORT [-s] NAME TARGET`` through the target's xend relocation server
+    (``xenha:xen:relocation``: port, ssl, ssl_port; ``live=False`` drops ``-l``).
+
+    Returns only when the toolstack reported success and this host no longer lists the domU,
+    not even as ``NAME--migratedaway``: ``{"result": True, "name", "source", "target",
+    "toolstack", "source_state": "gone", "confirmed_on_target": False, "seconds", "stderr",
+    "command"}``. This module runs on the source and cannot see the target: the caller (the
+    xenha runner) confirms with ``xenha_xen.domain`` on the target. On failure it raises with
+    the toolstack's stderr verbatim and where the domU now is on this host.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_xen.migrate web01 ServVirt2
+    """
+    name = xenha_names.check("domain", name)
+    target = xenha_names.check("host", target)
+    if target in (__opts__.get("id"), __grains__.get("host"), __grains__.get("fqdn")):
+        raise CommandExecutionError(f"cannot migrate {name} to {target}: that is this host")
+    tool = toolstack()
+    argv = _migrate_argv(tool, name, target, live)
+    _running_row(name)
+    started = time.monotonic()
+    ret, timed_out = _exec(argv, timeout)
+    seconds = round(time.monotonic() - started, 2)
+    try:
+        where = _whereabouts(name, list_domains()["domus"], target)
+    except CommandExecutionError as err:
+        where = f"where {name} is now is unknown: listing this host failed ({err})"
+    if not timed_out and ret.get("retcode") == 0 and where is None:
+        return {
+            "result": True,
+            "name": name,
+            "source": __opts__.get("id"),
+            "target": target,
+            "toolstack": tool,
+            "source_state": "gone",
+            "confirmed_on_target": False,
+            "seconds": seconds,
+            "stderr": ret.get("stderr", ""),
+            "command": argv,
+        }
+    if not timed_out and ret.get("retcode") == 0:
+        problem = f"{_show(argv)} reported success, but {where}: {ret.get('stderr', '')}"
+    else:
+        problem = (
+            _failure(argv, ret, timed_out, timeout)
+            + "\n"
+            + (
+                where
+                or f"{name} is no longer on the source: it may be running on {target} (check there)"
+            )
+        )
+    raise CommandExecutionError(problem)
