@@ -82,6 +82,12 @@ def _read(conf, kind, name):
             with open(path, "rb") as fh:
                 return fh.read()
         except FileNotFoundError:
+            # "no lease" only counts when the directory is there: an unmounted shared
+            # storage must not look like a domU nobody holds
+            if not os.path.isdir(conf["dir"]):
+                raise CommandExecutionError(
+                    f"lease directory {conf['dir']} is missing (storage lost?)"
+                ) from None
             return None
 
     data = _with_timeout(read, READ_TIMEOUT, f"reading {path}")
@@ -310,7 +316,10 @@ def renew(**overrides):
         salt ServVirt1 xenha_lease.renew
     """
     conf = _settings(**overrides)
-    os.makedirs(conf["dir"], exist_ok=True)
+    # never create the directory: with the shared storage unmounted that would renew on the
+    # local disk, where nobody else sees it, and hide the loss from the self-fence
+    if not os.path.isdir(conf["dir"]):
+        raise CommandExecutionError(f"lease directory {conf['dir']} is missing (storage lost?)")
     me = _me()
     result = {"host": _write(conf, "host", me, _read(conf, "host", me))["counter"]}
     result["domus"], result["foreign"] = {}, {}
@@ -370,7 +379,8 @@ def serve(rounds=None, **overrides):
                 state["owned"] = set(done["domus"])
             time.sleep(max(conf["renew_interval"] - (time.monotonic() - issued), 0))
 
-    threading.Thread(target=renew_loop, name="xenha-leased-renew", daemon=True).start()
+    worker = threading.Thread(target=renew_loop, name="xenha-leased-renew", daemon=True)
+    worker.start()
     fenced, checks = None, 0
     try:
         while rounds is None or checks < int(rounds):
@@ -389,4 +399,5 @@ def serve(rounds=None, **overrides):
             time.sleep(min(0.1, conf["renew_interval"] / 4))
     finally:
         state["stop"] = True
+        worker.join(conf["renew_interval"] + 3 * READ_TIMEOUT)
     return {"self_fenced": fenced, "owned": sorted(state["owned"])}
