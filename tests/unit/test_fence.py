@@ -1,0 +1,207 @@
+"""
+IPMI fencing against a real OpenIPMI ``ipmi_sim`` BMC in a throw-away network namespace
+(10.98.x addresses exist only inside it); ipmitool reaches it through a PATH wrapper that runs
+the real ipmitool inside the namespace. Plus the pure parts and an unreachable BMC.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import xenha_fence as xf
+from salt.exceptions import CommandExecutionError
+
+BMC_IP = "10.98.0.31"
+PASSWORD = "fencepass"  # noqa: S105 - a throw-away test BMC
+
+LAN_CONF = """\
+name "xenha-test-bmc"
+set_working_mc 0x20
+  startlan 1
+    addr {ip} 623
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "{control}"
+  user 2  true    "admin"  "{password}" admin    10       none md2 md5 straight
+"""
+BMC_EMU = """\
+mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+sel_enable 0x20 1000 0x0a
+mc_enable 0x20
+"""
+# ipmi_sim's chassis_control protocol: "get power" prints power:N; "set power N" stores it.
+CONTROL = """\
+#!/bin/sh
+state={state}
+case "$1 $2" in
+  "get power") echo "power:$(cat $state)" ;;
+  "set power") echo "$3" > $state; echo "$(date +%s.%N) power $3" >> {state}.log ;;
+esac
+"""
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ipmi_sim") or not shutil.which("ipmitool"),
+    reason="needs root, ipmi_sim and ipmitool",
+)
+
+
+def bmc(**extra):
+    return {"address": BMC_IP, "username": "admin", "password": PASSWORD, **extra}
+
+
+@pytest.fixture
+def sim(tmp_path, monkeypatch):
+    """A BMC in its own netns; yields the power state file. Everything is removed afterwards."""
+    ns = f"xhfence{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    proc = None
+    try:
+        nsx = ["ip", "netns", "exec", ns]
+        subprocess.run([*nsx, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run([*nsx, "ip", "addr", "add", f"{BMC_IP}/32", "dev", "lo"], check=True)
+        state = tmp_path / "power"
+        state.write_text("1\n")
+        control = tmp_path / "chassis-control.sh"
+        control.write_text(CONTROL.format(state=state))
+        control.chmod(0o755)
+        (tmp_path / "lan.conf").write_text(
+            LAN_CONF.format(ip=BMC_IP, control=control, password=PASSWORD)
+        )
+        (tmp_path / "bmc.emu").write_text(BMC_EMU)
+        (tmp_path / "simstate").mkdir()
+        proc = subprocess.Popen(
+            [*nsx, "ipmi_sim", "-c", str(tmp_path / "lan.conf"), "-f", str(tmp_path / "bmc.emu")]
+            + ["-s", str(tmp_path / "simstate"), "-n"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wrapper_dir = tmp_path / "bin"
+        wrapper_dir.mkdir()
+        wrapper = wrapper_dir / "ipmitool"
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns} {shutil.which("ipmitool")} "$@"\n')
+        wrapper.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{wrapper_dir}:{os.environ['PATH']}")
+        _wait_for_bmc()
+        yield state
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def _wait_for_bmc():
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if xf.power_status(bmc(), timeout=5) in ("on", "off"):
+                return
+        except CommandExecutionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@needs_root
+def test_power_off_is_confirmed_by_the_bmc(sim):
+    assert xf.power_status(bmc()) == "on"
+    result = xf.power_off(bmc())
+    assert result["fenced"] is True
+    assert result["polls"] >= 1 and result["seconds"] >= result["command_seconds"] > 0
+    assert sim.read_text().strip() == "0"  # the chassis control hook really ran
+    assert xf.power_status(bmc()) == "off"
+
+
+@needs_root
+def test_password_never_on_the_command_line(sim, tmp_path, monkeypatch):
+    # record the argv and the environment ipmitool is started with
+    log = tmp_path / "argv.log"
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    real = shutil.which("ipmitool")
+    (spy / "ipmitool").write_text(
+        f'#!/bin/sh\necho "$* ENV=$IPMI_PASSWORD" >> {log}\nexec {real} "$@"\n'
+    )
+    (spy / "ipmitool").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy}:{os.environ['PATH']}")
+    xf.power_off(bmc())
+    lines = log.read_text().splitlines()
+    assert lines and all(line.endswith(f"ENV={PASSWORD}") for line in lines)
+    assert all(PASSWORD not in line[: -len(f"ENV={PASSWORD}")] for line in lines)
+    assert all(" -E " in line and " -C 3 " in line for line in lines)
+
+
+@needs_root
+def test_wrong_password_fails_with_ipmitools_message(sim):
+    with pytest.raises(xf.FenceError, match="Unable to establish IPMI v2 / RMCP"):
+        xf.power_off(bmc(password="wrong-password"))  # noqa: S106
+    assert sim.read_text().strip() == "1"  # nothing was powered off
+
+
+@needs_root
+def test_bmc_that_never_confirms_is_a_failure(sim, tmp_path):
+    # a broken chassis: accepts "power off" but keeps reporting on
+    (tmp_path / "chassis-control.sh").write_text(
+        '#!/bin/sh\n[ "$1 $2" = "get power" ] && echo power:1\nexit 0\n'
+    )
+    with pytest.raises(xf.FenceError, match="not confirmed within 1.5 s"):
+        xf.power_off(bmc(), confirm_timeout=1.5, poll=0.3)
+
+
+def test_unreachable_bmc_fails_within_the_timeout(tmp_path, monkeypatch):
+    if not shutil.which("ipmitool"):
+        pytest.skip("ipmitool not installed")
+    # a closed local UDP port: nothing answers there
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    start = time.monotonic()
+    with pytest.raises(xf.FenceError) as err:
+        xf.power_off(bmc(address="127.0.0.1", port=port), call_timeout=3)
+    assert "chassis power off" in str(err.value)
+    assert "IPMI" in str(err.value) or "no answer within 3" in str(err.value)
+    assert time.monotonic() - start < 30  # bounded, not a hang (generous: never a wall limit)
+
+
+def test_argv_and_validation():
+    argv = xf.bmc_argv(bmc(cipher_suite=1, port=6230))
+    assert argv == [
+        "ipmitool", "-I", "lanplus", "-H", BMC_IP, "-U", "admin", "-E",
+        "-R", "2", "-N", "2", "-C", "1", "-p", "6230",
+    ]  # fmt: skip
+    assert PASSWORD not in argv
+    assert "-C" not in xf.bmc_argv(bmc(interface="lan"))
+    for bad, why in [
+        ({"address": "-oProxyCommand=x"}, "invalid host name"),
+        ({"address": "bmc one"}, "invalid host name"),
+        ({"password": ""}, "'password' is missing"),
+        ({"interface": "serial"}, "interface must be one of lanplus, lan"),
+        ({"cipher_suite": "3"}, "cipher_suite must be an integer"),
+        ({"port": 70000}, "port must be 1-65535"),
+    ]:
+        with pytest.raises(CommandExecutionError, match=why):
+            xf.bmc_argv(bmc(**bad))
+    with pytest.raises(xf.FenceError, match="must be a mapping"):
+        xf.bmc_argv(None)
+
+
+def test_parse_power():
+    assert xf.parse_power("Chassis Power is on\n") == "on"
+    assert xf.parse_power("Chassis Power is off\n") == "off"
+    with pytest.raises(xf.FenceError, match="unexpected ipmitool power status output"):
+        xf.parse_power("Chassis Power Control: Down/Off\n")
