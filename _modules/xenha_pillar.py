@@ -1,0 +1,54 @@
+"""
+Validation of the ``xenha`` pillar (the one description of the cluster).
+
+Every xenha formula calls ``xenha_pillar.validate`` while it renders, so a bad pillar stops
+``state.apply`` before any state runs, with a message naming the key (for example
+``xenha:hosts:ServVirt2:ip: missing``). The checks themselves are pure functions in
+``_utils/xenha_pillarcheck.py``; docs/pillar.md describes the keys.
+"""
+
+import xenha_pillarcheck
+
+__virtualname__ = "xenha_pillar"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _tree(pillar):
+    source = __pillar__ if pillar is None else pillar
+    return source.get("xenha")
+
+
+def validate(pillar=None):
+    """
+    Check the ``xenha`` pillar and return the normalised cluster: every default filled in,
+    plus ``vmhosts`` (VM host minion ids ordered by OCFS2 node number) and ``storage_host``.
+    Raises CommandExecutionError naming the first bad key.
+
+    pillar
+        A whole pillar dict to check instead of this minion's pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' xenha_pillar.validate
+    """
+    return xenha_pillarcheck.check(_tree(pillar))
+
+
+def member(minion_id=None, pillar=None):
+    """
+    Return the checked ``xenha:hosts`` entry of ``minion_id`` (default: this minion), raising
+    CommandExecutionError when the pillar is bad or the minion is not a cluster member.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_pillar.member
+    """
+    cluster = validate(pillar)
+    return xenha_pillarcheck.member(cluster, minion_id or __opts__["id"])

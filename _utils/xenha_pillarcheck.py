@@ -1,0 +1,421 @@
+"""
+Validation and normalisation of the ``xenha`` pillar tree (pure: pillar data in, cluster out).
+
+``check(tree)`` takes the value of the ``xenha`` pillar key and returns a new dict with every
+default filled in plus a few derived keys (``vmhosts``, ``storage_host``), or raises
+``CommandExecutionError`` whose message starts with the offending key, e.g.
+``xenha:hosts:ServVirt2:ip: missing``. Formulas call it (through the ``xenha_pillar`` execution
+module) while rendering, so a bad pillar aborts the run before any state changes anything.
+docs/pillar.md describes every key.
+"""
+
+import ipaddress
+import re
+
+import xenha_names
+from salt.exceptions import CommandExecutionError
+
+ROLES = ("vmhost", "storage")
+NTP_IMPLEMENTATIONS = ("chrony", "ntpd", "ntpsec")
+TARGET_IMPLEMENTATIONS = ("tgt", "lio", "iet")
+TOOLSTACKS = ("xl", "xm")
+BMC_INTERFACES = ("lan", "lanplus")
+# iSCSI names (RFC 3720 3.2.6.3): iqn.YYYY-MM.reversed.domain[:anything] or eui.<16 hex>
+IQN_RE = re.compile(r"iqn\.\d{4}-\d{2}\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[\x21-\x7e]+)?")
+EUI_RE = re.compile(r"eui\.[0-9A-F]{16}")
+MIN_CHAP_SECRET = 12
+MIN_SHARED_KEY = 16  # the heartbeat's HMAC key (xenha_hbproto.MIN_KEY_BYTES)
+SECRETS_HINT = "a secret: set it in the secrets pillar (pillar/xenha/secrets.yaml, docs/pillar.md)"
+
+OCFS2_TIMEOUT_DEFAULTS = {
+    "heartbeat_dead_threshold": 31,
+    "idle_timeout_ms": 30000,
+    "keepalive_delay_ms": 2000,
+    "reconnect_delay_ms": 2000,
+}
+
+
+class _Path:
+    """A position in the pillar tree, used to name the key in every message."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def __truediv__(self, part):
+        return _Path(*self.parts, part)
+
+    def __str__(self):
+        return ":".join(str(p) for p in self.parts)
+
+    def fail(self, problem):
+        raise CommandExecutionError(f"{self}: {problem}")
+
+
+ROOT = _Path("xenha")
+
+
+def _mapping(value, path, required=True):
+    if value is None and not required:
+        return {}
+    if value is None:
+        path.fail("missing")
+    if not isinstance(value, dict):
+        path.fail(f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _get(data, key, path, default=None, *, required=False):
+    value = data.get(key)
+    if value is None:
+        if required:
+            (path / key).fail("missing")
+        return default
+    return value
+
+
+def _string(data, key, path, default=None, *, required=False, secret=False):
+    value = data.get(key)
+    if value is None or value == "":
+        if secret and required:
+            (path / key).fail(f"missing ({SECRETS_HINT})")
+        if required:
+            (path / key).fail("missing")
+        return default
+    if not isinstance(value, str):
+        (path / key).fail(f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def _integer(data, key, path, low, high, *, default=None, required=False):
+    value = _get(data, key, path, default, required=required)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        (path / key).fail(f"must be an integer, got {value!r}")
+    if not low <= value <= high:
+        (path / key).fail(f"{value} is out of range {low}..{high}")
+    return value
+
+
+def _number(data, key, path, default):
+    value = _get(data, key, path, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        (path / key).fail(f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _boolean(data, key, path, default):
+    value = _get(data, key, path, default)
+    if not isinstance(value, bool):
+        (path / key).fail(f"must be true or false, got {value!r}")
+    return value
+
+
+def _choice(data, key, path, choices, default):
+    value = _get(data, key, path, default)
+    if value not in choices:
+        (path / key).fail(f"unknown value {value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _ip(data, key, path, required=True):
+    value = _get(data, key, path, required=required)
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        (path / key).fail(f"{value!r} is not an IP address")
+
+
+def _abspath(data, key, path, default=None, *, required=False):
+    value = _string(data, key, path, default, required=required)
+    if value is not None and not value.startswith("/"):
+        (path / key).fail(f"{value!r} must be an absolute path")
+    return value
+
+
+def _name(kind, value, path):
+    try:
+        return xenha_names.check(kind, value)
+    except CommandExecutionError as err:
+        path.fail(str(err))
+
+
+def _iqn(data, key, path, required=True):
+    value = _string(data, key, path, required=required)
+    if value is not None and not (IQN_RE.fullmatch(value) or EUI_RE.fullmatch(value)):
+        (path / key).fail(f"{value!r} is not an iSCSI name (iqn.YYYY-MM.reversed.domain[:id])")
+    return value
+
+
+def _unique(seen, value, path, what):
+    """Record value as used by path; fail naming both keys when it is already taken."""
+    if value in seen:
+        path.fail(f"duplicate {what} {value!r} (also used by {seen[value]})")
+    seen[value] = str(path)
+
+
+def _host(minion_id, data, path, seen_ips):
+    _name("host", minion_id, path)
+    data = _mapping(data, path)
+    host = dict(data)
+    host["id"] = minion_id
+    host["hostname"] = _name("host", _string(data, "hostname", path, minion_id), path / "hostname")
+    if "." in host["hostname"]:
+        (path / "hostname").fail(f"{host['hostname']!r} must be a short host name (no dots)")
+    host["ip"] = _ip(data, "ip", path)
+    _unique(seen_ips, host["ip"], path / "ip", "IP address")
+    host["role"] = _choice(data, "role", path, ROLES, None)
+    host["bmc"] = _bmc(data.get("bmc"), path / "bmc", seen_ips)
+    if host["role"] == "vmhost":
+        host["ocfs2_node"] = _integer(data, "ocfs2_node", path, 0, 254, required=True)
+        ocfs2_name = _string(data, "ocfs2_name", path, host["hostname"])
+        if ocfs2_name != host["hostname"]:
+            (path / "ocfs2_name").fail(
+                f"OCFS2 node name {ocfs2_name!r} differs from hostname {host['hostname']!r} "
+                "(o2cb finds its own node by hostname)"
+            )
+        host["iqn"] = _iqn(data, "iqn", path)
+        host["memory_mib"] = _integer(data, "memory_mib", path, 64, 2**31, required=True)
+        host["memory_reserve_mib"] = _integer(
+            data, "memory_reserve_mib", path, 0, host["memory_mib"] - 1, default=256
+        )
+    return host
+
+
+def _bmc(data, path, seen_ips):
+    if data is None:
+        return None
+    data = _mapping(data, path)
+    bmc = dict(data)
+    bmc["address"] = _ip(data, "address", path)
+    _unique(seen_ips, bmc["address"], path / "address", "IP address")
+    bmc["username"] = _string(data, "username", path, required=True)
+    bmc["password"] = _string(data, "password", path, required=True, secret=True)
+    bmc["interface"] = _choice(data, "interface", path, BMC_INTERFACES, "lanplus")
+    bmc["cipher_suite"] = _integer(data, "cipher_suite", path, 0, 17, default=3)
+    return bmc
+
+
+def _hosts(data):
+    path = ROOT / "hosts"
+    data = _mapping(data, path)
+    if not data:
+        path.fail("no hosts defined")
+    seen_ips, seen_nodes, seen_iqns, seen_names = {}, {}, {}, {}
+    hosts = {}
+    for minion_id, entry in data.items():
+        host = _host(minion_id, entry, path / minion_id, seen_ips)
+        _unique(seen_names, host["hostname"].lower(), path / minion_id / "hostname", "hostname")
+        if host["role"] == "vmhost":
+            _unique(seen_nodes, host["ocfs2_node"], path / minion_id / "ocfs2_node", "node number")
+            _unique(seen_iqns, host["iqn"], path / minion_id / "iqn", "initiator name")
+        hosts[minion_id] = host
+    return hosts
+
+
+def _storage(data):
+    path = ROOT / "storage"
+    data = _mapping(data, path)
+    storage = dict(data)
+    storage["implementation"] = _choice(data, "implementation", path, TARGET_IMPLEMENTATIONS, "tgt")
+    storage["target_iqn"] = _iqn(data, "target_iqn", path)
+    storage["backing_device"] = _abspath(data, "backing_device", path, required=True)
+    # tgt reserves LUN 0 for its controller; IET and LIO number data LUNs from 0
+    low = 1 if storage["implementation"] == "tgt" else 0
+    storage["lun"] = _integer(data, "lun", path, low, 255, default=1)
+    storage["port"] = _integer(data, "port", path, 1, 65535, default=3260)
+    chap = data.get("chap")
+    if chap is not None:
+        chap = dict(_mapping(chap, path / "chap"))
+        chap["user"] = _string(chap, "user", path / "chap", required=True)
+        chap["secret"] = _string(chap, "secret", path / "chap", required=True, secret=True)
+        if len(chap["secret"]) < MIN_CHAP_SECRET:
+            (path / "chap" / "secret").fail(
+                f"CHAP secret is {len(chap['secret'])} characters, at least "
+                f"{MIN_CHAP_SECRET} are required (RFC 3720 and most initiators)"
+            )
+    storage["chap"] = chap
+    return storage
+
+
+def _ocfs2(data, hosts, vmhosts, storage, storage_ip):
+    path = ROOT / "ocfs2"
+    data = _mapping(data, path, required=False)
+    ocfs2 = dict(data)
+    ocfs2["cluster"] = _name("cluster", _string(data, "cluster", path, "ocfs2"), path / "cluster")
+    ocfs2["label"] = _string(data, "label", path, "cluster_home")
+    if len(ocfs2["label"]) > 64:
+        (path / "label").fail("OCFS2 labels are at most 64 characters")
+    ocfs2["mount_point"] = _abspath(data, "mount_point", path, "/cluster")
+    ocfs2["slots"] = _integer(data, "slots", path, 1, 255, default=max(2, len(vmhosts)))
+    if ocfs2["slots"] < len(vmhosts):
+        (path / "slots").fail(f"{ocfs2['slots']} slots for {len(vmhosts)} VM hosts")
+    default_device = (
+        f"/dev/disk/by-path/ip-{storage_ip}:{storage['port']}-iscsi-"
+        f"{storage['target_iqn']}-lun-{storage['lun']}"
+    )
+    ocfs2["device"] = _abspath(data, "device", path, default_device)
+    ocfs2["format_host"] = _string(data, "format_host", path, vmhosts[0])
+    if hosts.get(ocfs2["format_host"], {}).get("role") != "vmhost":
+        (path / "format_host").fail(f"{ocfs2['format_host']!r} is not a VM host in xenha:hosts")
+    ocfs2["port"] = _integer(data, "port", path, 1, 65535, default=7777)
+    timeouts = _mapping(data.get("timeouts"), path / "timeouts", required=False)
+    ocfs2["timeouts"] = {
+        key: _integer(timeouts, key, path / "timeouts", 1, 10**6, default=default)
+        for key, default in OCFS2_TIMEOUT_DEFAULTS.items()
+    }
+    return ocfs2
+
+
+def _ntp(data):
+    path = ROOT / "ntp"
+    data = _mapping(data, path, required=False)
+    ntp = dict(data)
+    ntp["implementation"] = _choice(data, "implementation", path, NTP_IMPLEMENTATIONS, "chrony")
+    servers = _get(data, "servers", path, [])
+    if not isinstance(servers, list):
+        (path / "servers").fail("must be a list of server names or addresses")
+    for index, server in enumerate(servers):
+        _name("host", server, path / "servers" / index)
+    ntp["servers"] = servers
+    return ntp
+
+
+def _xen(data, vmhosts):
+    path = ROOT / "xen"
+    data = _mapping(data, path, required=False)
+    xen = dict(data)
+    xen["toolstack"] = _choice(data, "toolstack", path, TOOLSTACKS, "xl")
+    spath, rpath = path / "ssh", path / "relocation"
+    ssh = dict(_mapping(data.get("ssh"), spath, required=False))
+    relocation = dict(_mapping(data.get("relocation"), rpath, required=False))
+    ssh["port"] = _integer(ssh, "port", spath, 1, 65535, default=22)
+    relocation["port"] = _integer(relocation, "port", rpath, 1, 65535, default=8002)
+    relocation["ssl"] = _boolean(relocation, "ssl", rpath, False)
+    relocation["ssl_port"] = _integer(relocation, "ssl_port", rpath, 1, 65535, default=8003)
+    if xen["toolstack"] == "xl":
+        # xl migrates over root ssh: a key pair shared by the VM hosts, host keys pinned
+        ssh["private_key"] = _string(ssh, "private_key", spath, required=True, secret=True)
+        ssh["public_key"] = _string(ssh, "public_key", spath, required=True)
+        host_keys = _mapping(ssh.get("host_keys"), spath / "host_keys")
+        for minion_id in vmhosts:
+            _string(host_keys, minion_id, spath / "host_keys", required=True)
+        ssh["host_keys"] = host_keys
+    else:
+        if len(vmhosts) < 2:
+            (path / "toolstack").fail("xm relocation needs at least two VM hosts to allow")
+        if relocation["ssl"]:
+            relocation["ssl_key"] = _string(
+                relocation, "ssl_key", rpath, required=True, secret=True
+            )
+            relocation["ssl_cert"] = _string(relocation, "ssl_cert", rpath, required=True)
+    xen["ssh"], xen["relocation"] = ssh, relocation
+    return xen
+
+
+def _heartbeat(data):
+    path = ROOT / "heartbeat"
+    data = _mapping(data, path, required=False)
+    heartbeat = dict(data)
+    heartbeat["port"] = _integer(data, "port", path, 1, 65535, default=7788)
+    heartbeat["interval"] = _number(data, "interval", path, 0.5)
+    heartbeat["dead_time"] = _number(data, "dead_time", path, 3.0)
+    if heartbeat["dead_time"] <= 2 * heartbeat["interval"]:
+        (path / "dead_time").fail("must exceed two heartbeat intervals")
+    key = _string(data, "key", path, required=True, secret=True)
+    if len(key) < MIN_SHARED_KEY:
+        (path / "key").fail(f"key is {len(key)} characters, at least {MIN_SHARED_KEY} required")
+    heartbeat["key"] = key
+    return heartbeat
+
+
+def _leases(data, ocfs2):
+    path = ROOT / "leases"
+    data = _mapping(data, path, required=False)
+    leases = dict(data)
+    leases["dir"] = _abspath(data, "dir", path, ocfs2["mount_point"].rstrip("/") + "/.xenha/leases")
+    leases["renew_interval"] = _number(data, "renew_interval", path, 1.0)
+    leases["expiry"] = _number(data, "expiry", path, 10.0)
+    if leases["expiry"] <= 2 * leases["renew_interval"]:
+        (path / "expiry").fail("must exceed two renew intervals")
+    return leases
+
+
+def _domus(data, hosts, vmhosts):
+    path = ROOT / "domus"
+    data = _mapping(data, path, required=False)
+    room = {h: hosts[h]["memory_mib"] - hosts[h]["memory_reserve_mib"] for h in vmhosts}
+    largest = max(room.values())
+    domus = {}
+    for name, entry in data.items():
+        dpath = path / name
+        _name("domain", name, dpath)
+        domu = dict(_mapping(entry, dpath))
+        domu["config"] = _abspath(domu, "config", dpath, required=True)
+        domu["memory_mib"] = _integer(domu, "memory_mib", dpath, 1, 2**31, required=True)
+        if domu["memory_mib"] > largest:
+            (dpath / "memory_mib").fail(
+                f"{domu['memory_mib']} MiB fits no VM host (the largest offers {largest} MiB "
+                "after its memory_reserve_mib)"
+            )
+        domu["priority"] = _integer(domu, "priority", dpath, -(10**6), 10**6, default=0)
+        preferred = _string(domu, "preferred_host", dpath)
+        if preferred is not None and preferred not in room:
+            (dpath / "preferred_host").fail(f"{preferred!r} is not a VM host in xenha:hosts")
+        domu["preferred_host"] = preferred
+        domus[name] = domu
+    for name, domu in domus.items():
+        apath = path / name / "anti_affinity"
+        others = _get(domu, "anti_affinity", apath, [])
+        if not isinstance(others, list):
+            apath.fail("must be a list of domU names")
+        for other in others:
+            if other == name or other not in domus:
+                apath.fail(f"{other!r} is not another domU in xenha:domus")
+        domu["anti_affinity"] = others
+    return domus
+
+
+def check(tree):
+    """
+    Validate the ``xenha`` pillar value and return it normalised (defaults filled in, plus
+    ``vmhosts``: VM host minion ids by OCFS2 node number, and ``storage_host``: the storage
+    host's minion id). Raise CommandExecutionError naming the first bad key.
+    """
+    tree = _mapping(tree, ROOT)
+    hosts = _hosts(tree.get("hosts"))
+    storage_hosts = sorted(h for h, d in hosts.items() if d["role"] == "storage")
+    if not storage_hosts:
+        (ROOT / "hosts").fail("no host has role 'storage' (the iSCSI target)")
+    if len(storage_hosts) > 1:
+        (ROOT / "hosts").fail(f"more than one host has role 'storage': {', '.join(storage_hosts)}")
+    vmhosts = sorted(
+        (h for h, d in hosts.items() if d["role"] == "vmhost"), key=lambda h: hosts[h]["ocfs2_node"]
+    )
+    if not vmhosts:
+        (ROOT / "hosts").fail("no host has role 'vmhost'")
+    storage = _storage(tree.get("storage"))
+    ocfs2 = _ocfs2(tree.get("ocfs2"), hosts, vmhosts, storage, hosts[storage_hosts[0]]["ip"])
+    result = dict(tree)
+    result.update(
+        hosts=hosts,
+        vmhosts=vmhosts,
+        storage_host=storage_hosts[0],
+        storage=storage,
+        ocfs2=ocfs2,
+        ntp=_ntp(tree.get("ntp")),
+        xen=_xen(tree.get("xen"), vmhosts),
+        heartbeat=_heartbeat(tree.get("heartbeat")),
+        leases=_leases(tree.get("leases"), ocfs2),
+        domus=_domus(tree.get("domus"), hosts, vmhosts),
+    )
+    return result
+
+
+def member(cluster, minion_id):
+    """Return the ``hosts`` entry of ``minion_id`` in a checked cluster, or raise naming it."""
+    if minion_id not in cluster["hosts"]:
+        (ROOT / "hosts").fail(f"this minion ({minion_id!r}) is not a cluster member")
+    return cluster["hosts"][minion_id]

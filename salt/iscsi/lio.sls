@@ -1,0 +1,68 @@
+{#- LIO (kernel target, configured with targetcli): each object is created only when targetcli
+    cannot list it, then the configuration is saved for the `target` service to restore at
+    boot. LIO restricts access by initiator name (ACLs), not by address. #}
+{%- from "xenha/map.jinja" import cluster, vmhosts with context %}
+{%- from "iscsi/map.jinja" import iscsi, target as lio with context %}
+{%- set storage = cluster.storage %}
+{%- set kind = "block" if storage.backing_device.startswith("/dev/") else "fileio" %}
+{%- set backstore = "/backstores/" ~ kind ~ "/" ~ lio.backstore %}
+{%- set tpg = "/iscsi/" ~ storage.target_iqn ~ "/tpg1" %}
+{#- (state suffix, parent path, creation arguments, path of the created object) #}
+{%- set objects = [
+      ("backstore", "/backstores/" ~ kind,
+       "create name=" ~ lio.backstore ~ " " ~ ("dev=" if kind == "block" else "file_or_dev=")
+       ~ storage.backing_device, backstore),
+      ("target", "/iscsi", "create " ~ storage.target_iqn, "/iscsi/" ~ storage.target_iqn),
+      ("lun", tpg ~ "/luns", "create " ~ backstore ~ " lun=" ~ storage.lun,
+       tpg ~ "/luns/lun" ~ storage.lun),
+      ("portal", tpg ~ "/portals", "create 0.0.0.0 " ~ storage.port,
+       tpg ~ "/portals/0.0.0.0:" ~ storage.port),
+    ] %}
+{%- for host in vmhosts %}
+{%-   do objects.append(("acl-" ~ host.id, tpg ~ "/acls", "create " ~ host.iqn,
+                         tpg ~ "/acls/" ~ host.iqn)) %}
+{%- endfor %}
+{%- for suffix, parent, arguments, path in objects %}
+
+iscsi-lio-cmd-run-create-{{ suffix }}:
+  cmd.run:
+    - name: targetcli {{ parent }} {{ arguments }}
+    - unless: targetcli {{ path }} ls
+    - onchanges_in:
+      - cmd: iscsi-lio-cmd-run-saveconfig
+{%- endfor %}
+{%- if storage.chap %}
+
+iscsi-lio-cmd-run-tpg-authentication:
+  cmd.run:
+    - name: targetcli {{ tpg }} set attribute authentication=1
+    - unless: targetcli {{ tpg }} get attribute authentication | grep -qx 'authentication=1'
+    - onchanges_in:
+      - cmd: iscsi-lio-cmd-run-saveconfig
+{%-   for host in vmhosts %}
+{%-     set acl = tpg ~ "/acls/" ~ host.iqn %}
+
+iscsi-lio-cmd-run-chap-{{ host.id }}:
+  cmd.run:
+    # the secret travels in the environment, not in the command shown in state output
+    - name: >-
+        targetcli {{ acl }} set auth userid={{ storage.chap.user }} password="$XENHA_CHAP"
+    - unless: >-
+        targetcli {{ acl }} get auth userid | grep -qxF 'userid={{ storage.chap.user }}' &&
+        targetcli {{ acl }} get auth password | grep -qxF "password=$XENHA_CHAP"
+    - env:
+      - XENHA_CHAP: {{ storage.chap.secret | json }}
+    - onchanges_in:
+      - cmd: iscsi-lio-cmd-run-saveconfig
+{%-   endfor %}
+{%- endif %}
+
+iscsi-lio-cmd-run-saveconfig:
+  cmd.run:
+    - name: targetcli saveconfig
+{%- if iscsi.service_manager == "systemd" %}
+
+iscsi-lio-service-enabled:
+  service.enabled:
+    - name: {{ lio.service }}
+{%- endif %}

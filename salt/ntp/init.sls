@@ -1,0 +1,4 @@
+include:
+  - ntp.package
+  - ntp.config
+  - ntp.service

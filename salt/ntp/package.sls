@@ -1,0 +1,5 @@
+{%- from "ntp/map.jinja" import impl with context %}
+
+ntp-package-pkg-installed:
+  pkg.installed:
+    - name: {{ impl.pkg }}

@@ -1,0 +1,5 @@
+include:
+  - xen.package
+  - xen.autostart
+  - xen.migration
+  - xen.service
