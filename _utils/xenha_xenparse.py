@@ -179,17 +179,17 @@ def split_dom0(rows):
 def parse_info(text):
     """
     Parse ``xl info`` / ``xm info`` (``key : value`` lines, keys padded to 23 columns) into a
-    dict of strings. Lines that are not ``key : value`` (the NUMA tables of ``xl info -n``) are
-    skipped; the result must hold total_memory and free_memory.
+    dict of strings. Other lines (the NUMA tables of ``xl info -n``) are skipped; the result
+    must hold total_memory and free_memory.
     """
     if not isinstance(text, str):
         raise XenParseError(f"info output must be text, got {type(text).__name__}")
     fields = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
-        key = key.strip()
-        if sep and _INFO_KEY_RE.fullmatch(key):
-            fields[key] = value.strip()
+        # keys are printed "%-23s:", so the colon of a real field is at column 23 or later
+        if sep and len(key) >= 23 and _INFO_KEY_RE.fullmatch(key.strip()):
+            fields[key.strip()] = value.strip()
     for key in ("total_memory", "free_memory"):
         if key not in fields:
             raise XenParseError(f"info output has no {key} line")

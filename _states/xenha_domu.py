@@ -1,0 +1,150 @@
+"""
+A domU's presence on this host: ``running`` (started from its config file) or ``absent``
+(shut down cleanly, destroyed if asked to). Built on the ``xenha_xen`` execution module.
+
+.. code-block:: yaml
+
+    xenha-domu-web01-running:
+      xenha_domu.running:
+        - name: web01
+        - config: /cluster/domus/web01.cfg
+
+    xenha-domu-web01-absent:
+      xenha_domu.absent:
+        - name: web01
+        - timeout: 120
+        - force: true
+
+A domU caught mid-migration (``web01--incoming``, ``web01--migratedaway``, xm's
+``migrating-web01``) is reported and left alone by both states.
+"""
+
+import xenha_names
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "xenha_domu"
+
+_TROUBLE = ("shutdown", "crashed", "dying")
+
+
+def __virtual__():
+    if "xenha_xen.domain" in __salt__:
+        return __virtualname__
+    return (False, "xenha_domu: the xenha_xen execution module is not available")
+
+
+def _ret(name):
+    return {"name": name, "changes": {}, "result": False, "comment": ""}
+
+
+def _current(ret, name):
+    """The domU's row here (or None); on trouble fills ``ret`` and returns False."""
+    try:
+        xenha_names.check("domain", name)
+        row = __salt__["xenha_xen.domain"](name)
+    except CommandExecutionError as err:
+        ret["comment"] = str(err)
+        return False
+    if row is not None and row["transient"]:
+        ret["comment"] = (
+            f"domU {name} is mid-migration on this host as {row['name']} (state {row['state']}): "
+            "not touching it"
+        )
+        return False
+    return row
+
+
+def _keep_running(ret, name, row):
+    """The domU is here: fine if it runs, unpause it if paused, report anything worse."""
+    trouble = [flag for flag in _TROUBLE if flag in row["flags"]]
+    if trouble:
+        ret["comment"] = (
+            f"domU {name} is here but {', '.join(trouble)} (state {row['state']}): "
+            "destroy it first to restart it"
+        )
+    elif "paused" not in row["flags"]:
+        ret.update(result=True, comment=f"domU {name} is running (domid {row['domid']})")
+    elif __opts__["test"]:
+        ret.update(result=None, comment=f"domU {name} is paused and would be unpaused")
+        ret["changes"] = {"state": {"old": "paused", "new": "running"}}
+    else:
+        try:
+            __salt__["xenha_xen.unpause"](name)
+        except CommandExecutionError as err:
+            ret["comment"] = f"domU {name} is paused and unpausing it failed: {err}"
+        else:
+            ret.update(result=True, comment=f"domU {name} was paused and now runs")
+            ret["changes"] = {"state": {"old": "paused", "new": "running"}}
+    return ret
+
+
+def _start(ret, name, config):
+    try:
+        cfg = __salt__["xenha_xen.read_config"](config)
+    except CommandExecutionError as err:
+        ret["comment"] = str(err)
+        return ret
+    if cfg["name"] != name:
+        ret["comment"] = f"{config} defines domU {cfg['name']!r}, not {name!r}"
+    elif __opts__["test"]:
+        ret.update(result=None, comment=f"domU {name} would be started from {config}")
+        ret["changes"] = {"state": {"old": "absent", "new": "running"}}
+    else:
+        try:
+            started = __salt__["xenha_xen.start"](config)
+        except CommandExecutionError as err:
+            ret["comment"] = f"starting domU {name} failed: {err}"
+        else:
+            ret.update(
+                result=True, comment=f"domU {name} started from {config} (domid {started['domid']})"
+            )
+            ret["changes"] = {
+                "state": {"old": "absent", "new": "running"},
+                "domid": started["domid"],
+            }
+    return ret
+
+
+def running(name, config):
+    """
+    Make sure domU ``name`` runs on this host, starting it from ``config`` (an absolute path to
+    its xl/xm config file, whose ``name`` must be ``name``) when it is not here. A paused domU
+    is unpaused; one that is shut down, crashed or dying is reported, not restarted.
+
+    Starting goes through ``xenha_xen.start`` only, where the storage-lease check lives.
+    """
+    ret = _ret(name)
+    row = _current(ret, name)
+    if row is False:
+        return ret
+    if row is not None:
+        return _keep_running(ret, name, row)
+    return _start(ret, name, config)
+
+
+def absent(name, timeout=60, force=False):
+    """
+    Make sure domU ``name`` does not run on this host: shut it down cleanly, waiting up to
+    ``timeout`` seconds; with ``force`` destroy it if it does not go (otherwise that fails).
+    """
+    ret = _ret(name)
+    row = _current(ret, name)
+    if row is False:
+        return ret
+    if row is None:
+        ret.update(result=True, comment=f"domU {name} is not on this host")
+        return ret
+    how = f"shut down (timeout {timeout} s{', then destroyed' if force else ''})"
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"domU {name} (domid {row['domid']}) would be {how}")
+        ret["changes"] = {"state": {"old": "running", "new": "absent"}}
+        return ret
+    try:
+        done = __salt__["xenha_xen.shutdown"](name, timeout=timeout, force=force)
+    except CommandExecutionError as err:
+        ret["comment"] = str(err)
+        return ret
+    verb = "shut down" if done["method"] == "shutdown" else f"destroyed ({done['reason']})"
+    ret.update(result=True, comment=f"domU {name} {verb} in {done['seconds']} s")
+    ret["changes"] = {"state": {"old": "running", "new": "absent"}, "method": done["method"]}
+    return ret
