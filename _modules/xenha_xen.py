@@ -52,8 +52,9 @@ def _show(argv):
     return shlex.join(argv)
 
 
-def _exec(argv, timeout=COMMAND_TIMEOUT):
-    """Run ``argv`` (no shell); returns (cmd.run_all's dict, timed_out)."""
+def _exec(argv, timeout=None):
+    """Run ``argv`` (no shell, ``COMMAND_TIMEOUT`` by default); returns (result, timed_out)."""
+    timeout = COMMAND_TIMEOUT if timeout is None else timeout
     ret = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, timeout=timeout)
     # cmd.run_all reports a timeout as retcode 1, empty stderr and "... Timed out after N seconds"
     timed_out = bool(
@@ -72,7 +73,8 @@ def _failure(argv, ret, timed_out, timeout):
     return f"{_show(argv)} failed (exit {ret.get('retcode')}): {detail or 'no output'}"
 
 
-def _run(argv, timeout=COMMAND_TIMEOUT):
+def _run(argv, timeout=None):
+    timeout = COMMAND_TIMEOUT if timeout is None else timeout
     ret, timed_out = _exec(argv, timeout)
     if timed_out or ret.get("retcode") != 0:
         raise CommandExecutionError(_failure(argv, ret, timed_out, timeout))
