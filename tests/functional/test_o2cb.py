@@ -255,3 +255,26 @@ def test_mounted_scan_finds_a_loop_device(mod, image):
         assert mod.device_info(loop)["label"] == "loopvol"
     finally:
         subprocess.run(["losetup", "--detach", loop], check=True)
+
+
+# ---------------------------------------------------------------- through a real minion
+
+
+def test_synced_to_a_real_minion(salt_master, salt_minion, tmp_path):
+    """The module and state as a stock minion gets them: saltutil.sync_all from the master."""
+    conf = str(tmp_path / "cluster.conf")
+    cli = salt_master.salt_cli(timeout=120)  # a loaded 2-core CI box is slow to answer
+    nodes = '{"ServVirt1": {"ip": "192.168.25.10", "number": 0}}'
+    args = ["xenha_o2cb.cluster_present", "name=ocfs2", f"nodes={nodes}", f"config_file={conf}"]
+    first = cli.run("state.single", *args, minion_tgt=salt_minion.id)
+    assert first.returncode == 0, first
+    (result,) = first.data.values()
+    assert result["result"] is True
+    assert list(result["changes"]["nodes"]) == ["ServVirt1"]
+    second = cli.run("state.single", *args, minion_tgt=salt_minion.id)
+    (result,) = second.data.values()
+    assert result["changes"] == {}
+    listed = cli.run(
+        "xenha_o2cb.list_nodes", "ocfs2", f"config_file={conf}", minion_tgt=salt_minion.id
+    )
+    assert listed.data == {"ServVirt1": {"number": 0, "ip": "192.168.25.10", "port": 7777}}
