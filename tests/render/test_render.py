@@ -1,0 +1,421 @@
+"""
+Every formula rendered by real Salt for Debian 12, openSUSE Leap 15 and Rocky 9 with the example
+pillar (pillar/xenha/cluster.yaml plus stand-in secrets), and the rendered states checked.
+"""
+
+import pytest
+
+from tests.render.conftest import states
+
+FAMILIES = ["Debian", "Suse", "RedHat"]
+VMHOSTS = ["ServVirt1", "ServVirt2"]
+
+PACKAGES = {  # (chrony, tgt, initiator, xen) per family
+    "Debian": ("chrony", "tgt", "open-iscsi", ["xen-system-amd64"]),
+    "Suse": ("chrony", "tgt", "open-iscsi", ["xen", "xen-tools"]),
+    "RedHat": ("chrony", "scsi-target-utils", "iscsi-initiator-utils", ["xen", "xen-runtime"]),
+}
+SERVICES = {  # (chrony, tgt, initiator services, xen services)
+    "Debian": ("chrony", "tgt", ["iscsid", "open-iscsi"], ["xen"]),
+    "Suse": ("chronyd", "tgtd", ["iscsid", "iscsi"], ["xencommons"]),
+    "RedHat": ("chronyd", "tgtd", ["iscsid", "iscsi"], ["xencommons"]),
+}
+CHRONY_CONF = {
+    "Debian": ("/etc/chrony/chrony.conf", "/var/lib/chrony/chrony.drift"),
+    "Suse": ("/etc/chrony.conf", "/var/lib/chrony/drift"),
+    "RedHat": ("/etc/chrony.conf", "/var/lib/chrony/drift"),
+}
+O2CB_CONFIG = {"Debian": "/etc/default/o2cb", "Suse": "/etc/sysconfig/o2cb",
+               "RedHat": "/etc/sysconfig/o2cb"}  # fmt: skip
+LOGIN_UNIT = {"Debian": "open-iscsi.service", "Suse": "iscsi.service", "RedHat": "iscsi.service"}
+
+
+def lines(text):
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def by_function(rendered, function):
+    return {sid: args for sid, (fun, args) in rendered.items() if fun == function}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_top_targets_by_role(highstate, family):
+    sls = {
+        minion: {sid.split("-")[0] for sid in highstate(family, minion)}
+        for minion in ("ServDB", *VMHOSTS)
+    }
+    assert sls["ServDB"] == {"xenha", "ntp", "hosts", "iscsi"}
+    for minion in VMHOSTS:
+        assert sls[minion] == {"xenha", "ntp", "hosts", "iscsi", "ocfs2", "xen"}
+    assert "iscsi-tgt-file-managed-xenha-conf" in highstate(family, "ServDB")
+    assert "iscsi-initiator-cmd-run-login" in highstate(family, "ServVirt1")
+    assert "iscsi-initiator-cmd-run-login" not in highstate(family, "ServDB")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("minion", ["ServDB", *VMHOSTS])
+def test_ntp_chrony_peers_with_the_other_members(highstate, family, minion):
+    rendered = highstate(family, minion)
+    chrony, _, _, _ = PACKAGES[family]
+    assert rendered["ntp-package-pkg-installed"] == ("pkg.installed", {"name": chrony})
+    service, args = rendered["ntp-service-service-running"]
+    assert (service, args["name"], args["enable"]) == ("service.running", SERVICES[family][0], True)
+    path, drift = CHRONY_CONF[family]
+    _, config = rendered["ntp-config-file-managed-config"]
+    assert config["name"] == path
+    assert config["contents"].startswith("# Managed by Salt (formula ntp)")
+    others = {"ServDB": "192.168.25.12", "ServVirt1": "192.168.25.10", "ServVirt2": "192.168.25.11"}
+    del others[minion]
+    peers = [ip for _, ip in sorted(others.items())]  # by minion id
+    assert lines(config["contents"]) == [
+        "server a.ntp.br iburst",
+        "server b.ntp.br iburst",
+        "server c.ntp.br iburst",
+        *(f"{kind} {ip}{' iburst' if kind == 'peer' else ''}" for ip in peers
+          for kind in ("peer", "allow")),
+        "local stratum 10 orphan",
+        f"driftfile {drift}",
+        "makestep 1.0 3",
+        "rtcsync",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hosts_lists_every_member_and_sets_the_hostname(highstate, family):
+    rendered = highstate(family, "ServVirt2")
+    present = by_function(rendered, "host.present")
+    assert {(a["name"], a["ip"], a["clean"]) for a in present.values()} == {
+        ("ServDB", "192.168.25.12", True),
+        ("ServVirt1", "192.168.25.10", True),
+        ("ServVirt2", "192.168.25.11", True),
+    }
+    assert rendered["hosts-hostname-file-managed-hostname-file"][1]["contents"] == "ServVirt2"
+    assert rendered["hosts-hostname-cmd-run-hostname"][1] == {
+        "name": "hostname ServVirt2",
+        "unless": 'test "$(hostname)" = ServVirt2',
+    }
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tgt_target_limited_to_the_vm_hosts_with_chap(highstate, family):
+    rendered = highstate(family, "ServDB")
+    _, tgt, _, _ = PACKAGES[family]
+    assert rendered["iscsi-target-pkg-installed"][1]["name"] == tgt
+    assert rendered["iscsi-tgt-service-running"][1]["name"] == SERVICES[family][1]
+    _, conf = rendered["iscsi-tgt-file-managed-xenha-conf"]
+    assert conf["name"] == "/etc/tgt/conf.d/xenha.conf"
+    assert (conf["mode"], conf["show_changes"]) == ("0600", False)
+    assert [line.strip() for line in lines(conf["contents"])] == [
+        "<target iqn.2009-06.br.example:storage.cluster>",
+        "<backing-store /dev/sda4>",
+        "lun 1",
+        "</backing-store>",
+        "initiator-address 192.168.25.10",
+        "initiator-address 192.168.25.11",
+        "initiator-name iqn.2009-06.br.example:servvirt1",
+        "initiator-name iqn.2009-06.br.example:servvirt2",
+        "incominguser xenha render-test-chap-secret",
+        "</target>",
+    ]
+    assert rendered["iscsi-tgt-file-append-include-config-dir"][1]["text"] == (
+        "include /etc/tgt/conf.d/*.conf"
+    )
+    # applied live, for this target only, and only when the configuration changed
+    _, update = rendered["iscsi-tgt-cmd-run-tgt-admin-update"]
+    assert update["name"] == (
+        "tgt-admin -C 0 -c /etc/tgt/targets.conf --update iqn.2009-06.br.example:storage.cluster"
+    )
+    assert update["onchanges"] == [
+        {"file": "iscsi-tgt-file-append-include-config-dir"},
+        {"file": "iscsi-tgt-file-managed-xenha-conf"},
+    ]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("minion", VMHOSTS)
+def test_initiator_name_chap_discovery_login(highstate, family, minion):
+    rendered = highstate(family, minion)
+    _, _, pkg, _ = PACKAGES[family]
+    assert rendered["iscsi-initiator-pkg-installed"][1]["name"] == pkg
+    iqn = f"iqn.2009-06.br.example:{minion.lower()}"
+    name = rendered["iscsi-initiator-file-managed-initiatorname"][1]
+    assert (name["name"], lines(name["contents"])) == (
+        "/etc/iscsi/initiatorname.iscsi",
+        [f"InitiatorName={iqn}"],
+    )
+    iscsid = rendered["iscsi-initiator-file-keyvalue-iscsid-conf"][1]
+    assert iscsid["key_values"] == {
+        "node.startup": "automatic",
+        "node.session.auth.authmethod": "CHAP",
+        "node.session.auth.username": "xenha",
+        "node.session.auth.password": "render-test-chap-secret",
+    }
+    services = by_function(rendered, "service.running")
+    assert {a["name"] for a in services.values() if "iscsi" in a["name"]} == set(
+        SERVICES[family][2]
+    )
+    node = "iscsiadm -m node -T iqn.2009-06.br.example:storage.cluster -p 192.168.25.12:3260"
+    assert rendered["iscsi-initiator-cmd-run-discovery"][1]["name"] == (
+        "iscsiadm -m discovery -t sendtargets -p 192.168.25.12:3260"
+    )
+    assert rendered["iscsi-initiator-cmd-run-discovery"][1]["unless"] == node
+    startup = rendered["iscsi-initiator-cmd-run-node-node-startup"][1]
+    assert startup["name"] == f'{node} --op update -n node.startup -v "$XENHA_VALUE"'
+    assert startup["env"] == [{"XENHA_VALUE": "automatic"}]
+    assert rendered["iscsi-initiator-cmd-run-login"][1] == {
+        "name": f"{node} --login",
+        "unless": "iscsiadm -m session | grep -qwF iqn.2009-06.br.example:storage.cluster",
+        "require": [{"cmd": "iscsi-initiator-cmd-run-discovery"}],
+    }
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("minion", VMHOSTS)
+def test_ocfs2_cluster_o2cb_format_once_and_ordered_mount(highstate, family, minion):
+    rendered = highstate(family, minion)
+    assert rendered["ocfs2-package-pkg-installed"][1]["name"] == "ocfs2-tools"
+    fun, cluster = rendered["ocfs2-config-xenha_o2cb-cluster_present"]
+    assert fun == "xenha_o2cb.cluster_present"
+    assert cluster == {
+        "name": "ocfs2",
+        "nodes": {
+            "ServVirt1": {"ip": "192.168.25.10", "number": 0, "port": 7777},
+            "ServVirt2": {"ip": "192.168.25.11", "number": 1, "port": 7777},
+        },
+        "heartbeat_mode": "local",
+        "config_file": "/etc/ocfs2/cluster.conf",
+        "require": [{"sls": "ocfs2.package"}],
+    }
+    o2cb = rendered["ocfs2-config-file-managed-o2cb-config"][1]
+    assert o2cb["name"] == O2CB_CONFIG[family]
+    assert lines(o2cb["contents"]) == [
+        "O2CB_ENABLED=true",
+        "O2CB_STACK=o2cb",
+        "O2CB_BOOTCLUSTER=ocfs2",
+        "O2CB_HEARTBEAT_THRESHOLD=31",
+        "O2CB_IDLE_TIMEOUT_MS=30000",
+        "O2CB_KEEPALIVE_DELAY_MS=2000",
+        "O2CB_RECONNECT_DELAY_MS=2000",
+    ]
+    assert rendered["ocfs2-service-service-running"][1]["name"] == "o2cb"
+    device = (
+        "/dev/disk/by-path/ip-192.168.25.12:3260-iscsi-iqn.2009-06.br.example:storage.cluster-lun-1"
+    )
+    if minion == "ServVirt1":  # the pillar's format_host, and only it
+        fun, fmt = rendered["ocfs2-format-xenha_o2cb-formatted"]
+        assert fun == "xenha_o2cb.formatted"
+        assert {k: fmt[k] for k in ("name", "label", "slots", "block_size", "cluster_size",
+                                    "feature_level")} == {
+            "name": device, "label": "cluster_home", "slots": 2, "block_size": "4K",
+            "cluster_size": "32K", "feature_level": "max-compat",
+        }  # fmt: skip
+        assert {"sls": "iscsi.initiator"} in fmt["require"]
+    else:
+        assert "ocfs2-format-xenha_o2cb-formatted" not in rendered
+    fun, mount = rendered["ocfs2-mount-mount-mounted"]
+    assert (fun, mount["name"], mount["device"], mount["fstype"]) == (
+        "mount.mounted", "/cluster", device, "ocfs2"
+    )  # fmt: skip
+    assert mount["opts"] == [
+        "_netdev",
+        f"x-systemd.requires={LOGIN_UNIT[family]}",
+        "x-systemd.requires=o2cb.service",
+    ]
+    assert mount["persist"] is True
+    assert {"sls": "ocfs2.service"} in mount["require"]
+    assert {"sls": "iscsi.initiator"} in mount["require"]
+    assert rendered["xenha-leases-file-directory-leases-dir"][1]["name"] == (
+        "/cluster/.xenha/leases"
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_xen_xl_ssh_pinned_and_forced_command(highstate, family):
+    rendered = highstate(family, "ServVirt1")
+    assert rendered["xen-package-pkg-installed"][1]["pkgs"] == PACKAGES[family][3]
+    services = by_function(rendered, "service.running")
+    assert [a["name"] for a in services.values() if a["name"].startswith("xen")] == (
+        SERVICES[family][3]
+    )
+    auth = rendered["xen-migration-ssh_auth-present-migrate-key"][1]
+    assert (auth["enc"], auth["user"], auth["config"]) == (
+        "ssh-ed25519", "root", "/root/.ssh/authorized_keys"
+    )  # fmt: skip
+    assert auth["options"] == [
+        'from="192.168.25.11"',
+        "restrict",
+        'command="/usr/local/sbin/xenha-migrate-receive"',
+    ]
+    client = rendered["xen-migration-file-managed-client-config"][1]
+    assert lines(client["contents"]) == [
+        "Host ServVirt2 192.168.25.11",
+        "    User root",
+        "    Port 22",
+        "    IdentityFile /root/.ssh/xenha_migrate",
+        "    IdentitiesOnly yes",
+        "    UserKnownHostsFile /etc/ssh/xenha_known_hosts",
+        "    StrictHostKeyChecking yes",
+    ]
+    known = lines(rendered["xen-migration-file-managed-known-hosts"][1]["contents"])
+    assert [line.split(" ", 1)[0] for line in known] == [
+        "ServVirt1,192.168.25.10",
+        "ServVirt2,192.168.25.11",
+    ]
+    key = rendered["xen-migration-file-managed-private-key"][1]
+    assert (key["name"], key["mode"], key["show_changes"]) == ("/root/.ssh/xenha_migrate", "0600",
+                                                               False)  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_xen_autostart_disabled_for_cluster_domus(highstate, family):
+    rendered = highstate(family, "ServVirt2")
+    xendomains = rendered["xen-autostart-file-keyvalue-xendomains"][1]
+    assert xendomains["name"] == (
+        "/etc/default/xendomains" if family == "Debian" else "/etc/sysconfig/xendomains"
+    )
+    assert xendomains["key_values"] == {"XENDOMAINS_RESTORE": "false", "XENDOMAINS_SAVE": '""'}
+    assert rendered["xen-autostart-file-absent-web01"][1]["names"] == [
+        "/etc/xen/auto/web01",
+        "/etc/xen/auto/web01.cfg",
+    ]
+    assert "xen-autostart-file-absent-db01" in rendered
+
+
+def test_beacon_pillar_for_vm_hosts_only(salt_call):
+    code, beacons = salt_call("ServVirt2", "Debian", "pillar.get", "beacons", "unmask=True")
+    assert code == 0
+    config = {k: v for item in beacons["xenha_heartbeat"] for k, v in item.items()}
+    assert config == {
+        "bind": "192.168.25.11",
+        "peers": {"ServVirt1": "192.168.25.10"},
+        "key": "render-test-heartbeat-key",
+        "port": 7788,
+        "send_interval": 0.5,
+        "dead_time": 3.0,
+        "cluster": "ocfs2",
+        "toolstack": "xl",
+    }
+    code, beacons = salt_call("ServDB", "Debian", "pillar.get", "beacons", "unmask=True")
+    assert (code, beacons) == (0, "")
+
+
+# The alternatives behind the same pillar.
+def show(salt_call, minion, family, sls, **pillar):
+    code, out = salt_call(minion, family, "state.show_sls", sls, **pillar)
+    assert code == 0 and isinstance(out, dict), out
+    return states(out)
+
+
+@pytest.mark.parametrize(("family", "implementation", "path", "service"), [
+    ("Suse", "ntpd", "/etc/ntp.conf", "ntpd"),
+    ("Debian", "ntpsec", "/etc/ntpsec/ntp.conf", "ntpsec"),
+])  # fmt: skip
+def test_ntp_alternatives(salt_call, family, implementation, path, service):
+    rendered = show(salt_call, "ServVirt1", family, "ntp",
+                    xenha={"ntp": {"implementation": implementation}})  # fmt: skip
+    config = rendered["ntp-config-file-managed-config"][1]
+    assert config["name"] == path
+    assert rendered["ntp-service-service-running"][1]["name"] == service
+    text = lines(config["contents"])
+    assert "tos orphan 10" in text
+    assert "peer 192.168.25.12 iburst" in text
+    assert "restrict 192.168.25.11 nomodify notrap noquery" in text
+
+
+def test_unpackaged_alternative_is_refused(salt_call):
+    code, out = salt_call("ServVirt1", "RedHat", "state.show_sls", "ntp",
+                          xenha={"ntp": {"implementation": "ntpd"}})  # fmt: skip
+    assert code != 0
+    assert "xenha:ntp:implementation: ntpd is not packaged for os_family RedHat" in str(out)
+
+
+def test_lio_target(salt_call):
+    rendered = show(salt_call, "ServDB", "RedHat", "iscsi.target",
+                    xenha={"storage": {"implementation": "lio"}})  # fmt: skip
+    assert rendered["iscsi-target-pkg-installed"][1]["name"] == "targetcli"
+    tpg = "/iscsi/iqn.2009-06.br.example:storage.cluster/tpg1"
+    commands = {sid: (a["name"], a.get("unless")) for sid, (f, a) in rendered.items()
+                if f == "cmd.run"}  # fmt: skip
+    assert commands["iscsi-lio-cmd-run-create-backstore"] == (
+        "targetcli /backstores/block create name=xenha dev=/dev/sda4",
+        "targetcli /backstores/block/xenha ls",
+    )
+    assert commands["iscsi-lio-cmd-run-create-lun"] == (
+        f"targetcli {tpg}/luns create /backstores/block/xenha lun=1",
+        f"targetcli {tpg}/luns/lun1 ls",
+    )
+    assert commands["iscsi-lio-cmd-run-create-acl-ServVirt2"] == (
+        f"targetcli {tpg}/acls create iqn.2009-06.br.example:servvirt2",
+        f"targetcli {tpg}/acls/iqn.2009-06.br.example:servvirt2 ls",
+    )
+    chap = rendered["iscsi-lio-cmd-run-chap-ServVirt1"][1]
+    assert "render-test-chap-secret" not in chap["name"]
+    assert chap["env"] == [{"XENHA_CHAP": "render-test-chap-secret"}]
+    assert commands["iscsi-lio-cmd-run-saveconfig"] == ("targetcli saveconfig", None)
+    assert rendered["iscsi-lio-service-enabled"][1]["name"] == "target"
+
+
+def test_iet_target(salt_call):
+    rendered = show(salt_call, "ServDB", "Suse", "iscsi.target",
+                    xenha={"storage": {"implementation": "iet", "lun": 0}})  # fmt: skip
+    config = rendered["iscsi-iet-file-managed-config"][1]
+    assert config["name"] == "/etc/ietd.conf"
+    assert [line.strip() for line in lines(config["contents"])] == [
+        "Target iqn.2009-06.br.example:storage.cluster",
+        "IncomingUser xenha render-test-chap-secret",
+        "Lun 0 Path=/dev/sda4,Type=blockio",
+    ]
+    allow = rendered["iscsi-iet-file-managed-initiators-allow"][1]
+    assert lines(allow["contents"]) == [
+        "iqn.2009-06.br.example:storage.cluster 192.168.25.10, 192.168.25.11, "
+        "iqn.2009-06.br.example:servvirt1, iqn.2009-06.br.example:servvirt2"
+    ]
+    assert rendered["iscsi-iet-service-running"][1]["name"] == "iscsitarget"
+
+
+def test_xm_relocation_limited_to_peers_over_ssl(salt_call):
+    rendered = show(
+        salt_call, "ServVirt2", "Suse", "xen",
+        xenha={"xen": {"toolstack": "xm", "relocation": {
+            "ssl": True, "ssl_key": "KEY", "ssl_cert": "CERT"}}},
+    )  # fmt: skip
+    assert rendered["xen-package-pkg-installed"][1]["pkgs"] == ["xen", "xen-tools"]
+    assert rendered["xen-service-service-running-xend"][1]["name"] == "xend"
+    sxp = lines(rendered["xen-migration-file-managed-xend-config"][1]["contents"])
+    assert sxp == [
+        "(xend-unix-server yes)",
+        "(xend-relocation-server no)",
+        "(xend-relocation-port 8002)",
+        "(xend-relocation-address '192.168.25.11')",
+        "(xend-relocation-hosts-allow '^ServVirt1$ ^192\\\\.168\\\\.25\\\\.10$')",
+        "(xend-relocation-ssl-server yes)",
+        "(xend-relocation-ssl yes)",
+        "(xend-relocation-ssl-port 8003)",
+        "(xend-relocation-server-ssl-key-file /etc/xen/xenha-relocation.key)",
+        "(xend-relocation-server-ssl-cert-file /etc/xen/xenha-relocation.crt)",
+        "(dom0-min-mem 256)",
+    ]
+    key = rendered["xen-migration-file-managed-ssl-key"][1]
+    assert (key["contents"], key["mode"], key["show_changes"]) == ("KEY", "0600", False)
+    assert not any(sid.startswith("xen-migration-ssh_auth") for sid in rendered)
+
+
+def test_xm_is_not_packaged_on_debian_12(salt_call):
+    code, out = salt_call("ServVirt1", "Debian", "state.show_sls", "xen",
+                          xenha={"xen": {"toolstack": "xm"}})  # fmt: skip
+    assert code != 0
+    assert "xenha:xen:toolstack: xm is not packaged for os_family Debian" in str(out)
+
+
+# A bad pillar stops the run while rendering, before any state runs.
+@pytest.mark.parametrize(("xenha", "message"), [
+    ({"hosts": {"ServVirt2": {"ip": "192.168.25.10"}}},
+     "xenha:hosts:ServVirt2:ip: duplicate IP address '192.168.25.10'"),
+    ({"ocfs2": {"cluster": "a_cluster_name_too_long"}}, "xenha:ocfs2:cluster: invalid cluster"),
+    ({"storage": {"chap": {"secret": "short"}}}, "xenha:storage:chap:secret: CHAP secret is 5"),
+])  # fmt: skip
+def test_bad_pillar_aborts_the_highstate(salt_call, xenha, message):
+    code, out = salt_call("ServVirt1", "Debian", "state.apply", "test=True", xenha=xenha)
+    assert code != 0
+    assert isinstance(out, list), out  # render errors, not state results
+    assert any(message in error for error in out)

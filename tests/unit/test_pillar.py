@@ -1,0 +1,278 @@
+"""The xenha pillar checks (_utils/xenha_pillarcheck.py) on the example and broken copies of it."""
+
+import copy
+
+import pytest
+import xenha_pillarcheck
+import yaml
+from salt.exceptions import CommandExecutionError
+
+from tests.support.saltconf import REPO
+
+
+def _merge(base, extra):
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.fixture(scope="module")
+def example():
+    """The shipped cluster.yaml merged with the render tests' stand-in secrets."""
+    cluster = yaml.safe_load((REPO / "pillar/xenha/cluster.yaml").read_text())
+    secrets = yaml.safe_load((REPO / "tests/render/pillar/xenha/secrets.yaml").read_text())
+    return _merge(cluster, secrets)
+
+
+@pytest.fixture
+def tree(example):
+    return copy.deepcopy(example)
+
+
+def _error(tree):
+    with pytest.raises(CommandExecutionError) as err:
+        xenha_pillarcheck.check(tree)
+    return str(err.value)
+
+
+def test_example_is_valid_and_normalised(tree):
+    cluster = xenha_pillarcheck.check(tree)
+    assert cluster["vmhosts"] == ["ServVirt1", "ServVirt2"]
+    assert cluster["storage_host"] == "ServDB"
+    assert cluster["hosts"]["ServVirt2"]["id"] == "ServVirt2"
+    assert cluster["hosts"]["ServVirt1"]["bmc"] is None
+    assert cluster["ocfs2"]["device"] == (
+        "/dev/disk/by-path/ip-192.168.25.12:3260-iscsi-iqn.2009-06.br.example:storage.cluster-lun-1"
+    )
+    assert cluster["domus"]["db01"]["anti_affinity"] == []
+    # the input is not modified
+    assert "vmhosts" not in tree and "id" not in tree["hosts"]["ServVirt1"]
+
+
+def test_defaults_fill_a_minimal_tree(tree):
+    for key in ("ocfs2", "ntp", "leases", "domus"):
+        del tree[key]
+    del tree["xen"]["relocation"]
+    cluster = xenha_pillarcheck.check(tree)
+    assert cluster["ocfs2"]["cluster"] == "ocfs2"
+    assert cluster["ocfs2"]["format_host"] == "ServVirt1"
+    assert cluster["ocfs2"]["slots"] == 2
+    assert cluster["ocfs2"]["timeouts"]["heartbeat_dead_threshold"] == 31
+    assert cluster["ntp"] == {"implementation": "chrony", "servers": []}
+    assert cluster["leases"]["dir"] == "/cluster/.xenha/leases"
+    assert cluster["xen"]["relocation"]["port"] == 8002
+    assert cluster["domus"] == {}
+
+
+def test_vmhosts_are_ordered_by_node_number(tree):
+    tree["hosts"]["ServVirt1"]["ocfs2_node"] = 5
+    assert xenha_pillarcheck.check(tree)["vmhosts"] == ["ServVirt2", "ServVirt1"]
+
+
+# The bad-pillar cases of the issue, each with the message that names the key.
+def test_missing_ip(tree):
+    del tree["hosts"]["ServVirt2"]["ip"]
+    assert _error(tree) == "xenha:hosts:ServVirt2:ip: missing"
+
+
+def test_duplicate_ip(tree):
+    tree["hosts"]["ServVirt2"]["ip"] = "192.168.25.10"
+    assert _error(tree) == (
+        "xenha:hosts:ServVirt2:ip: duplicate IP address '192.168.25.10'"
+        " (also used by xenha:hosts:ServVirt1:ip)"
+    )
+
+
+def test_duplicate_ocfs2_node_number(tree):
+    tree["hosts"]["ServVirt2"]["ocfs2_node"] = 0
+    assert _error(tree) == (
+        "xenha:hosts:ServVirt2:ocfs2_node: duplicate node number 0"
+        " (also used by xenha:hosts:ServVirt1:ocfs2_node)"
+    )
+
+
+@pytest.mark.parametrize("name", ["clusterofseventeen", "ocfs_2", "clu ster", ""])
+def test_bad_ocfs2_cluster_name(tree, name):
+    tree["ocfs2"]["cluster"] = name
+    if name == "":  # empty means unset: the default applies
+        assert xenha_pillarcheck.check(tree)["ocfs2"]["cluster"] == "ocfs2"
+        return
+    assert _error(tree) == (
+        f"xenha:ocfs2:cluster: invalid cluster name {name!r}: must be 1 to 16 letters or digits"
+    )
+
+
+def test_no_storage_host(tree):
+    del tree["hosts"]["ServDB"]
+    assert _error(tree) == "xenha:hosts: no host has role 'storage' (the iSCSI target)"
+
+
+def test_unknown_role(tree):
+    tree["hosts"]["ServDB"]["role"] = "nas"
+    assert _error(tree) == (
+        "xenha:hosts:ServDB:role: unknown value 'nas': must be one of vmhost, storage"
+    )
+
+
+def test_domu_memory_fits_no_host(tree):
+    tree["domus"]["db01"]["memory_mib"] = 1793
+    assert _error(tree) == (
+        "xenha:domus:db01:memory_mib: 1793 MiB fits no VM host (the largest offers 1792 MiB"
+        " after its memory_reserve_mib)"
+    )
+    tree["domus"]["db01"]["memory_mib"] = 1792
+    assert xenha_pillarcheck.check(tree)["domus"]["db01"]["memory_mib"] == 1792
+
+
+def test_short_chap_secret(tree):
+    tree["storage"]["chap"]["secret"] = "elevenchars"  # noqa: S105
+    assert _error(tree) == (
+        "xenha:storage:chap:secret: CHAP secret is 11 characters, at least 12 are required"
+        " (RFC 3720 and most initiators)"
+    )
+
+
+def test_hostname_differs_from_ocfs2_node_name(tree):
+    tree["hosts"]["ServVirt2"]["ocfs2_name"] = "servvirt2"
+    assert _error(tree) == (
+        "xenha:hosts:ServVirt2:ocfs2_name: OCFS2 node name 'servvirt2' differs from hostname"
+        " 'ServVirt2' (o2cb finds its own node by hostname)"
+    )
+
+
+# Secrets live outside the repository: a missing one is named as such.
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        (("heartbeat",), "key"),
+        (("storage", "chap"), "secret"),
+        (("xen", "ssh"), "private_key"),
+    ],
+)
+def test_missing_secret(tree, path, key):
+    parent = tree
+    for part in path:
+        parent = parent[part]
+    del parent[key]
+    message = _error(tree)
+    assert message.startswith(f"xenha:{':'.join(path)}:{key}: missing (a secret: ")
+    assert "pillar/xenha/secrets.yaml" in message
+
+
+def test_bmc_password_is_a_required_secret(tree):
+    tree["hosts"]["ServVirt1"]["bmc"] = {"address": "192.168.26.10", "username": "admin"}
+    assert _error(tree).startswith("xenha:hosts:ServVirt1:bmc:password: missing (a secret")
+    tree["hosts"]["ServVirt1"]["bmc"]["password"] = "pw"  # noqa: S105
+    bmc = xenha_pillarcheck.check(tree)["hosts"]["ServVirt1"]["bmc"]
+    assert (bmc["interface"], bmc["cipher_suite"]) == ("lanplus", 3)
+
+
+# Further mistakes the checks catch, each naming its key.
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda t: t["hosts"]["ServVirt1"].update(ip="192.168.25.300"),
+            "xenha:hosts:ServVirt1:ip: '192.168.25.300' is not an IP address",
+        ),
+        (
+            lambda t: t["hosts"]["ServVirt1"].pop("memory_mib"),
+            "xenha:hosts:ServVirt1:memory_mib: missing",
+        ),
+        (
+            lambda t: t["hosts"]["ServVirt1"].update(ocfs2_node=255),
+            "xenha:hosts:ServVirt1:ocfs2_node: 255 is out of range 0..254",
+        ),
+        (
+            lambda t: t["hosts"]["ServVirt1"].update(hostname="servvirt1.example"),
+            "xenha:hosts:ServVirt1:hostname: 'servvirt1.example' must be a short host name"
+            " (no dots)",
+        ),
+        (
+            lambda t: t["hosts"]["ServVirt2"].update(iqn="iqn.2009-06.br.example:servvirt1"),
+            "xenha:hosts:ServVirt2:iqn: duplicate initiator name"
+            " 'iqn.2009-06.br.example:servvirt1' (also used by xenha:hosts:ServVirt1:iqn)",
+        ),
+        (
+            lambda t: (
+                t["hosts"]["ServDB"].update(role="storage", ip="192.168.25.13")
+                or t["hosts"].update(ServDB2={"ip": "192.168.25.14", "role": "storage"})
+            ),
+            "xenha:hosts: more than one host has role 'storage': ServDB, ServDB2",
+        ),
+        (
+            lambda t: t["storage"].update(lun=0),
+            "xenha:storage:lun: 0 is out of range 1..255",
+        ),
+        (
+            lambda t: t["storage"].update(implementation="scst"),
+            "xenha:storage:implementation: unknown value 'scst': must be one of tgt, lio, iet",
+        ),
+        (
+            lambda t: t["ocfs2"].update(slots=1),
+            "xenha:ocfs2:slots: 1 slots for 2 VM hosts",
+        ),
+        (
+            lambda t: t["ocfs2"].update(format_host="ServDB"),
+            "xenha:ocfs2:format_host: 'ServDB' is not a VM host in xenha:hosts",
+        ),
+        (
+            lambda t: t["ntp"].update(implementation="openntpd"),
+            "xenha:ntp:implementation: unknown value 'openntpd': must be one of chrony, ntpd,"
+            " ntpsec",
+        ),
+        (
+            lambda t: t["xen"]["ssh"]["host_keys"].pop("ServVirt2"),
+            "xenha:xen:ssh:host_keys:ServVirt2: missing",
+        ),
+        (
+            lambda t: t["heartbeat"].update(dead_time=1.0),
+            "xenha:heartbeat:dead_time: must exceed two heartbeat intervals",
+        ),
+        (
+            lambda t: t["domus"]["web01"].update(anti_affinity=["mail01"]),
+            "xenha:domus:web01:anti_affinity: 'mail01' is not another domU in xenha:domus",
+        ),
+        (
+            lambda t: t["domus"]["web01"].update(preferred_host="ServDB"),
+            "xenha:domus:web01:preferred_host: 'ServDB' is not a VM host in xenha:hosts",
+        ),
+        (
+            lambda t: t["domus"]["web01"].update(config="domus/web01.cfg"),
+            "xenha:domus:web01:config: 'domus/web01.cfg' must be an absolute path",
+        ),
+    ],
+)
+def test_other_mistakes(tree, edit, message):
+    edit(tree)
+    assert _error(tree) == message
+
+
+def test_xm_needs_two_vm_hosts_and_ssl_material(tree):
+    tree["xen"]["toolstack"] = "xm"
+    tree["xen"]["relocation"]["ssl"] = True
+    assert _error(tree).startswith("xenha:xen:relocation:ssl_key: missing (a secret")
+    tree["xen"]["relocation"].update(ssl_key="KEY", ssl_cert="CERT")
+    assert xenha_pillarcheck.check(tree)["xen"]["relocation"]["ssl_cert"] == "CERT"
+    del tree["hosts"]["ServVirt2"]
+    tree["domus"]["db01"].pop("preferred_host")
+    assert _error(tree) == (
+        "xenha:xen:toolstack: xm relocation needs at least two VM hosts to allow"
+    )
+
+
+def test_member(tree):
+    cluster = xenha_pillarcheck.check(tree)
+    assert xenha_pillarcheck.member(cluster, "ServDB")["role"] == "storage"
+    with pytest.raises(CommandExecutionError, match=r"'laptop'\) is not a cluster member"):
+        xenha_pillarcheck.member(cluster, "laptop")
+
+
+def test_not_a_mapping():
+    with pytest.raises(CommandExecutionError, match="^xenha: missing$"):
+        xenha_pillarcheck.check(None)
+    with pytest.raises(CommandExecutionError, match="^xenha:hosts: must be a mapping, got list$"):
+        xenha_pillarcheck.check({"hosts": ["ServVirt1"]})
