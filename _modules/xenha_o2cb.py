@@ -47,12 +47,11 @@ def __virtual__():
 
 def _path(value, what):
     """An absolute path with no whitespace or control characters (one argv element)."""
-    if (
-        not isinstance(value, str)
-        or not value.startswith("/")
-        or re.search(r"[\s\x00-\x1f]", value)
-    ):
-        raise CommandExecutionError(f"invalid {what} {value!r}: must be an absolute path")
+    if not isinstance(value, str) or not _PATH_RE.fullmatch(value):
+        raise CommandExecutionError(
+            f"invalid {what} {value!r}: must be an absolute path without spaces or control"
+            " characters"
+        )
     return value
 
 
