@@ -18,6 +18,7 @@ OCFS2 cluster states built on the ``xenha_o2cb`` execution module.
 """
 
 import xenha_names
+import xenha_o2cbparse
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "xenha_o2cb"
@@ -47,9 +48,13 @@ def _want_nodes(nodes):
         unknown = set(spec) - {"ip", "number", "port"}
         if unknown:
             raise CommandExecutionError(f"node {name!r}: unknown keys {sorted(unknown)}")
+        try:
+            ip = xenha_o2cbparse.ipv4(str(spec["ip"]), f"node {name!r}: ip")
+        except xenha_o2cbparse.ParseError as err:
+            raise CommandExecutionError(str(err)) from err
         wanted[name] = {
             "number": spec["number"],
-            "ip": str(spec["ip"]),
+            "ip": ip,
             "port": spec.get("port", DEFAULT_PORT),
         }
         for key, low, high in (("number", 0, 254), ("port", 1, 65535)):

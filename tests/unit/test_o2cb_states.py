@@ -170,6 +170,7 @@ def test_cluster_present_reports_partial_failure(fake):
         ("ocfs2", {"a": {"ip": "10.0.0.1"}}, "local", "needs 'ip' and 'number'"),
         ("ocfs2", {"a": {"ip": "10.0.0.1", "number": 0, "nmbr": 1}}, "local", "unknown keys"),
         ("ocfs2", {"a": {"ip": "10.0.0.1", "number": 255}}, "local", "number 255"),
+        ("ocfs2", {"a": {"ip": "10.0.0.01", "number": 0}}, "local", "not an IPv4 address"),
         ("ocfs2", {"a": {"ip": "10.0.0.1", "number": 0, "port": "x"}}, "local", "port 'x'"),
         (
             "ocfs2",
