@@ -167,6 +167,18 @@ def test_cluster_present_state(loaders, conf):
     )
 
 
+def test_online_state_without_kernel_stack(loaders, conf):
+    loaders.modules.xenha_o2cb.add_cluster("ocfs2", config_file=conf)
+    state = loaders.states.xenha_o2cb
+    dry = state.online(name="ocfs2", config_file=conf, test=True)
+    assert dry.result is None
+    assert "o2cb register-cluster ocfs2" in dry.comment
+    real = state.online(name="ocfs2", config_file=conf)
+    assert real.result is False
+    assert "Unable to access cluster service" in real.comment
+    assert real.changes == {}
+
+
 def test_formatted_state_on_images(loaders, image):
     state = loaders.states.xenha_o2cb
     home = image("home.img", "256M")

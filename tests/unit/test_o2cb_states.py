@@ -1,8 +1,11 @@
 """The xenha_o2cb states over an in-memory stand-in for the xenha_o2cb execution module."""
 
 import copy
+from unittest.mock import patch
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from salt.exceptions import CommandExecutionError
 
 from _states import xenha_o2cb as states
@@ -339,3 +342,37 @@ def test_formatted_module_error(formats):
     ret = states.formatted("/dev/sdz", "cluster_home", 2)
     assert ret["result"] is False
     assert "does not exist" in ret["comment"]
+
+
+# ---------------------------------------------------------------- property: any start converges
+
+_node_sets = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d", "e"]),
+    st.fixed_dictionaries(
+        {
+            "number": st.integers(0, 5),
+            "ip": st.sampled_from(["10.0.0.1", "10.0.0.2"]),
+            "port": st.sampled_from([7777, 7778]),
+        }
+    ),
+).filter(lambda nodes: len({n["number"] for n in nodes.values()}) == len(nodes))
+
+
+@settings(deadline=None)
+@given(
+    start=st.none() | _node_sets,
+    wanted=_node_sets,
+    modes=st.tuples(st.sampled_from(["local", "global"]), st.sampled_from(["local", "global"])),
+)
+def test_cluster_present_converges_from_any_start(start, wanted, modes):
+    """Whatever cluster.conf holds, one run reaches the wanted nodes without ever asking o2cb
+    for a taken name or number (FakeO2cb asserts that), and a second run changes nothing."""
+    fake = FakeO2cb()
+    if start is not None:
+        fake.clusters["ocfs2"] = {"heartbeat_mode": modes[0], "nodes": start, "heartbeats": []}
+    with patch.dict(states.__salt__, fake.salt()), patch.dict(states.__opts__, {"test": False}):
+        ret = states.cluster_present("ocfs2", wanted, heartbeat_mode=modes[1])
+        assert ret["result"] is True, ret["comment"]
+        assert fake.clusters["ocfs2"]["nodes"] == wanted
+        assert fake.clusters["ocfs2"]["heartbeat_mode"] == modes[1]
+        assert states.cluster_present("ocfs2", wanted, heartbeat_mode=modes[1])["changes"] == {}
