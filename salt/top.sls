@@ -17,4 +17,6 @@ base:
     - ocfs2
     - xen
     - xenha.leases
+{%- else %}
+  {}
 {%- endif %}

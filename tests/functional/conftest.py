@@ -19,6 +19,6 @@ def salt_master(salt_factories):
 def salt_minion(salt_master):
     minion = salt_master.salt_minion_daemon("xenha-func-minion", overrides=snippet("minion"))
     with minion.started():
-        ret = salt_master.salt_cli().run("saltutil.sync_all", minion_tgt=minion.id)
+        ret = salt_master.salt_cli(timeout=120).run("saltutil.sync_all", minion_tgt=minion.id)
         assert ret.returncode == 0, ret
         yield minion
