@@ -36,7 +36,9 @@ def __virtual__():
 
 
 def _settings(**overrides):
-    return xenha_lease.settings(__salt__["pillar.get"]("xenha:leases", {}), **overrides)
+    # __pillar__ directly: Salt 3008's pillar.get returns masked ("**********") values
+    leases = (__pillar__.get("xenha") or {}).get("leases") or {}
+    return xenha_lease.settings(dict(leases), **overrides)
 
 
 def _me():
@@ -164,7 +166,12 @@ def observe(host, duration=0, kind="host", **overrides):
     try:
         while True:
             _, verdict = _look(conf, kind, name, records)
-            if verdict["state"] in (xenha_lease.ADVANCING, xenha_lease.EXPIRED):
+            # a verdict that more watching cannot change ends the watch
+            if verdict["state"] in (
+                xenha_lease.ADVANCING,
+                xenha_lease.EXPIRED,
+                xenha_lease.MISSING,
+            ):
                 break
             if time.monotonic() + poll > deadline:
                 break

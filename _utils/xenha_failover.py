@@ -327,7 +327,10 @@ class Engine:
             if record.get("state") == DONE:
                 self._recovered(record, members)
                 return self._summary(load(self.cachedir, host) or record)
-            if record.get("state") not in ACTIVE:
+            if record.get("state") == IGNORED and record.get("recheck"):
+                # an isolated host that still renewed: is it still unreachable, lease stopped?
+                self._set(record, VERIFIED, reason="re-checking an isolated host")
+            elif record.get("state") not in ACTIVE:
                 return self._summary(record) if record else {"host": host, "state": None}
             self._audit(host, "resume", failover=record["id"])
             return self._drive(record, members)
@@ -432,18 +435,20 @@ class Engine:
             seen.append({"observer": observer, "verdict": verdict})
             if isinstance(verdict, dict):
                 if verdict.get("state") == "advancing":
+                    # alive but cut off: resume() looks again (o2cb may still fence it)
                     return self._ignore(
                         record,
                         f"{host} still renews its storage lease (seen by {observer}): it is"
                         " alive, maybe isolated; its domUs are not restarted elsewhere",
                         observations=seen,
+                        recheck=True,
                     )
                 break  # one observer that can read the lease is enough
         self._set(record, CORROBORATED, observations=seen)
         return True
 
-    def _ignore(self, record, reason, **fields):
-        self._set(record, IGNORED, reason=reason, **fields)
+    def _ignore(self, record, reason, recheck=False, **fields):
+        self._set(record, IGNORED, reason=reason, recheck=recheck, **fields)
         self._host_state(record["host"], None)
         self._emit(record, "ignored", reason=reason)
         return True

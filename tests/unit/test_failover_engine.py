@@ -248,6 +248,24 @@ def test_isolated_host_that_still_renews_keeps_its_domus(io, tmp_path):
     assert io.tags()[-1] == "ignored"
 
 
+def test_isolated_host_is_rechecked_on_resume_and_failed_over_once_its_lease_stops(io, tmp_path):
+    io.lease_state["A"] = "advancing"
+    assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "ignored"
+    assert engine(io, tmp_path).resume("A")["state"] == "ignored"  # still renewing
+    assert io.starts == []
+    io.lease_state["A"] = "expired"  # o2cb rebooted it, or it lost the storage and self-fenced
+    assert engine(io, tmp_path).resume("A")["state"] == "done"
+    assert len(io.starts) == 3
+
+
+def test_host_that_answered_the_master_is_not_rechecked(io, tmp_path):
+    io.reachable.add("A")
+    engine(io, tmp_path).handle("A", "B", EVENT)
+    io.reachable.discard("A")
+    assert engine(io, tmp_path).resume("A")["state"] == "ignored"
+    assert "fence_ipmi" not in io.calls
+
+
 def test_unreachable_observer_falls_back_to_another(io, tmp_path):
     io.reachable.discard("B")  # the reporter cannot answer; C observes
     io.lease_state["A"] = "advancing"

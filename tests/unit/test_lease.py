@@ -162,14 +162,13 @@ class Host:
         boot_file = tmp / name / "boot_id"
         boot_file.write_text(boot + "\n")
         self.domus, self.destroyed = [], []
-        pillar = {"xenha:leases": {"dir": str(shared), **FAST}}
+        self.mod.__pillar__ = {"xenha": {"leases": {"dir": str(shared), **FAST}}}
         self.mod.__opts__ = {
             "id": name,
             "cachedir": str(tmp / name / "cache"),
             "xenha_boot_id_path": str(boot_file),
         }
         self.mod.__salt__ = {
-            "pillar.get": lambda key, default=None: pillar.get(key, default),
             "xenha_xen.list_domains": lambda: {"dom0": {}, "domus": {d: {} for d in self.domus}},
             "xenha_xen.destroy": self._destroy,
         }
