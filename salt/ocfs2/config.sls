@@ -13,6 +13,13 @@
 include:
   - ocfs2.package
 
+ocfs2-config-file-directory-cluster-conf-dir:
+  file.directory:
+    - name: {{ salt["file.dirname"](ocfs2.cluster_conf) }}
+    - makedirs: true
+    - require:
+      - sls: ocfs2.package
+
 ocfs2-config-xenha_o2cb-cluster_present:
   xenha_o2cb.cluster_present:
     - name: {{ cluster.ocfs2.cluster }}
@@ -20,7 +27,7 @@ ocfs2-config-xenha_o2cb-cluster_present:
     - heartbeat_mode: local
     - config_file: {{ ocfs2.cluster_conf }}
     - require:
-      - sls: ocfs2.package
+      - file: ocfs2-config-file-directory-cluster-conf-dir
 
 ocfs2-config-file-managed-o2cb-config:
   file.managed:

@@ -6,12 +6,13 @@
 {%- from "iscsi/map.jinja" import initiator with context %}
 {%- if ocfs2.mount %}
 
-include:
-  - ocfs2.service
-  - ocfs2.format
-{%-   if ocfs2.device_sls %}
-  - {{ ocfs2.device_sls }}
-{%-   endif %}
+{#-   what the mount waits for: whichever of these SLS have states on this host #}
+{%-   set after = ["ocfs2.config"] %}
+{%-   do after.append("ocfs2.service") if ocfs2.service_manager == "systemd" %}
+{%-   do after.append("ocfs2.format") if me.id == cluster.ocfs2.format_host %}
+{%-   do after.append(ocfs2.device_sls) if ocfs2.device_sls %}
+
+include: {{ after | json }}
 
 ocfs2-mount-mount-mounted:
   mount.mounted:
@@ -27,9 +28,7 @@ ocfs2-mount-mount-mounted:
     - persist: true
     - config: {{ ocfs2.fstab }}
     - require:
-      - sls: ocfs2.service
-      - sls: ocfs2.format
-{%-   if ocfs2.device_sls %}
-      - sls: {{ ocfs2.device_sls }}
-{%-   endif %}
+{%-   for sls in after %}
+      - sls: {{ sls }}
+{%-   endfor %}
 {%- endif %}

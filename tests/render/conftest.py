@@ -102,22 +102,22 @@ class SaltCall:
             return proc.returncode, proc.stdout + proc.stderr
 
 
-def states(high):
-    """show_highstate/show_sls output as {state id: (module.function, {argument: value})}."""
+def states(low):
+    """
+    show_lowstate/show_low_sls output (the compiled chunks: Salt has resolved every requisite)
+    as {state id: (module.function, {argument: value})}; an ID expanded from ``names`` gets
+    them back as a ``names`` list.
+    """
     out = {}
-    for state_id, body in high.items():
-        for module, items in body.items():
-            if module.startswith("__"):
-                continue
-            function = next(item for item in items if isinstance(item, str))
-            args = {
-                k: v
-                for item in items
-                if isinstance(item, dict)
-                for k, v in item.items()
-                if k != "order"
-            }
-            out[state_id] = (f"{module}.{function}", args)
+    for chunk in low:
+        args = {k: v for k, v in chunk.items()
+                if not k.startswith("__") and k not in ("state", "fun", "order")}  # fmt: skip
+        state_id = chunk["__id__"]
+        if state_id in out:
+            out[state_id][1].setdefault("names", [out[state_id][1].pop("name")])
+            out[state_id][1]["names"].append(args["name"])
+        else:
+            out[state_id] = (f"{chunk['state']}.{chunk['fun']}", args)
     return out
 
 
@@ -133,8 +133,9 @@ def highstate(salt_call):
 
     def render(family, minion_id):
         if (family, minion_id) not in cache:
-            code, out = salt_call(minion_id, family, "state.show_highstate")
-            assert code == 0 and isinstance(out, dict), out
+            code, out = salt_call(minion_id, family, "state.show_lowstate")
+            assert code == 0 and isinstance(out, list), out
+            assert all(isinstance(chunk, dict) for chunk in out), out  # not error strings
             cache[family, minion_id] = states(out)
         return cache[family, minion_id]
 

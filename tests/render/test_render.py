@@ -162,11 +162,13 @@ def test_initiator_name_chap_discovery_login(highstate, family, minion):
     startup = rendered["iscsi-initiator-cmd-run-node-node-startup"][1]
     assert startup["name"] == f'{node} --op update -n node.startup -v "$XENHA_VALUE"'
     assert startup["env"] == [{"XENHA_VALUE": "automatic"}]
-    assert rendered["iscsi-initiator-cmd-run-login"][1] == {
-        "name": f"{node} --login",
-        "unless": "iscsiadm -m session | grep -qwF iqn.2009-06.br.example:storage.cluster",
-        "require": [{"cmd": "iscsi-initiator-cmd-run-discovery"}],
-    }
+    login = rendered["iscsi-initiator-cmd-run-login"][1]
+    assert (login["name"], login["unless"]) == (
+        f"{node} --login",
+        "iscsiadm -m session | grep -qwF iqn.2009-06.br.example:storage.cluster",
+    )
+    assert {"cmd": "iscsi-initiator-cmd-run-discovery"} in login["require"]
+    assert {"cmd": "iscsi-initiator-cmd-run-node-node-startup"} in login["require"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -184,7 +186,7 @@ def test_ocfs2_cluster_o2cb_format_once_and_ordered_mount(highstate, family, min
         },
         "heartbeat_mode": "local",
         "config_file": "/etc/ocfs2/cluster.conf",
-        "require": [{"sls": "ocfs2.package"}],
+        "require": [{"file": "ocfs2-config-file-directory-cluster-conf-dir"}],
     }
     o2cb = rendered["ocfs2-config-file-managed-o2cb-config"][1]
     assert o2cb["name"] == O2CB_CONFIG[family]
@@ -301,8 +303,9 @@ def test_beacon_pillar_for_vm_hosts_only(salt_call):
 
 # The alternatives behind the same pillar.
 def show(salt_call, minion, family, sls, **pillar):
-    code, out = salt_call(minion, family, "state.show_sls", sls, **pillar)
-    assert code == 0 and isinstance(out, dict), out
+    code, out = salt_call(minion, family, "state.show_low_sls", sls, **pillar)
+    assert code == 0 and isinstance(out, list), out
+    assert all(isinstance(chunk, dict) for chunk in out), out
     return states(out)
 
 
@@ -323,7 +326,7 @@ def test_ntp_alternatives(salt_call, family, implementation, path, service):
 
 
 def test_unpackaged_alternative_is_refused(salt_call):
-    code, out = salt_call("ServVirt1", "RedHat", "state.show_sls", "ntp",
+    code, out = salt_call("ServVirt1", "RedHat", "state.show_low_sls", "ntp",
                           xenha={"ntp": {"implementation": "ntpd"}})  # fmt: skip
     assert code != 0
     assert "xenha:ntp:implementation: ntpd is not packaged for os_family RedHat" in str(out)
@@ -401,7 +404,7 @@ def test_xm_relocation_limited_to_peers_over_ssl(salt_call):
 
 
 def test_xm_is_not_packaged_on_debian_12(salt_call):
-    code, out = salt_call("ServVirt1", "Debian", "state.show_sls", "xen",
+    code, out = salt_call("ServVirt1", "Debian", "state.show_low_sls", "xen",
                           xenha={"xen": {"toolstack": "xm"}})  # fmt: skip
     assert code != 0
     assert "xenha:xen:toolstack: xm is not packaged for os_family Debian" in str(out)

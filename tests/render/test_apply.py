@@ -1,0 +1,153 @@
+"""
+The VM host formulas applied for real on this machine, every path redirected into a temp dir
+through the formulas' `lookup` knobs (the same ones the lab uses): a second apply changes
+nothing, the shared device is formatted once, and a foreign filesystem is refused. What this
+kernel cannot do (iSCSI login, OCFS2 mount) is checked with test=True: the exact commands.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writes root-owned files (CI is root)")
+
+SLS = "xenha,ntp,hosts,ocfs2,xen.migration,xenha.leases"
+
+
+def knobs(tmp):
+    """Pillar: lookups pointing every formula at tmp, services and mounts left alone."""
+    return {
+        "hosts.file": str(tmp / "hosts"),
+        "ntp": {"lookup": {
+            "service_manager": "none",
+            "implementations": {"chrony": {"config": str(tmp / "chrony.conf")}},
+        }},
+        "hosts": {"lookup": {"set_hostname": False}},
+        "ocfs2": {"lookup": {
+            "service_manager": "none", "device_sls": None, "mount": False,
+            "cluster_conf": str(tmp / "ocfs2/cluster.conf"), "o2cb_config": str(tmp / "o2cb"),
+        }},
+        "xen": {"lookup": {"ssh": {
+            name: str(tmp / name)
+            for name in ("key_file", "authorized_keys", "client_config", "known_hosts",
+                         "receiver")
+        }}},
+    }  # fmt: skip
+
+
+def cluster(tmp):
+    return {"ocfs2": {"device": str(tmp / "home.img")}, "leases": {"dir": str(tmp / "leases")}}
+
+
+def apply(salt_call, tmp, *args, xenha=None, pillar=None):
+    code, out = salt_call(
+        "ServVirt1", "Debian", "state.apply", SLS, *args,
+        xenha=xenha or cluster(tmp), pillar={**knobs(tmp), **(pillar or {})},
+    )  # fmt: skip
+    assert isinstance(out, dict), out
+    return code, out
+
+
+def by_id(result):
+    return {key.split("_|-")[1]: value for key, value in result.items()}
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    (tmp_path / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tServVirt1\n")
+    subprocess.run(["truncate", "-s", "256M", str(tmp_path / "home.img")], check=True)
+    return tmp_path
+
+
+def test_apply_twice_formats_once_and_changes_nothing_the_second_time(salt_call, tmp):
+    code, first = apply(salt_call, tmp)
+    assert code == 0, {k: v["comment"] for k, v in first.items() if not v["result"]}
+    changed = {sid for sid, ret in by_id(first).items() if ret["changes"]}
+    assert {
+        "ntp-config-file-managed-config",
+        "hosts-config-host-present-ServVirt1",
+        "ocfs2-config-xenha_o2cb-cluster_present",
+        "ocfs2-format-xenha_o2cb-formatted",
+        "xen-migration-ssh_auth-present-migrate-key",
+        "xenha-leases-file-directory-leases-dir",
+    } <= changed
+
+    code, second = apply(salt_call, tmp)
+    assert code == 0
+    assert {sid: ret["changes"] for sid, ret in by_id(second).items() if ret["changes"]} == {}
+
+    # what the first run left behind
+    assert "peer 192.168.25.11 iburst" in (tmp / "chrony.conf").read_text()
+    hosts = (tmp / "hosts").read_text().splitlines()
+    assert "127.0.1.1\tServVirt1" not in hosts  # the loopback alias is gone
+    assert any(line.split()[:2] == ["192.168.25.11", "ServVirt2"] for line in hosts)
+    nodes = subprocess.run(
+        ["o2cb", f"--config-file={tmp / 'ocfs2/cluster.conf'}", "list-nodes", "ocfs2",
+         "--oneline"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    assert nodes[:2] == [
+        "node: 0 ServVirt1 192.168.25.10:7777 ocfs2",
+        "node: 1 ServVirt2 192.168.25.11:7777 ocfs2",
+    ]
+    query = subprocess.run(
+        ["tunefs.ocfs2", "-Q", "%V %N\n", str(tmp / "home.img")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert query.stdout == "cluster_home 2\n"
+    keys = (tmp / "authorized_keys").read_text()
+    assert 'from="192.168.25.11",restrict,command="' in keys
+    assert (tmp / "key_file").stat().st_mode & 0o777 == 0o600
+    assert (tmp / "leases").is_dir()
+
+
+def test_a_foreign_filesystem_is_refused(salt_call, tmp):
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(tmp / "home.img")], check=True)
+    code, out = apply(salt_call, tmp)
+    assert code != 0
+    fmt = by_id(out)["ocfs2-format-xenha_o2cb-formatted"]
+    assert fmt["result"] is False
+    assert "holds ext4, not OCFS2: refusing to format" in fmt["comment"]
+    assert fmt["changes"] == {}
+    # the leases directory lives on the volume: not created on a refused device
+    assert by_id(out)["xenha-leases-file-directory-leases-dir"]["result"] is False
+
+
+def test_what_this_kernel_cannot_run_is_shown_at_test_level(salt_call, tmp):
+    """iSCSI discovery/login and the OCFS2 mount: test=True shows exactly what would run."""
+    pillar = knobs(tmp)
+    pillar["ocfs2"]["lookup"].update(mount=True, fstab=str(tmp / "fstab"))
+    pillar["iscsi"] = {"lookup": {
+        "service_manager": "none",
+        "initiator": {"initiatorname_file": str(tmp / "initiatorname.iscsi"),
+                      "iscsid_conf": str(tmp / "iscsid.conf")},
+    }}  # fmt: skip
+    (tmp / "fstab").write_text("")
+    (tmp / "iscsid.conf").write_text("node.startup = manual\n")  # as open-iscsi ships it
+    code, out = salt_call(
+        "ServVirt1", "Debian", "state.apply", "iscsi.initiator,ocfs2", "test=True",
+        xenha=cluster(tmp), pillar=pillar,
+    )  # fmt: skip
+    assert isinstance(out, dict), out
+    comments = {sid: ret["comment"] for sid, ret in by_id(out).items()}
+    node = "iscsiadm -m node -T iqn.2009-06.br.example:storage.cluster -p 192.168.25.12:3260"
+    for sid, command in [
+        ("discovery", "iscsiadm -m discovery -t sendtargets -p 192.168.25.12:3260"),
+        ("node-node-startup", f'{node} --op update -n node.startup -v "$XENHA_VALUE"'),
+        ("login", f"{node} --login"),
+    ]:
+        assert comments[f"iscsi-initiator-cmd-run-{sid}"] == (
+            f'Command "{command}" would have been executed'
+        )
+    assert comments["ocfs2-mount-mount-mounted"] == "/cluster would be created and mounted"
+    assert comments["ocfs2-format-xenha_o2cb-formatted"].startswith(
+        f"Would format {tmp / 'home.img'} as OCFS2 with mkfs.ocfs2 (label cluster_home, 2 slots"
+    )
+    assert comments["ocfs2-config-xenha_o2cb-cluster_present"].startswith(
+        "Would run: o2cb add-cluster ocfs2; o2cb add-node ocfs2 ServVirt1 --ip 192.168.25.10"
+    )
+    # nothing was written
+    assert sorted(p.name for p in tmp.iterdir()) == ["fstab", "home.img", "hosts", "iscsid.conf"]
+    assert (tmp / "fstab").read_text() == ""
+    assert (tmp / "iscsid.conf").read_text() == "node.startup = manual\n"
