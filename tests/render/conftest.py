@@ -59,16 +59,18 @@ class SaltCall:
         self.root = root
         self.count = 0
 
-    def __call__(self, minion_id, family, *args, xenha=None, pillar=None, minion=None):
+    def __call__(self, minion_id, family, *args, xenha=None, pillar=None, secrets=True):
         """
         Run `salt-call --local --out=json <args>`; return (returncode, parsed "local" or
         the raw output). ``xenha`` is merged over the example's xenha pillar (through the
         secrets file, which pillar/xenha/init.sls merges last); ``pillar`` adds top-level
-        pillar keys (formula lookups); ``minion`` adds minion options.
+        pillar keys (formula lookups); ``secrets=False`` leaves the stand-in secrets out, as
+        a checkout without pillar/xenha/secrets.yaml is.
         """
         self.count += 1
         base = self.root / f"call{self.count}"
-        roots = [str(REPO / "tests/render/pillar"), str(REPO / "pillar")]
+        roots = [str(REPO / "tests/render/pillar")] if secrets else []
+        roots.append(str(REPO / "pillar"))
         if xenha is not None or pillar is not None:
             extra = base / "pillar"
             (extra / "xenha").mkdir(parents=True)
@@ -87,7 +89,6 @@ class SaltCall:
             "utils_dirs": [str(REPO / "_utils")],
             "grains": FAMILIES[family],
             "log_file": str(base / "minion.log"),
-            **(minion or {}),
         }
         base.mkdir(parents=True, exist_ok=True)
         (base / "minion").write_text(yaml.safe_dump(config))

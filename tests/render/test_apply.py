@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+from tests.support.saltconf import REPO
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writes root-owned files (CI is root)")
 
 SLS = "xenha,ntp,hosts,ocfs2,xen.migration,xenha.leases"
@@ -100,6 +102,36 @@ def test_apply_twice_formats_once_and_changes_nothing_the_second_time(salt_call,
     assert 'from="192.168.25.11",restrict,command="' in keys
     assert (tmp / "key_file").stat().st_mode & 0o777 == 0o600
     assert (tmp / "leases").is_dir()
+
+
+def receive(receiver, command, tmp):
+    """Run the forced command as sshd would, with a stand-in xl that prints its arguments."""
+    (tmp / "bin").mkdir(exist_ok=True)
+    (tmp / "bin/xl").write_text('#!/bin/sh\necho "xl $*"\n')
+    (tmp / "bin/xl").chmod(0o755)
+    env = {"PATH": f"{tmp / 'bin'}:/usr/bin:/bin", "SSH_ORIGINAL_COMMAND": command}
+    return subprocess.run([str(receiver)], env=env, capture_output=True, text=True, check=False)
+
+
+def test_the_migration_key_only_runs_xl_migrate_receive(tmp_path):
+    """The rendered forced command (salt/xen/files/migrate-receive.jinja has no Jinja in it)."""
+    receiver = tmp_path / "receiver"
+    receiver.write_text((REPO / "salt/xen/files/migrate-receive.jinja").read_text())
+    receiver.chmod(0o755)
+    for allowed in ("xl migrate-receive", "xl -t -vv migrate-receive -e -d -p -D"):
+        proc = receive(receiver, allowed, tmp_path)
+        assert (proc.returncode, proc.stdout) == (0, allowed + "\n")
+    for refused in (
+        "xl destroy web01",
+        "sh -c id",
+        "xl migrate-receive; id",
+        "xl migrate-receive -C /etc/shadow",
+        "xl migrate-receive *",
+        "",
+    ):
+        proc = receive(receiver, refused, tmp_path)
+        assert proc.returncode == 1, refused
+        assert (proc.stdout, proc.stderr.startswith("xenha: refused: ")) == ("", True)
 
 
 def test_a_foreign_filesystem_is_refused(salt_call, tmp):

@@ -422,3 +422,13 @@ def test_bad_pillar_aborts_the_highstate(salt_call, xenha, message):
     assert code != 0
     assert isinstance(out, list), out  # render errors, not state results
     assert any(message in error for error in out)
+
+
+def test_the_shipped_pillar_without_secrets_names_the_first_missing_one(salt_call):
+    _, out = salt_call("ServVirt1", "Debian", "state.show_lowstate", secrets=False)
+    assert any(
+        "xenha:storage:chap:secret: missing (a secret: set it in the secrets pillar"
+        " (pillar/xenha/secrets.yaml, docs/pillar.md))" in error
+        for error in out
+        if isinstance(error, str)  # render errors, not compiled chunks
+    ), out
