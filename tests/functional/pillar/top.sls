@@ -8,3 +8,5 @@ base:
     - cluster
   'xha-fo-*':
     - failover
+  'xen-host-*':
+    - xen
