@@ -540,3 +540,49 @@ def test_migrate_refuses_self_absent_and_migrating(xen):
     with pytest.raises(CommandExecutionError, match="mid-migration"):
         xenha_xen.migrate("web01", "ServVirt2")
     assert "migrate" not in xen.verbs()
+
+
+def test_info_and_details_errors_name_the_command(xen):
+    xen.on("xl", "info", answers=[failed("libxl_physinfo failed.\n"), ok("host : x\n")])
+    with pytest.raises(
+        CommandExecutionError, match=r"xl info failed \(exit 1\): libxl_physinfo failed"
+    ):
+        xenha_xen.info()
+    with pytest.raises(
+        CommandExecutionError, match="cannot parse the output of xl info: .*total_memory"
+    ):
+        xenha_xen.info()
+    xen.on("xl", "list", "-l", answers=ok("[{"))
+    with pytest.raises(
+        CommandExecutionError, match="cannot parse the output of xl list -l: .*not JSON"
+    ):
+        xenha_xen.details()
+
+
+def test_unpause_that_did_nothing_is_an_error(xen):
+    xen.on("xl", "list", answers=ok(listing(("web01", 3, "--p---"))))
+    xen.on("xl", "unpause", answers=ok())
+    with pytest.raises(
+        CommandExecutionError, match=r"xl unpause web01 did not take effect \(web01"
+    ):
+        xenha_xen.unpause("web01")
+
+
+def test_read_config_that_is_not_text(tmp_path):
+    cfg = tmp_path / "web01.cfg"
+    cfg.write_bytes(b"name = \xff\xfe\n")
+    with pytest.raises(CommandExecutionError, match="cannot read domU config"):
+        xenha_xen.read_config(str(cfg))
+
+
+def test_migrate_when_the_source_cannot_be_listed_afterwards(xen):
+    xen.on(
+        "xl",
+        "list",
+        answers=[ok(listing(("web01", 3, "-b----"))), failed("libxl_list_domain failed.")],
+    )
+    xen.on("xl", "migrate", answers=failed("Migration failed, failed to suspend at sender.\n"))
+    with pytest.raises(CommandExecutionError) as exc:
+        xenha_xen.migrate("web01", "ServVirt2")
+    assert "Migration failed, failed to suspend at sender." in str(exc.value)
+    assert "where web01 is now is unknown: listing this host failed" in str(exc.value)
