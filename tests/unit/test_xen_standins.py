@@ -243,7 +243,7 @@ def test_xm_migrate(cluster, web01):
 
 
 @pytest.fixture
-def configure_loader_modules(cluster):
+def configure_loader_modules(cluster, monkeypatch):
     def run_all(cmd, python_shell=None, ignore_retcode=None, timeout=None):
         assert python_shell is False
         try:
@@ -265,7 +265,9 @@ def configure_loader_modules(cluster):
 
     env_path = cluster.env(A)["PATH"]
 
-    xenha_xen.salt.utils.path.which = lambda tool: shutil.which(tool, path=env_path)
+    monkeypatch.setattr(
+        xenha_xen.salt.utils.path, "which", lambda tool: shutil.which(tool, path=env_path)
+    )
     return {
         xenha_xen: {
             "__salt__": {"cmd.run_all": run_all, "config.get": lambda key, default=None: default},
@@ -273,13 +275,6 @@ def configure_loader_modules(cluster):
             "__grains__": {"host": A},
         }
     }
-
-
-@pytest.fixture(autouse=True)
-def _restore_which():
-    which = xenha_xen.salt.utils.path.which
-    yield
-    xenha_xen.salt.utils.path.which = which
 
 
 def test_module_lifecycle_on_standins(cluster):
