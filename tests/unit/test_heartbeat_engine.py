@@ -2,7 +2,10 @@
 
 import importlib.util
 import logging
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -186,3 +189,41 @@ def test_bad_config_raises_a_clear_error(mod):
         mod.poll(config(7788, A, "hostB", B, key="short"))
     assert mod.validate(config(7788, A, "hostB", B, key="short"))[0] is False
     assert mod.validate(config(7788, A, "hostB", B)) == (True, "valid")
+
+
+def iptables(action, port, *match, check=True):
+    """Add or remove a rule on keepalives from B to A (and nothing else)."""
+    rule = ["INPUT", "-i", "lo", "-p", "udp", "-s", B, "-d", A, "--dport", str(port), *match]
+    subprocess.run(["iptables", action, *rule], check=check, capture_output=not check)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables"), reason="needs root iptables")
+def test_default_timings_ride_out_heavy_loss_and_catch_a_real_outage(mod, tmp_path):
+    """With the shipped defaults (0.5 s / 3.0 s), losing 3 keepalives in 4 raises no alarm;
+    losing all of them raises exactly one."""
+    port = free_port()
+    defaults = {k: hb.DEFAULTS[k] for k in ("send_interval", "dead_time")}
+    a = engine(mod, tmp_path, "hostA", config(port, A, "hostB", B, **defaults))
+    b = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A, **defaults))
+    wait_alive(a, "hostB")
+    one_in_4 = ["-m", "statistic", "--mode", "nth", "--every", "4", "--packet", "0", "-j", "ACCEPT"]
+    drop = ["-j", "DROP"]
+    try:
+        iptables("-I", port, *drop)
+        iptables("-I", port, *one_in_4)  # inserted above the DROP
+        seen, heard, sent = [], set(), b.seq
+        for _ in range(40):  # 10 s of polling, like the minion loop but finer
+            seen += a.poll()
+            heard.add(a.detector.last["hostB"][1])
+            time.sleep(0.25)
+        assert seen == []
+        assert len(heard) <= (b.seq - sent) / 2  # the drops did happen
+        iptables("-D", port, *one_in_4)  # now every keepalive is dropped
+        lost = wait_events(a, "lost")
+        assert [e["tag"] for e in lost] == ["lost"]
+    finally:
+        for rule in (one_in_4, drop):
+            iptables("-D", port, *rule, check=False)
+    assert [e["tag"] for e in wait_events(a, "recovered")] == ["recovered"]
+    b.stop()
