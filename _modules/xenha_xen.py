@@ -88,6 +88,16 @@ def _parse(parser, text, argv):
         raise CommandExecutionError(f"cannot parse the output of {_show(argv)}: {err}") from err
 
 
+def _domu_name(name):
+    """A valid domU name; Domain-0 and all-digit names (xl reads those as domids) are refused."""
+    name = xenha_names.check("domain", name)
+    if name == "Domain-0" or name.isdigit():
+        raise CommandExecutionError(
+            f"invalid domain name {name!r}: not a domU name (Domain-0 or a numeric domain id)"
+        )
+    return name
+
+
 def _describe(row):
     return f"{row['name']} (domid {row['domid']}, state {row['state']})"
 
@@ -163,7 +173,7 @@ def domain(name):
 
         salt ServVirt1 xenha_xen.domain web01
     """
-    name = xenha_names.check("domain", name)
+    name = _domu_name(name)
     return _find(list_domains()["domus"], name)
 
 
@@ -200,7 +210,7 @@ def details(name=None):
     """
     argv = ["xl", "list", "-l"]
     if name is not None:
-        argv.append(xenha_names.check("domain", name))
+        argv.append(_domu_name(name))
     if toolstack() != "xl":
         raise CommandExecutionError("xenha_xen.details needs the xl toolstack (xm has no JSON)")
     return _parse(xenha_xenparse.parse_xl_list_json, _run(argv)["stdout"], argv)
@@ -228,7 +238,7 @@ def read_config(config):
         cfg = xenha_xenparse.parse_cfg(text)
     except xenha_xenparse.XenParseError as err:
         raise CommandExecutionError(f"bad domU config {config}: {err}") from err
-    xenha_names.check("domain", cfg["name"])
+    _domu_name(cfg["name"])
     cfg["path"] = config
     return cfg
 
@@ -292,7 +302,7 @@ def destroy(name, timeout=COMMAND_TIMEOUT):
 
         salt ServVirt1 xenha_xen.destroy web01
     """
-    name = xenha_names.check("domain", name)
+    name = _domu_name(name)
     tool = toolstack()
     argv = [tool, "destroy", name]
     _run(argv, timeout)
@@ -321,7 +331,7 @@ def shutdown(name, timeout=60, force=False):
 
         salt ServVirt1 xenha_xen.shutdown web01 timeout=120 force=True
     """
-    name = xenha_names.check("domain", name)
+    name = _domu_name(name)
     tool = toolstack()
     row = _running_row(name)
     started = time.monotonic()
@@ -356,7 +366,7 @@ def shutdown(name, timeout=60, force=False):
 
 
 def _set_paused(name, paused):
-    name = xenha_names.check("domain", name)
+    name = _domu_name(name)
     tool = toolstack()
     _running_row(name)
     argv = [tool, "pause" if paused else "unpause", name]
@@ -500,7 +510,7 @@ def migrate(name, target, live=True, timeout=300):
 
         salt ServVirt1 xenha_xen.migrate web01 ServVirt2
     """
-    name = xenha_names.check("domain", name)
+    name = _domu_name(name)
     target = xenha_names.check("host", target)
     if target in (__opts__.get("id"), __grains__.get("host"), __grains__.get("fqdn")):
         raise CommandExecutionError(f"cannot migrate {name} to {target}: that is this host")

@@ -586,3 +586,12 @@ def test_migrate_when_the_source_cannot_be_listed_afterwards(xen):
         xenha_xen.migrate("web01", "ServVirt2")
     assert "Migration failed, failed to suspend at sender." in str(exc.value)
     assert "where web01 is now is unknown: listing this host failed" in str(exc.value)
+
+
+@pytest.mark.parametrize("function", ["domain", "destroy", "shutdown", "pause", "migrate"])
+@pytest.mark.parametrize("name", ["Domain-0", "0", "17"])
+def test_dom0_and_domids_are_not_domu_names(xen, function, name):
+    args = (name, "ServVirt2") if function == "migrate" else (name,)
+    with pytest.raises(CommandExecutionError, match="not a domU name"):
+        getattr(xenha_xen, function)(*args)
+    assert xen.calls == []
