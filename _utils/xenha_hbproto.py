@@ -113,6 +113,29 @@ def _address(value, what):
         raise ValueError(f"{what} must be an IP address, not {value!r}") from None
 
 
+def _check_names_and_addresses(cfg):
+    """Normalise cfg's bind and peers in place; raise ValueError naming a bad one."""
+    bind = ipaddress.ip_address(_address(cfg["bind"], "bind"))
+    if bind.is_unspecified:
+        raise ValueError("bind must be this host's cluster address, not a wildcard")
+    cfg["bind"] = str(bind)
+    peers = cfg["peers"]
+    if not isinstance(peers, dict) or not peers:
+        raise ValueError("peers must be a non-empty mapping of minion id to IP address")
+    try:
+        xenha_names.check("cluster", cfg["cluster"])
+        cfg["peers"] = {
+            xenha_names.check("host", peer): _address(ip, f"peer {peer}'s address")
+            for peer, ip in peers.items()
+        }
+    except CommandExecutionError as err:
+        raise ValueError(str(err)) from None
+    if cfg["bind"] in cfg["peers"].values():
+        raise ValueError(f"bind address {cfg['bind']} is also a peer's address")
+    if any(ipaddress.ip_address(ip).version != bind.version for ip in cfg["peers"].values()):
+        raise ValueError(f"peer addresses must be IPv{bind.version} like bind")
+
+
 def parse_config(config):
     """
     Return the beacon configuration (the dict the beacon list turns into) checked and completed
@@ -151,20 +174,7 @@ def parse_config(config):
         raise ValueError(
             f"toolstack must be one of {', '.join(TOOLSTACKS)}, not {cfg['toolstack']!r}"
         )
-    cfg["bind"] = _address(cfg["bind"], "bind")
-    peers = cfg["peers"]
-    if not isinstance(peers, dict) or not peers:
-        raise ValueError("peers must be a non-empty mapping of minion id to IP address")
-    try:
-        xenha_names.check("cluster", cfg["cluster"])
-        cfg["peers"] = {
-            xenha_names.check("host", peer): _address(ip, f"peer {peer}'s address")
-            for peer, ip in peers.items()
-        }
-    except CommandExecutionError as err:
-        raise ValueError(str(err)) from None
-    if cfg["bind"] in cfg["peers"].values():
-        raise ValueError(f"bind address {cfg['bind']} is also a peer's address")
+    _check_names_and_addresses(cfg)
     return cfg
 
 

@@ -256,6 +256,8 @@ def test_config_defaults():
         ({"peers": {"ServVirt2": "10.0.0.300"}}, "peer ServVirt2's address"),
         ({"peers": {"bad name!": "10.0.0.3"}}, "invalid host name"),
         ({"peers": {"ServVirt1": "192.168.25.10"}}, "also a peer's address"),
+        ({"peers": {"ServVirt2": "fd00::11"}}, "must be IPv4 like bind"),
+        ({"bind": "0.0.0.0"}, "not a wildcard"),  # noqa: S104
         ({"cluster": "has space"}, "invalid cluster name"),
         ({"toolstack": "virsh"}, "toolstack must be one of"),
         ({"probe_interval": -1}, "probe_interval must be at least 0"),
