@@ -32,7 +32,7 @@ __virtualname__ = "xenha_heartbeat"
 THREAD_PREFIX = "xenha-heartbeat/"
 ORPHAN_AFTER = 60.0  # seconds without a poll before a thread decides its beacon is gone
 BIND_RETRY = 5.0  # seconds between attempts to bind the heartbeat socket
-SNAPSHOT = "xenha_heartbeat.json"  # in the minion's sock_dir (a tmpfs under /run)
+SNAPSHOT = "xenha_heartbeat-{id}.json"  # in sock_dir (a tmpfs under /run); minions may share it
 
 
 def __virtual__():
@@ -142,8 +142,9 @@ class _Engine(threading.Thread):
                 detail = (
                     f"{' '.join(argv)} exited {ret['retcode']}: {ret['stderr'] or ret['stdout']}"
                 )
-            except CommandExecutionError as err:
-                ok, detail = False, f"{' '.join(argv)} could not run: {err}"
+            except CommandExecutionError as err:  # e.g. not installed
+                reason = str(err).rpartition("reason: ")[2]  # the rest is cmd.run_all's context
+                ok, detail = False, f"{' '.join(argv)} could not run: {reason}"
             with self.lock:
                 self.probe.record(ok, detail.strip()[-400:])
 
@@ -195,6 +196,10 @@ def _parse(config):
         raise CommandExecutionError(f"xenha_heartbeat beacon: {err}") from err
 
 
+def _snapshot_path():
+    return os.path.join(__opts__["sock_dir"], SNAPSHOT.format(id=__opts__["id"]))
+
+
 def _running(name):
     for thread in threading.enumerate():
         if thread.name == name and getattr(thread, "xenha_engine", False):
@@ -244,7 +249,7 @@ def poll(config):
     name = THREAD_PREFIX + config.get("_beacon_name", __virtualname__)
     engine = _running(name)
     if engine is None or engine.cfg != cfg:
-        path = os.path.join(__opts__["sock_dir"], SNAPSHOT)
+        path = _snapshot_path()
         fresh = _Engine(name, cfg, __opts__["id"], __salt__["cmd.run_all"], path)
         if engine is not None:
             log.info("xenha heartbeat: configuration changed, restarting %s", name)
@@ -268,7 +273,7 @@ def status():
 
         salt 'ServVirt*' xenha_heartbeat.status
     """
-    path = os.path.join(__opts__["sock_dir"], SNAPSHOT)
+    path = _snapshot_path()
     try:
         with open(path, encoding="utf-8") as fh:
             snap = json.load(fh)
