@@ -297,6 +297,9 @@ def _xen(data, vmhosts):
     relocation["ssl_port"] = _integer(relocation, "ssl_port", rpath, 1, 65535, default=8003)
     if xen["toolstack"] == "xl":
         # xl migrates over root ssh: a key pair shared by the VM hosts, host keys pinned
+        # where the key lives and who receives: shared with xenha_xen's `xl migrate -s ssh ...`
+        ssh["identity_file"] = _abspath(ssh, "identity_file", spath, "/root/.ssh/xenha_migrate")
+        ssh["user"] = _string(ssh, "user", spath, "root")
         ssh["private_key"] = _string(ssh, "private_key", spath, required=True, secret=True)
         ssh["public_key"] = _string(ssh, "public_key", spath, required=True)
         host_keys = _mapping(ssh.get("host_keys"), spath / "host_keys")

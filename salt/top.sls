@@ -17,6 +17,7 @@ base:
     - ocfs2
     - xen
     - xenha.leases
+    - xenha.leased
 {%- else %}
   {}
 {%- endif %}

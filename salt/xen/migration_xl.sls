@@ -1,6 +1,7 @@
-{#- xl migrates over root ssh. The VM hosts share one key pair (pillar); a peer may use it only
-    from a VM host's address and only to run `xl migrate-receive` (a forced command, no
-    forwarding, no tty), and root's ssh to the peers trusts only their pinned host keys. #}
+{#- xl migrates over ssh as root (xenha:xen:ssh:user). The VM hosts share one key pair
+    (pillar); a peer may use it only from a VM host's address and only to run
+    `xl migrate-receive` (a forced command, no forwarding, no tty), and ssh to the peers trusts
+    only their pinned host keys. #}
 {%- from "xenha/map.jinja" import cluster, me, vmhosts with context %}
 {%- from "xen/map.jinja" import xen with context %}
 {%- set ssh = cluster.xen.ssh %}
@@ -20,7 +21,7 @@ xen-migration-file-managed-{{ name | replace("_", "-") }}:
 
 xen-migration-file-managed-private-key:
   file.managed:
-    - name: {{ xen.ssh.key_file }}
+    - name: {{ ssh.identity_file }}
     - contents: {{ ssh.private_key | json }}
     - mode: "0600"
     - makedirs: true
@@ -29,7 +30,7 @@ xen-migration-file-managed-private-key:
 
 xen-migration-file-managed-public-key:
   file.managed:
-    - name: {{ xen.ssh.key_file }}.pub
+    - name: {{ ssh.identity_file }}.pub
     - contents: {{ ssh.public_key | json }}
     - mode: "0644"
     - require:
@@ -38,10 +39,12 @@ xen-migration-file-managed-public-key:
 xen-migration-ssh_auth-present-migrate-key:
   ssh_auth.present:
     - name: {{ key_body }}
-    - user: root
+    - user: {{ ssh.user }}
     - enc: {{ key_type }}
     - comment: xenha-migrate
+{%- if xen.ssh.authorized_keys %}
     - config: {{ xen.ssh.authorized_keys }}
+{%- endif %}
     - options:
       - from="{{ sources | join(",") }}"
       - restrict

@@ -32,14 +32,17 @@ def knobs(tmp):
         }},
         "xen": {"lookup": {"ssh": {
             name: str(tmp / name)
-            for name in ("key_file", "authorized_keys", "client_config", "known_hosts",
-                         "receiver")
+            for name in ("authorized_keys", "client_config", "known_hosts", "receiver")
         }}},
     }  # fmt: skip
 
 
 def cluster(tmp):
-    return {"ocfs2": {"device": str(tmp / "home.img")}, "leases": {"dir": str(tmp / "leases")}}
+    return {
+        "ocfs2": {"device": str(tmp / "home.img")},
+        "leases": {"dir": str(tmp / "leases")},
+        "xen": {"ssh": {"identity_file": str(tmp / "ssh/xenha_migrate")}},
+    }
 
 
 def apply(salt_call, tmp, *args, xenha=None, pillar=None):
@@ -100,7 +103,9 @@ def test_apply_twice_formats_once_and_changes_nothing_the_second_time(salt_call,
     assert query.stdout == "cluster_home 2\n"
     keys = (tmp / "authorized_keys").read_text()
     assert 'from="192.168.25.11",restrict,command="' in keys
-    assert (tmp / "key_file").stat().st_mode & 0o777 == 0o600
+    assert (tmp / "ssh/xenha_migrate").stat().st_mode & 0o777 == 0o600
+    assert (tmp / "ssh").stat().st_mode & 0o777 == 0o700
+    assert f"IdentityFile {tmp / 'ssh/xenha_migrate'}" in (tmp / "client_config").read_text()
     assert (tmp / "leases").is_dir()
 
 

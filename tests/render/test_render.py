@@ -232,17 +232,29 @@ def test_ocfs2_cluster_o2cb_format_once_and_ordered_mount(highstate, family, min
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_lease_renewer_service_needs_the_shared_volume(highstate, family):
+    rendered = highstate(family, "ServVirt2")
+    unit = rendered["xenha-leased-file-managed-unit"][1]
+    assert unit["name"] == "/etc/systemd/system/xenha-leased.service"
+    text = lines(unit["contents"])
+    assert "RequiresMountsFor=/cluster/.xenha/leases" in text
+    assert "ExecStart=/usr/bin/salt-call --retcode-passthrough xenha_lease.serve" in text
+    fun, service = rendered["xenha-leased-service-running"]
+    assert (fun, service["name"], service["enable"]) == ("service.running", "xenha-leased", True)
+    assert {"sls": "xenha.leases"} in service["require"]
+    assert "xenha-leased-file-managed-unit" not in highstate(family, "ServDB")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_xen_xl_ssh_pinned_and_forced_command(highstate, family):
     rendered = highstate(family, "ServVirt1")
     assert rendered["xen-package-pkg-installed"][1]["pkgs"] == PACKAGES[family][3]
-    services = by_function(rendered, "service.running")
-    assert [a["name"] for a in services.values() if a["name"].startswith("xen")] == (
+    services = {sid: a["name"] for sid, a in by_function(rendered, "service.running").items()}
+    assert [name for sid, name in services.items() if sid.startswith("xen-")] == (
         SERVICES[family][3]
     )
     auth = rendered["xen-migration-ssh_auth-present-migrate-key"][1]
-    assert (auth["enc"], auth["user"], auth["config"]) == (
-        "ssh-ed25519", "root", "/root/.ssh/authorized_keys"
-    )  # fmt: skip
+    assert (auth["enc"], auth["user"], auth.get("config")) == ("ssh-ed25519", "root", None)
     assert auth["options"] == [
         'from="192.168.25.11"',
         "restrict",

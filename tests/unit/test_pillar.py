@@ -64,6 +64,8 @@ def test_defaults_fill_a_minimal_tree(tree):
     assert cluster["ntp"] == {"implementation": "chrony", "servers": []}
     assert cluster["leases"]["dir"] == "/cluster/.xenha/leases"
     assert cluster["xen"]["relocation"]["port"] == 8002
+    assert cluster["xen"]["ssh"]["identity_file"] == "/root/.ssh/xenha_migrate"
+    assert cluster["xen"]["ssh"]["user"] == "root"
     assert cluster["domus"] == {}
 
 
