@@ -154,6 +154,18 @@ def test_toolstack_probe_transitions(mod, tmp_path):
     assert calls[0] == (["xl", "info"], False)
 
 
+def test_missing_toolstack_is_a_failed_probe(mod, tmp_path):
+    def run_all(argv, **kwargs):
+        raise mod.CommandExecutionError(
+            "Unable to run command 'REDACTED' with the context '{...}', reason: [Errno 2] "
+            "No such file or directory: 'xm'"
+        )
+
+    cfg = config(free_port(), A, "hostB", B, probe_interval=0.05, toolstack="xm")
+    failed = wait_events(engine(mod, tmp_path, "hostA", cfg, run_all), "toolstack_failed")
+    assert failed[0]["error"] == "xm info could not run: [Errno 2] No such file or directory: 'xm'"
+
+
 def test_poll_reuses_the_thread_and_restarts_it_on_a_config_change(mod, tmp_path):
     port = free_port()
     peer = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))
