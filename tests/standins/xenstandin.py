@@ -807,7 +807,7 @@ class XM(Tool):
         raise Exit(1)
 
     def config_without_name(self):
-        err("Error: Missing domain name.")  # xm create's check in create.py
+        err("Error: Missing VM Name")  # XendDomainInfo._checkName
         raise Exit(1)
 
     def name_taken(self, host, name):
