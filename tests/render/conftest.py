@@ -115,8 +115,10 @@ def states(low):
                 if not k.startswith("__") and k not in ("state", "fun", "order")}  # fmt: skip
         state_id = chunk["__id__"]
         if state_id in out:
-            out[state_id][1].setdefault("names", [out[state_id][1].pop("name")])
-            out[state_id][1]["names"].append(args["name"])
+            first = out[state_id][1]
+            if "name" in first:
+                first["names"] = [first.pop("name")]
+            first["names"].append(args["name"])
         else:
             out[state_id] = (f"{chunk['state']}.{chunk['fun']}", args)
     return out

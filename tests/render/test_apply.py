@@ -26,6 +26,7 @@ def knobs(tmp):
             "implementations": {"chrony": {"config": str(tmp / "chrony.conf")}},
         }},
         "hosts": {"lookup": {"set_hostname": False}},
+        "xenha": {"lookup": {"service_manager": "none"}},
         "ocfs2": {"lookup": {
             "service_manager": "none", "device_sls": None, "mount": False,
             "cluster_conf": str(tmp / "ocfs2/cluster.conf"), "o2cb_config": str(tmp / "o2cb"),
@@ -45,9 +46,9 @@ def cluster(tmp):
     }
 
 
-def apply(salt_call, tmp, *args, xenha=None, pillar=None):
+def apply(salt_call, tmp, *args, xenha=None, pillar=None, sls=SLS):
     code, out = salt_call(
-        "ServVirt1", "Debian", "state.apply", SLS, *args,
+        "ServVirt1", "Debian", "state.apply", sls, *args,
         xenha=xenha or cluster(tmp), pillar={**knobs(tmp), **(pillar or {})},
     )  # fmt: skip
     assert isinstance(out, dict), out
@@ -65,7 +66,7 @@ def tmp(tmp_path):
     return tmp_path
 
 
-def test_apply_twice_formats_once_and_changes_nothing_the_second_time(salt_call, tmp):
+def test_apply_twice_formats_once_changes_nothing_the_second_time_and_cleans(salt_call, tmp):
     code, first = apply(salt_call, tmp)
     assert code == 0, {k: v["comment"] for k, v in first.items() if not v["result"]}
     changed = {sid for sid, ret in by_id(first).items() if ret["changes"]}
@@ -106,6 +107,18 @@ def test_apply_twice_formats_once_and_changes_nothing_the_second_time(salt_call,
     assert (tmp / "ssh/xenha_migrate").stat().st_mode & 0o777 == 0o600
     assert (tmp / "ssh").stat().st_mode & 0o777 == 0o700
     assert f"IdentityFile {tmp / 'ssh/xenha_migrate'}" in (tmp / "client_config").read_text()
+
+    # and the clean SLS undo it, leaving the volume's data alone
+    code, clean = apply(salt_call, tmp, sls="xen.clean,ocfs2.clean,hosts.clean,ntp.clean")
+    assert code == 0, {k: v["comment"] for k, v in clean.items() if not v["result"]}
+    for gone in ("chrony.conf", "o2cb", "ssh/xenha_migrate", "receiver", "known_hosts"):
+        assert not (tmp / gone).exists(), gone
+    assert "xenha-migrate" not in (tmp / "authorized_keys").read_text()
+    assert [line for line in (tmp / "hosts").read_text().splitlines() if "ServVirt" in line] == []
+    assert subprocess.run(
+        ["tunefs.ocfs2", "-Q", "%V\n", str(tmp / "home.img")],
+        capture_output=True, text=True, check=True,
+    ).stdout == "cluster_home\n"  # fmt: skip
     assert (tmp / "leases").is_dir()
 
 

@@ -444,3 +444,15 @@ def test_the_shipped_pillar_without_secrets_names_the_first_missing_one(salt_cal
         for error in out
         if isinstance(error, str)  # render errors, not compiled chunks
     ), out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_clean_states_render(salt_call, family):
+    rendered = show(salt_call, "ServVirt1", family,
+                    "ntp.clean,hosts.clean,ocfs2.clean,xen.clean,xenha.clean")  # fmt: skip
+    assert rendered["ocfs2-clean-mount-unmounted"][1]["name"] == "/cluster"
+    assert rendered["xen-clean-file-absent-migration-files"][1]["names"][0] == (
+        "/root/.ssh/xenha_migrate"
+    )
+    assert rendered["xenha-clean-service-dead-leased"][1]["name"] == "xenha-leased"
+    assert rendered["ntp-clean-file-absent-config"][1]["name"] == CHRONY_CONF[family][0]
