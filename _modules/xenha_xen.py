@@ -26,6 +26,9 @@ __virtualname__ = "xenha_xen"
 TOOLSTACKS = ("xl", "xm")
 COMMAND_TIMEOUT = 60  # a toolstack that hangs (xend wedged, storage gone) must not hang the minion
 POLL_INTERVAL = 0.2
+# defaults of xenha:xen:ssh (docs/pillar.md); the xen formula installs the key there
+SSH_IDENTITY_FILE = "/root/.ssh/xenha_migrate"
+SSH_USER = "root"
 # xl hands its -s argument to `sh -c "exec <ssh command> <host> xl migrate-receive"`: every
 # piece xenha puts into it must be free of shell metacharacters.
 _SAFE_PATH_RE = re.compile(r"/[A-Za-z0-9_./-]+")
@@ -434,19 +437,17 @@ def ssh_command(conf=None):
     if isinstance(wait, bool) or not isinstance(wait, int) or wait <= 0:
         raise CommandExecutionError(f"xenha:xen:ssh:connect_timeout must be seconds, got {wait!r}")
     parts = ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={wait}"]
-    identity = ssh.get("identity_file")
-    if identity is not None:
-        if not isinstance(identity, str) or not _SAFE_PATH_RE.fullmatch(identity):
-            raise CommandExecutionError(
-                f"xenha:xen:ssh:identity_file {identity!r} must be an absolute path of "
-                "letters, digits and _ . / -"
-            )
-        parts += ["-i", identity]
-    user = ssh.get("user")
-    if user is not None:
-        if not isinstance(user, str) or not _SAFE_USER_RE.fullmatch(user):
-            raise CommandExecutionError(f"xenha:xen:ssh:user {user!r} is not a valid user name")
-        parts += ["-l", user]
+    identity = ssh.get("identity_file", SSH_IDENTITY_FILE)
+    if not isinstance(identity, str) or not _SAFE_PATH_RE.fullmatch(identity):
+        raise CommandExecutionError(
+            f"xenha:xen:ssh:identity_file {identity!r} must be an absolute path of "
+            "letters, digits and _ . / -"
+        )
+    parts += ["-i", identity]
+    user = ssh.get("user", SSH_USER)
+    if not isinstance(user, str) or not _SAFE_USER_RE.fullmatch(user):
+        raise CommandExecutionError(f"xenha:xen:ssh:user {user!r} is not a valid user name")
+    parts += ["-l", user]
     return " ".join(parts)
 
 

@@ -89,7 +89,7 @@ def test_start_list_migrate_and_confirm_on_target(salt, cluster):
     assert migrate_call["argv"] == [
         "migrate",
         "-s",
-        "ssh -p 2222 -o BatchMode=yes -o ConnectTimeout=5",
+        "ssh -p 2222 -o BatchMode=yes -o ConnectTimeout=5 -i /root/.ssh/xenha_migrate -l root",
         "web01",
         B,
     ]

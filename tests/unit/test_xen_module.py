@@ -417,7 +417,10 @@ def test_pause_that_did_nothing_is_an_error(xen):
 # --- migration ---
 
 
-def test_ssh_command_from_pillar(conf):
+def test_ssh_command_from_pillar_and_defaults(conf):
+    assert xenha_xen.ssh_command() == (
+        "ssh -p 22 -o BatchMode=yes -o ConnectTimeout=10 -i /root/.ssh/xenha_migrate -l root"
+    )
     conf["ssh"] = {"port": 2222, "identity_file": "/root/.ssh/xenha_ed25519", "user": "root"}
     assert xenha_xen.ssh_command() == (
         "ssh -p 2222 -o BatchMode=yes -o ConnectTimeout=10 -i /root/.ssh/xenha_ed25519 -l root"
@@ -457,7 +460,7 @@ def test_migrate_xl_success(xen, conf):
         "xl",
         "migrate",
         "-s",
-        "ssh -p 2222 -o BatchMode=yes -o ConnectTimeout=10",
+        "ssh -p 2222 -o BatchMode=yes -o ConnectTimeout=10 -i /root/.ssh/xenha_migrate -l root",
         "web01",
         "ServVirt2",
     ]
