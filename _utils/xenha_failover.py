@@ -198,6 +198,15 @@ def restart_plan(host, members, snapshot, host_states, leased):
 # --- journal, lock, audit ---
 
 
+def store_dir(cachedir):
+    """``<cachedir>/xenha``, where the journals, locks and the audit trail live."""
+    return xenha_store._dir(cachedir)
+
+
+def audit_path(cachedir):
+    return store_dir(cachedir) / "audit.log"
+
+
 def journal_name(host):
     return f"failover-{host}"
 
@@ -213,7 +222,7 @@ def load(cachedir, host):
 def journals(cachedir):
     """{host: journal} for every failover journal in the store."""
     found = {}
-    base = xenha_store._dir(cachedir)
+    base = store_dir(cachedir)
     for path in sorted(base.glob("failover-*.json")):
         name = path.stem
         if name.startswith("failover-ack-"):
@@ -225,7 +234,7 @@ def journals(cachedir):
 @contextlib.contextmanager
 def run_lock(cachedir, host):
     """Yield True holding the host's run lock, or False if another failover holds it."""
-    path = xenha_store._dir(cachedir) / f"{journal_name(host)}.run.lock"
+    path = store_dir(cachedir) / f"{journal_name(host)}.run.lock"
     with open(path, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
