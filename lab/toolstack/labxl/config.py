@@ -130,8 +130,9 @@ def iscsi_url(url):
     path = parts.path.strip("/").split("/")
     if parts.scheme != "iscsi" or not parts.hostname or len(path) != 2 or not path[1].isdigit():
         raise ConfigError(f"bad iSCSI URL {url!r}: expected iscsi://host[:port]/<target iqn>/<lun>")
-    user, _, secret = (unquote(parts.username or "")).partition("%")
-    secret = unquote(parts.password) if parts.password else secret
+    # libiscsi's URL form is user%secret@host: split on the literal "%" before unquoting
+    user, _, secret = (parts.username or "").partition("%")
+    user, secret = unquote(user), unquote(parts.password or secret)
     return {
         "portal": f"{parts.hostname}:{parts.port or 3260}",
         "iqn": path[0],
