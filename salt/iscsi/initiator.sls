@@ -39,11 +39,11 @@ iscsi-initiator-file-keyvalue-iscsid-conf:
     - require:
       - pkg: iscsi-initiator-pkg-installed
 {%- if iscsi.service_manager == "systemd" %}
-{%-   for service in initiator.services %}
 
-iscsi-initiator-service-running-{{ service }}:
+{#- iscsid reads the initiator name at start; restarting it keeps the kernel's sessions #}
+iscsi-initiator-service-running-daemon:
   service.running:
-    - name: {{ service }}
+    - name: {{ initiator.daemon }}
     - enable: true
     - watch:
       - file: iscsi-initiator-file-managed-initiatorname
@@ -51,7 +51,15 @@ iscsi-initiator-service-running-{{ service }}:
       - file: iscsi-initiator-file-keyvalue-iscsid-conf
     - require_in:
       - cmd: iscsi-initiator-cmd-run-discovery
-{%-   endfor %}
+
+{#- the boot-time login service: started and enabled, never restarted (stopping it logs out
+    every session, pulling the shared disk from under a mounted OCFS2) #}
+iscsi-initiator-service-running-login:
+  service.running:
+    - name: {{ initiator.login_service }}
+    - enable: true
+    - require:
+      - service: iscsi-initiator-service-running-daemon
 {%- endif %}
 
 iscsi-initiator-cmd-run-discovery:

@@ -21,7 +21,7 @@ ocfs2-mount-mount-mounted:
     - fstype: ocfs2
     - opts:
       - _netdev
-      - x-systemd.requires={{ initiator.login_unit }}
+      - x-systemd.requires={{ initiator.login_service }}.service
       - x-systemd.requires={{ ocfs2.o2cb_service }}.service
     - extra_mount_invisible_keys: [x-systemd.requires]
     - mkmnt: true

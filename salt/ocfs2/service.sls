@@ -1,5 +1,6 @@
-{#- o2cb enabled and online: the service registers the cluster with the kernel at boot, and
-    again now when its configuration changed. #}
+{#- o2cb enabled and online: the service registers the cluster with the kernel at boot. Salt
+    starts it but never restarts it: o2cb cannot stop under a mounted volume, and new settings
+    are read at the next start (docs/formulas.md). #}
 {%- from "ocfs2/map.jinja" import ocfs2 with context %}
 {%- if ocfs2.service_manager == "systemd" %}
 
@@ -10,6 +11,6 @@ ocfs2-service-service-running:
   service.running:
     - name: {{ ocfs2.o2cb_service }}
     - enable: true
-    - watch:
+    - require:
       - sls: ocfs2.config
 {%- endif %}

@@ -1,3 +1,7 @@
+{#- The toolstack's services enabled and running. Only xend (xm) is restarted, to read a changed
+    xend-config.sxp (running domains survive it); xl's daemons (xenstored, xenconsoled) are
+    never restarted under running domains. #}
+{%- from "xenha/map.jinja" import cluster with context %}
 {%- from "xen/map.jinja" import xen, toolstack with context %}
 {%- if xen.service_manager == "systemd" %}
 
@@ -12,7 +16,9 @@ xen-service-service-running-{{ service }}:
     - enable: true
     - require:
       - sls: xen.package
+{%-     if cluster.xen.toolstack == "xm" %}
     - watch:
       - sls: xen.migration
+{%-     endif %}
 {%-   endfor %}
 {%- endif %}
