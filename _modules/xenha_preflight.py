@@ -1,0 +1,256 @@
+"""
+Plumbing checks on a cluster host, and the one-call host report the xenha runner builds its
+cluster snapshot from (status, plan, evacuate).
+
+Each check answers ``{"ok": bool, "detail": "..."}`` and never raises for a broken host: a
+problem is data the runner reports. Checks:
+
+- ``clock``: ``chronyc -n tracking`` offset within ``max_offset`` seconds and synchronised.
+- ``iscsi``: an open-iscsi session (``iscsiadm -m session``) to the cluster target.
+- ``ocfs2``: the OCFS2 volume mounted at the cluster mount point (``/proc/mounts``).
+- ``transport``: the live-migration transport to each peer: ``ssh -o BatchMode=yes`` for ``xl``,
+  a TCP connection to the xend relocation port for ``xm``.
+
+Needs: chronyc, iscsiadm and ssh on PATH for the checks that use them (a missing binary is
+reported as a problem, not an import failure); the ``xenha_xen`` module for the Xen report.
+"""
+
+import re
+import socket
+
+import salt.utils.data
+import xenha_names
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "xenha_preflight"
+
+DEFAULT_MAX_OFFSET = 0.5  # seconds; OCFS2 and lease expiry want clocks close together
+SSH_TIMEOUT = 5
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# --- pure parsers (text in, data out) ---------------------------------------------------------
+
+_SYSTEM_TIME_RE = re.compile(r"^System time\s*:\s*([0-9.]+) seconds (slow|fast) of NTP time", re.M)
+_LEAP_RE = re.compile(r"^Leap status\s*:\s*(.+?)\s*$", re.M)
+_SESSION_RE = re.compile(r"^\S+: \[\d+\] (\S+?),\d+ (\S+)", re.M)
+
+
+def parse_tracking(text):
+    """``chronyc -n tracking`` output -> {"offset": seconds (+ fast, - slow), "leap": str}."""
+    match = _SYSTEM_TIME_RE.search(text)
+    leap = _LEAP_RE.search(text)
+    if not match or not leap:
+        raise ValueError(f"unrecognised chronyc tracking output: {text.strip()[:200]!r}")
+    value = float(match.group(1))
+    return {"offset": value if match.group(2) == "fast" else -value, "leap": leap.group(1)}
+
+
+def parse_sessions(text):
+    """``iscsiadm -m session`` output -> [{"portal": "ip:port", "target": iqn}]."""
+    return [{"portal": p, "target": t} for p, t in _SESSION_RE.findall(text)]
+
+
+def parse_mounts(text):
+    """/proc/mounts text -> {mount point: fstype} (octal escapes such as \\040 decoded)."""
+    mounts = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+            mounts[point] = fields[2]
+    return mounts
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def _pillar(key, default=None):
+    # __pillar__ directly: Salt 3008's pillar.get masks values ("**********") in its answer
+    return salt.utils.data.traverse_dict_and_list(__pillar__, key, default)
+
+
+def _result(ok, detail):
+    return {"ok": bool(ok), "detail": detail}
+
+
+def _run(argv, timeout=None):
+    """cmd.run_all without raising: (retcode, stdout, stderr); a missing binary is rc 127."""
+    try:
+        ret = __salt__["cmd.run_all"](
+            argv, python_shell=False, ignore_retcode=True, timeout=timeout, output_loglevel="quiet"
+        )
+    except CommandExecutionError as err:  # e.g. the command is not on PATH
+        return 127, "", str(err)
+    return ret["retcode"], ret.get("stdout", ""), ret.get("stderr", "")
+
+
+def _cmd_problem(argv, retcode, stderr):
+    return _result(False, f"{' '.join(argv)} failed (rc {retcode}): {stderr.strip()[:200]}")
+
+
+def clock(max_offset=None):
+    """
+    Whether this host's clock is synchronised by chrony and within ``max_offset`` seconds
+    (default: pillar ``xenha:ntp:max_offset``, else 0.5).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' xenha_preflight.clock max_offset=0.2
+    """
+    if max_offset is None:
+        max_offset = _pillar("xenha:ntp:max_offset", DEFAULT_MAX_OFFSET)
+    bound = float(max_offset)
+    argv = ["chronyc", "-n", "tracking"]
+    retcode, out, err = _run(argv)
+    if retcode:
+        return _cmd_problem(argv, retcode, err or out)
+    try:
+        tracking = parse_tracking(out)
+    except ValueError as exc:
+        return _result(False, str(exc))
+    offset = tracking["offset"]
+    if tracking["leap"] == "Not synchronised":
+        return {**_result(False, "chrony is not synchronised"), "offset": offset}
+    if abs(offset) > bound:
+        return {
+            **_result(False, f"clock offset {offset:+.3f} s exceeds {bound} s"),
+            "offset": offset,
+        }
+    return {**_result(True, f"offset {offset:+.6f} s"), "offset": offset}
+
+
+def iscsi(target_iqn=None):
+    """
+    Whether this host has an iSCSI session to ``target_iqn`` (default: pillar
+    ``xenha:storage:target_iqn``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' xenha_preflight.iscsi
+    """
+    target = target_iqn or _pillar("xenha:storage:target_iqn")
+    if not target:
+        return _result(False, "no iSCSI target configured (xenha:storage:target_iqn)")
+    argv = ["iscsiadm", "-m", "session"]
+    retcode, out, err = _run(argv)
+    if retcode == 21:  # ISCSI_ERR_NO_OBJS_FOUND: no sessions at all
+        return _result(False, f"no iSCSI session to {target}")
+    if retcode:
+        return _cmd_problem(argv, retcode, err or out)
+    portals = [s["portal"] for s in parse_sessions(out) if s["target"] == target]
+    if not portals:
+        return _result(False, f"no iSCSI session to {target}")
+    return _result(True, f"session to {target} via {', '.join(portals)}")
+
+
+def ocfs2(mount_point=None):
+    """
+    Whether the OCFS2 volume is mounted at ``mount_point`` (default: pillar
+    ``xenha:ocfs2:mount_point``, else /cluster).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' xenha_preflight.ocfs2
+    """
+    point = mount_point or _pillar("xenha:ocfs2:mount_point", "/cluster")
+    try:
+        with open("/proc/mounts", encoding="utf-8") as handle:
+            mounts = parse_mounts(handle.read())
+    except OSError as err:
+        return _result(False, f"cannot read /proc/mounts: {err}")
+    fstype = mounts.get(point)
+    if fstype is None:
+        return _result(False, f"{point} is not mounted")
+    if fstype != "ocfs2":
+        return _result(False, f"{point} is mounted as {fstype}, not ocfs2")
+    return _result(True, f"{point} mounted (ocfs2)")
+
+
+def _ssh(peer, port):
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_TIMEOUT}"]
+    argv += ["-p", str(port), peer, "true"]
+    retcode, out, err = _run(argv, timeout=SSH_TIMEOUT * 2)
+    if retcode:
+        return _cmd_problem(argv, retcode, err or out)
+    return _result(True, f"ssh to {peer} works")
+
+
+def _tcp(peer, port):
+    try:
+        with socket.create_connection((peer, int(port)), timeout=SSH_TIMEOUT):
+            return _result(True, f"{peer}:{port} accepts connections")
+    except OSError as err:
+        return _result(False, f"cannot connect to {peer}:{port}: {err}")
+
+
+def transport(peers, toolstack=None):
+    """
+    Whether live migration from this host can reach each of ``peers`` (host names as the
+    toolstack addresses them): ``{peer: {"ok", "detail"}}``. ``xl`` migrates over root ssh,
+    ``xm`` over the xend relocation port (pillar ``xenha:xen``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_preflight.transport '[ServVirt2]'
+    """
+    xen = _pillar("xenha:xen", {})
+    stack = toolstack or xen.get("toolstack", "xl")
+    if isinstance(peers, str):
+        peers = [peers]
+    results = {}
+    for peer in peers:
+        xenha_names.check("host", peer)
+        if stack == "xm":
+            relocation = xen.get("relocation") or {}
+            ssl = relocation.get("ssl", False)
+            port = relocation.get("ssl_port", 8003) if ssl else relocation.get("port", 8002)
+            results[peer] = _tcp(peer, port)
+        else:
+            results[peer] = _ssh(peer, (xen.get("ssh") or {}).get("port", 22))
+    return results
+
+
+def _xen(function):
+    """A xenha_xen call as data: (value, None) or (None, error message)."""
+    if function not in __salt__:
+        return None, f"{function} is not available on this host"
+    try:
+        return __salt__[function](), None
+    except CommandExecutionError as err:
+        return None, f"{function} failed: {err}"
+
+
+def report(peers=None, checks=True, max_offset=None):
+    """
+    Everything the master needs to know about this host in one call: the Xen host info and
+    domain list (``xenha_xen.info`` / ``xenha_xen.list_domains``), and the plumbing checks
+    (clock, iscsi, ocfs2; ``transport`` to ``peers`` when given). Problems are reported in the
+    answer, not raised.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' xenha_preflight.report
+        salt ServVirt1 xenha_preflight.report peers='[ServVirt2]'
+    """
+    answer = {"id": __grains__.get("id") or __opts__.get("id")}
+    answer["info"], answer["info_error"] = _xen("xenha_xen.info")
+    answer["domains"], answer["domains_error"] = _xen("xenha_xen.list_domains")
+    if checks:
+        answer["checks"] = {"clock": clock(max_offset), "iscsi": iscsi(), "ocfs2": ocfs2()}
+    if peers:
+        answer["transport"] = transport(peers)
+    return answer

@@ -1,0 +1,846 @@
+"""
+xenha's master-side runner: cluster status, what-if plans, maintenance (evacuate / restore).
+The failover engineer's functions live in the marked section at the end of this file.
+
+Policy is pure and lives in ``_utils``: ``xenha_snapshot`` turns minion answers into a cluster
+snapshot, ``xenha_placement`` decides where domUs go. This module is the Salt edge: it reads the
+cluster description from the master's pillar view, calls the minions (``xenha_preflight.report``,
+``xenha_xen.migrate`` ...), fires events and keeps what must survive a master restart (the
+maintenance flags and each evacuation's journal) in ``xenha_store`` under the master cachedir.
+
+Results are data (lists of flat dicts), so ``--out=table``, ``--out=json`` and ``--out=yaml``
+all work. See docs/runner.md.
+"""
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import salt.client
+import salt.key
+import salt.pillar
+import salt.utils.event
+import salt.utils.minions
+import xenha_names
+import xenha_placement
+import xenha_snapshot
+import xenha_store
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "xenha"
+
+CALL_TIMEOUT = 30  # seconds to wait for a report from a minion
+MIGRATE_TIMEOUT = 900  # seconds one live migration may take before we stop waiting
+DEFAULT_PARALLEL = 2  # concurrent migrations when pillar xenha:evacuation:parallel is unset
+SETTLE_POLL = 0.5
+MAINTENANCE = "maintenance"
+HOSTSTATE = "hoststate"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# --- Salt edge: pillar, minion calls, events, store --------------------------------------------
+
+
+def _cachedir():
+    return __opts__["cachedir"]
+
+
+def _pillar_of(minion):
+    _, grains, _ = salt.utils.minions.get_minion_data(minion, __opts__)
+    pillar = salt.pillar.Pillar(__opts__, grains or {"id": minion}, minion, "base")
+    return pillar.compile_pillar().get("xenha") or {}
+
+
+def _cluster(host=None):
+    """
+    The ``xenha`` pillar as the master compiles it for ``host`` (or for the master option
+    ``xenha_pillar_minion``, or the first accepted minion that has it).
+    """
+    candidates = [host] if host else []
+    if __opts__.get("xenha_pillar_minion"):
+        candidates.append(__opts__["xenha_pillar_minion"])
+    candidates += sorted(salt.key.get_key(__opts__).list_status("acc").get("minions", []))
+    for minion in candidates:
+        cluster = _pillar_of(minion)
+        if cluster.get("hosts"):
+            return cluster
+    raise SaltInvocationError("no minion has a xenha pillar with hosts (xenha:hosts)")
+
+
+def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
+    """
+    Call ``fun`` on each of ``minions``: ``{minion: (ok, value or error text)}``. A minion
+    that did not answer is reported as ``(False, "no answer ...")``, never silently left out.
+    """
+    minions = sorted(set(minions))
+    if not minions:
+        return {}
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    returns = client.cmd(
+        minions,
+        fun,
+        arg=list(arg),
+        kwarg=kwarg or {},
+        tgt_type="list",
+        timeout=timeout,
+        full_return=True,
+    )
+    answers = {}
+    for minion in minions:
+        got = returns.get(minion)
+        if not isinstance(got, dict) or "ret" not in got:
+            answers[minion] = (False, f"no answer from {minion} to {fun} within {timeout} s")
+        elif got.get("retcode", 0) != 0:
+            answers[minion] = (False, f"{fun} on {minion} failed: {got['ret']}")
+        else:
+            answers[minion] = (True, got["ret"])
+    return answers
+
+
+def _call_one(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
+    return _call([minion], fun, arg, kwarg, timeout)[minion]
+
+
+def _progress(message, **data):
+    log.info("xenha: %s", message)
+    jid_event = globals().get("__jid_event__")
+    if jid_event is not None:
+        jid_event.fire_event({"message": message, **data}, "progress")
+
+
+def _fire(tag, data):
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
+        bus.fire_event(data, tag)
+
+
+def _marks():
+    cachedir = _cachedir()
+    return xenha_store.load(cachedir, MAINTENANCE), xenha_store.load(cachedir, HOSTSTATE)
+
+
+def _snapshot(cluster, checks=False):
+    """Ask every cluster host for its report and build the snapshot."""
+    answers = _call(cluster["hosts"], "xenha_preflight.report", kwarg={"checks": checks})
+    reports = {h: value if ok else None for h, (ok, value) in answers.items()}
+    maintenance, hoststate = _marks()
+    snap = xenha_snapshot.build(cluster, reports, maintenance, hoststate)
+    for host, (ok, value) in answers.items():
+        if not ok:
+            snap["hosts"][host]["error"] = value
+    return snap
+
+
+def _vmhost(cluster, host):
+    xenha_names.check("host", host)
+    spec = (cluster.get("hosts") or {}).get(host)
+    if spec is None:
+        raise SaltInvocationError(f"host {host!r} is not in xenha:hosts")
+    if spec.get("role", "vmhost") != "vmhost":
+        raise SaltInvocationError(f"host {host!r} has role {spec.get('role')!r}, not vmhost")
+    return spec
+
+
+def _place(snap, domus, exclude=(), only=None):
+    only = xenha_snapshot.vmhosts(snap) if only is None else only
+    try:
+        return xenha_placement.place(snap, domus, exclude=exclude, only=only)
+    except xenha_placement.PlacementError as err:
+        raise CommandExecutionError(f"cannot plan: {err}") from err
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def _check_text(check):
+    if not check:
+        return "-"
+    return ("ok: " if check.get("ok") else "PROBLEM: ") + check.get("detail", "")
+
+
+def _lease_states(snap):
+    """{host: lease verdict text}, each host's lease watched from one up peer (if any)."""
+    up = [h for h in xenha_snapshot.vmhosts(snap) if snap["hosts"][h]["state"] != "down"]
+    states = {}
+
+    def watch(host):
+        peers = [p for p in up if p != host]
+        if not peers:
+            return "no peer to watch it"
+        ok, verdict = _call_one(peers[0], "xenha_lease.observe", [host])
+        if not ok:
+            return f"unknown ({verdict})"
+        return f"{verdict.get('state')} (counter {verdict.get('counter')}, seen by {peers[0]})"
+
+    hosts = xenha_snapshot.vmhosts(snap)
+    with ThreadPoolExecutor(max(1, min(8, len(hosts)))) as pool:
+        for host, text in zip(hosts, pool.map(watch, hosts), strict=True):
+            states[host] = text
+    return states
+
+
+def status(leases=True):
+    """
+    One table of the cluster: every host (state up / suspect / fenced / down, maintenance,
+    free/total memory, lease, NTP offset, iSCSI session, OCFS2 mount) and every domU (where it
+    runs, state, memory), plus any problem seen (a domU running twice, a host down).
+
+    leases
+        Also watch each VM host's storage lease from a peer (``xenha_lease.observe``);
+        ``leases=False`` skips it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.status
+        salt-run xenha.status --out=json
+    """
+    cluster = _cluster()
+    snap = _snapshot(cluster, checks=True)
+    lease_text = _lease_states(snap) if leases else {}
+    hosts = []
+    for name, spec in sorted(snap["hosts"].items()):
+        checks = spec["checks"]
+        free, total = spec["free_memory_mib"], spec["total_memory_mib"]
+        hosts.append(
+            {
+                "host": name,
+                "role": spec["role"],
+                "state": spec["state"],
+                "maintenance": spec["maintenance"],
+                "memory_free_total_mib": f"{free}/{total}" if total is not None else "-",
+                "lease": lease_text.get(name, "-"),
+                "ntp": _check_text(checks.get("clock")),
+                "iscsi": _check_text(checks.get("iscsi")) if spec["role"] == "vmhost" else "-",
+                "ocfs2": _check_text(checks.get("ocfs2")) if spec["role"] == "vmhost" else "-",
+                "error": spec["error"] or "",
+            }
+        )
+    domus = [
+        {
+            "domu": name,
+            "host": spec["host"] or ",".join(spec["running_on"]) or "-",
+            "state": spec["state"],
+            "memory_mib": spec["memory_mib"],
+            "priority": spec["priority"],
+            "managed": spec["managed"],
+        }
+        for name, spec in sorted(snap["domus"].items())
+    ]
+    return {"hosts": hosts, "domus": domus, "problems": snap["problems"]}
+
+
+# --- plan (what-if) ----------------------------------------------------------------------------
+
+
+def _preflight(snap, source, targets, transport, memory_after):
+    """Rows (target, check, ok, detail) for the plumbing every target needs."""
+    # compare with the source; when it does not answer (failure), with the most common version
+    versions = sorted(v for v in (snap["hosts"][h]["xen_version"] for h in targets) if v)
+    reference = snap["hosts"][source]["xen_version"] or (
+        max(versions, key=versions.count) if versions else None
+    )
+    rows = []
+    for target in targets:
+        host = snap["hosts"][target]
+        checks = dict(host["checks"])
+        checks["transport"] = transport.get(target) or {
+            "ok": False,
+            "detail": f"not checked: {source} did not answer",
+        }
+        version = host["xen_version"]
+        checks["toolstack"] = {
+            "ok": version is not None and version == reference,
+            "detail": f"xen {version} here, {reference} on {source}",
+        }
+        left = memory_after.get(target)
+        checks["memory"] = {
+            "ok": left is not None and left >= 0,
+            "detail": f"{left} MiB left for domUs after the plan"
+            if left is not None
+            else "unknown",
+        }
+        for name in ("clock", "iscsi", "ocfs2", "transport", "toolstack", "memory"):
+            check = checks.get(name) or {"ok": False, "detail": "no answer"}
+            rows.append(
+                {"target": target, "check": name, "ok": check["ok"], "detail": check["detail"]}
+            )
+    return rows
+
+
+def plan(host, mode="maintenance"):
+    """
+    What-if, changing nothing: where every domU of ``host`` would go if the host were put in
+    maintenance (live migration) or died now (restart elsewhere), which would not fit and why,
+    and a plumbing preflight on every candidate target: clock offset within bound, iSCSI
+    session up, OCFS2 mounted, migration transport from ``host`` reachable, same toolstack
+    version, enough memory.
+
+    host
+        The VM host (Salt minion id) to evacuate or lose.
+    mode
+        ``maintenance`` (default) or ``failure``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.plan ServVirt1
+        salt-run xenha.plan ServVirt1 failure --out=json
+    """
+    if mode not in ("maintenance", "failure"):
+        raise SaltInvocationError(f"mode must be 'maintenance' or 'failure', got {mode!r}")
+    cluster = _cluster(host)
+    _vmhost(cluster, host)
+    snap = _snapshot(cluster, checks=True)
+    moving = xenha_snapshot.on_host(snap, host)
+    result = _place(snap, moving, exclude=[host])
+    targets = [
+        h for h in xenha_snapshot.vmhosts(snap) if h != host and snap["hosts"][h]["state"] == "up"
+    ]
+    transport = {}
+    if mode == "maintenance" and targets:
+        names = {t: snap["hosts"][t]["hostname"] for t in targets}
+        ok, value = _call_one(host, "xenha_preflight.transport", [sorted(names.values())])
+        if ok:
+            transport = {t: value.get(names[t]) for t in targets}
+    elif mode == "failure":
+        transport = {
+            t: {"ok": True, "detail": "not needed: restart, not migration"} for t in targets
+        }
+    memory_after = _memory_after(snap, result["placement"], targets)
+    placement = [
+        {
+            "domu": name,
+            "from": host,
+            "to": result["placement"].get(name, "-"),
+            "memory_mib": snap["domus"][name]["memory_mib"],
+            "priority": snap["domus"][name]["priority"],
+            "action": ("live-migrate" if mode == "maintenance" else "restart")
+            if name in result["placement"]
+            else "stays"
+            if mode == "maintenance"
+            else "stays down",
+            "reason": result["unplaced"].get(name, ""),
+        }
+        for name in moving
+    ]
+    return {
+        "host": host,
+        "mode": mode,
+        "placement": placement,
+        "preflight": _preflight(snap, host, targets, transport, memory_after),
+        "problems": snap["problems"],
+    }
+
+
+def _memory_after(snap, placement, targets):
+    left = {}
+    for target in targets:
+        spec = snap["hosts"][target]
+        if spec["free_memory_mib"] is None:
+            continue
+        landed = sum(snap["domus"][d]["memory_mib"] for d, t in placement.items() if t == target)
+        left[target] = spec["free_memory_mib"] - spec["memory_reserve_mib"] - landed
+    return left
+
+
+# --- moving domUs (evacuate, restore) ----------------------------------------------------------
+
+
+def _where(cluster, name, hosts):
+    """The hosts among ``hosts`` that list domU ``name`` (any xl migration suffix counts)."""
+    found = set()
+    for host, (ok, value) in _call(hosts, "xenha_xen.list_domains").items():
+        if not ok:
+            raise CommandExecutionError(f"cannot confirm where {name} runs: {value}")
+        for raw in (value or {}).get("domus") or {}:
+            if xenha_snapshot.split_name(raw)[0] == name:
+                found.add((host, raw != name))
+    return found
+
+
+def _settle(cluster, name, source, target, timeout):
+    """
+    Wait until no migration job for ``name`` runs on ``source`` and ``name`` is seen under its
+    plain name on exactly one of the two hosts; return that host (None: not settled in time or
+    not running on either).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        ok, jobs = _call_one(source, "saltutil.running")
+        busy = not ok or any(
+            j.get("fun") == "xenha_xen.migrate" and (j.get("arg") or [None])[0] == name
+            for j in jobs or []
+        )
+        seen = set() if busy else _where(cluster, name, [source, target])
+        plain = [h for h, transient in seen if not transient]
+        if not busy and len(plain) == 1 and len(seen) == 1:
+            return plain[0]
+        if not busy and not seen:
+            return None
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(SETTLE_POLL)
+
+
+def _classify(error):
+    """A short reason from a failed migration's error text (xl / xm messages)."""
+    text = error or ""
+    for needle, reason in (
+        ("No route to host", "target unreachable"),
+        ("Could not resolve hostname", "target unreachable"),
+        ("Connection refused", "target unreachable"),
+        ("failed to free memory", "no room on target"),
+        ("already exists", "a domain of that name already runs on the target"),
+    ):
+        if needle in text:
+            return f"{reason}: {text.strip().splitlines()[-1][:300]}"
+    last = text.strip().splitlines()[-1] if text.strip() else "no output"
+    return f"migration failed: {last[:300]}"
+
+
+class _Mover:
+    """Runs and journals the moves of one evacuation or restore; thread-safe."""
+
+    def __init__(self, cluster, host, kind, timeout):
+        self.cluster = cluster
+        self.host = host
+        self.kind = kind  # "evacuate" | "restore": names the journal and the event tags
+        self.journal = f"{kind}-{host}"
+        self.timeout = timeout
+        self.lock = threading.Lock()
+
+    def start(self):
+        """Open (or resume) the journal; returns it."""
+        with xenha_store.edit(_cachedir(), self.journal) as journal:
+            if journal.get("finished"):
+                journal.clear()  # a new run after a completed one
+            journal.setdefault("host", self.host)
+            journal.setdefault("started", time.time())
+            journal.setdefault("domus", {})
+            journal["runs"] = journal.get("runs", 0) + 1
+            journal["finished"] = None
+        return journal
+
+    def finish(self):
+        """Close the journal; returns the result table."""
+        with xenha_store.edit(_cachedir(), self.journal) as journal:
+            journal["finished"] = time.time()
+            return _table(journal)
+
+    def record(self, name, **fields):
+        with self.lock, xenha_store.edit(_cachedir(), self.journal) as journal:
+            entry = journal.setdefault("domus", {}).setdefault(name, {})
+            entry.update(fields)
+            row = _row(name, entry)
+        _fire(f"xenha/{self.kind}/{self.host}/domu/{name}", row)
+        _progress(
+            f"{self.kind} {self.host}: {name} {entry.get('outcome')} "
+            f"{entry.get('from')} -> {entry.get('to')} {entry.get('reason', '')}".rstrip(),
+            domu=name,
+        )
+        return row
+
+    def move(self, name, source, target):
+        """Live-migrate ``name`` from ``source`` to ``target`` and confirm where it runs."""
+        hostname = self.cluster["hosts"][target].get("hostname", target)
+        started = time.time()
+        self.record(name, **{"from": source, "to": target, "outcome": "migrating", "reason": ""})
+        ok, value = _call_one(source, "xenha_xen.migrate", [name, hostname], timeout=self.timeout)
+        where = _settle(self.cluster, name, source, target, self.timeout)
+        duration = round(time.time() - started, 3)
+        if where == target:
+            outcome, reason = "migrated", "" if ok else f"confirmed on {target} after: {value}"
+        elif where == source:
+            outcome, reason = "stayed", _classify(value if not ok else "")
+            if ok:
+                reason = f"migration reported success but {name} still runs on {source}"
+        else:
+            outcome = "UNCERTAIN"
+            reason = f"{name} not confirmed on {source} or {target} within {self.timeout} s"
+        return self.record(name, outcome=outcome, reason=reason, duration_s=duration)
+
+
+def _resolve_in_flight(mover, journal):
+    """
+    An earlier run died while these moves were in flight: wait for each to settle (the
+    migration job may still run on the source minion) and record where the domU ended up.
+    """
+    for name, entry in sorted((journal.get("domus") or {}).items()):
+        if entry.get("outcome") != "migrating":
+            continue
+        _progress(f"resuming: waiting for the interrupted move of {name} to settle")
+        where = _settle(mover.cluster, name, entry["from"], entry["to"], mover.timeout)
+        if where == entry["to"]:
+            mover.record(name, outcome="migrated", reason="completed while the runner was away")
+        elif where == entry["from"]:
+            mover.record(name, outcome="pending", reason="interrupted; will retry")
+        else:
+            mover.record(name, outcome="UNCERTAIN", reason="interrupted; not found on either host")
+
+
+def _shared_storage_problem(cluster, domu):
+    """Why a domU's disks keep it from moving live, or None (only when disks are known)."""
+    mount = (cluster.get("ocfs2") or {}).get("mount_point", "/cluster").rstrip("/") + "/"
+    local = [
+        d
+        for d in domu.get("disks") or []
+        if not (str(d).startswith(mount) or str(d).startswith("/dev/disk/by-path/ip-"))
+    ]
+    return f"disk not on shared storage: {', '.join(map(str, local))}" if local else None
+
+
+def _run_moves(mover, moves, parallel):
+    """Run ``moves`` ([(domU, source, target)]) with at most ``parallel`` at once."""
+    if not moves:
+        return []
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        futures = [pool.submit(mover.move, *move) for move in moves]
+    rows = []
+    for (name, source, target), future in zip(moves, futures, strict=True):
+        try:
+            rows.append(future.result())
+        except (CommandExecutionError, SaltInvocationError) as err:  # one failure stops no other
+            rows.append(mover.record(name, outcome="UNCERTAIN", reason=str(err)))
+            log.error("xenha: moving %s from %s to %s: %s", name, source, target, err)
+    return rows
+
+
+def _parallel(cluster, parallel):
+    value = parallel if parallel is not None else (cluster.get("evacuation") or {}).get("parallel")
+    value = DEFAULT_PARALLEL if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SaltInvocationError(f"parallel must be a positive integer, got {value!r}")
+    return value
+
+
+def _row(name, entry):
+    return {
+        "domu": name,
+        "from": entry.get("from"),
+        "to": entry.get("to") or "-",
+        "duration_s": entry.get("duration_s", 0),
+        "outcome": entry.get("outcome"),
+        "reason": entry.get("reason", ""),
+    }
+
+
+def _table(journal):
+    return [_row(name, entry) for name, entry in sorted((journal.get("domus") or {}).items())]
+
+
+def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT):
+    """
+    Put ``host`` in maintenance (failover and placement stop choosing it) and live-migrate its
+    domUs away: placement picks each target (free memory, priorities, anti-affinity), at most
+    ``parallel`` migrations run at once, and each move is confirmed on the target before it is
+    reported. A domU that cannot move live (no room, target unreachable, disk not on shared
+    storage, migration failed) stays running where it is and the result says why; one failure
+    does not stop the others. Re-running after an interruption finishes the job (the journal
+    under the master cachedir remembers what was in flight).
+
+    Events: ``xenha/evacuate/<host>/start``, ``.../domu/<domU>`` per step, ``.../done``;
+    progress through the runner's job events.
+
+    host
+        The VM host (Salt minion id) to empty.
+    parallel
+        Concurrent migrations (default: pillar ``xenha:evacuation:parallel``, else 2).
+    timeout
+        Seconds one migration may take before it is reported UNCERTAIN.
+
+    Returns the result table: one row per domU (domu, from, to, duration_s, outcome, reason),
+    outcome ``migrated``, ``stayed`` or ``UNCERTAIN``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.evacuate ServVirt1
+        salt-run xenha.evacuate ServVirt1 parallel=1 --out=table
+    """
+    cluster = _cluster(host)
+    _vmhost(cluster, host)
+    parallel = _parallel(cluster, parallel)
+    with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
+        doc.setdefault(host, {"since": time.time(), "by": "evacuate"})
+    mover = _Mover(cluster, host, "evacuate", timeout)
+    journal = mover.start()
+    _fire(f"xenha/evacuate/{host}/start", {"host": host, "parallel": parallel})
+    _progress(f"evacuate {host}: in maintenance, planning")
+    _resolve_in_flight(mover, journal)
+
+    snap = _snapshot(cluster)
+    todo = [d for d in xenha_snapshot.on_host(snap, host) if not snap["domus"][d]["migrating"]]
+    stays = {d: _shared_storage_problem(cluster, snap["domus"][d]) for d in todo}
+    result = _place(snap, [d for d in todo if not stays[d]], exclude=[host])
+    stays.update(result["unplaced"])
+    for name, reason in sorted(stays.items()):
+        if reason:
+            mover.record(name, **{"from": host, "to": None, "outcome": "stayed", "reason": reason})
+    _run_moves(mover, [(d, host, t) for d, t in result["placement"].items()], parallel)
+
+    table = mover.finish()
+    _fire(f"xenha/evacuate/{host}/done", {"host": host, "result": table})
+    return table
+
+
+def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
+    """
+    End maintenance of ``host``; with ``move_back=True`` also live-migrate back the domUs that
+    its last evacuation moved away (those still running elsewhere and fitting on it), with the
+    same confirm-and-explain rules as evacuate.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.restore ServVirt1
+        salt-run xenha.restore ServVirt1 move_back=True
+    """
+    cluster = _cluster(host)
+    _vmhost(cluster, host)
+    with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
+        was = doc.pop(host, None)
+    evacuation = xenha_store.load(_cachedir(), f"evacuate-{host}")
+    _fire(f"xenha/restore/{host}/start", {"host": host, "move_back": bool(move_back)})
+    _progress(
+        f"restore {host}: maintenance ended" if was else f"restore {host}: not in maintenance"
+    )
+    table = []
+    if move_back:
+        mover = _Mover(cluster, host, "restore", timeout)
+        _resolve_in_flight(mover, mover.start())
+        snap = _snapshot(cluster)
+        left = [
+            d
+            for d, entry in sorted((evacuation.get("domus") or {}).items())
+            if entry.get("outcome") == "migrated"
+            and snap["domus"].get(d, {}).get("host") not in (None, host)
+            and not snap["domus"][d]["migrating"]
+        ]
+        result = _place(snap, left, only=[host])
+        for name, reason in sorted(result["unplaced"].items()):
+            where = snap["domus"][name]["host"]
+            mover.record(name, **{"from": where, "to": None, "outcome": "stayed", "reason": reason})
+        moves = [(d, snap["domus"][d]["host"], host) for d in sorted(result["placement"])]
+        _run_moves(mover, moves, _parallel(cluster, parallel))
+        table = mover.finish()
+    xenha_store.delete(_cachedir(), f"evacuate-{host}")
+    _fire(f"xenha/restore/{host}/done", {"host": host, "result": table})
+    return table
+
+
+# =============================================================================================
+# Failover (owned by the failover engineer): append failover functions below this line.
+# =============================================================================================
+# --- failover ---
+# Heartbeat loss -> verify the claim, corroborate, fence (IPMI / lease expiry / operator ack),
+# restart the dead host's domUs on survivors. The state machine is _utils/xenha_failover.py;
+# this is its Salt adapter and the operator's commands. See docs/failover.md.
+
+import xenha_failover  # noqa: E402 - the failover section keeps its imports with it
+import xenha_fence  # noqa: E402
+
+PING_TIMEOUT = 5  # s: does the master still reach the suspect's minion?
+START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
+
+
+class _SaltFailoverIO(xenha_failover.Adapter):
+    """The failover engine's I/O through this runner's Salt edge."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+    def members(self):
+        hosts = self.cluster.get("hosts") or {}
+        return {
+            "vmhosts": {h: s for h, s in hosts.items() if s.get("role", "vmhost") == "vmhost"},
+            "domus": self.cluster.get("domus") or {},
+        }
+
+    def ping(self, host):
+        ok, value = _call_one(host, "test.ping", timeout=PING_TIMEOUT)
+        return ok and value is True
+
+    def _must(self, minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
+        ok, value = _call_one(minion, fun, arg, kwarg, timeout)
+        if not ok:
+            raise CommandExecutionError(value)
+        return value
+
+    def observe(self, observer, host, duration):
+        kwarg = {"duration": duration}
+        return self._must(observer, "xenha_lease.observe", [host], kwarg, duration + CALL_TIMEOUT)
+
+    def fence_ipmi(self, host, bmc):
+        return xenha_fence.power_off(bmc)
+
+    def leased_domus(self, observer, host):
+        return sorted(self._must(observer, "xenha_lease.owned", [host]))
+
+    def snapshot(self, hosts):
+        found = {}
+        answers = _call(hosts, "xenha_preflight.report", kwarg={"checks": False})
+        for host, (ok, report) in answers.items():
+            info = (report or {}).get("info") if ok else None
+            if not info:
+                continue
+            names = ((report.get("domains") or {}).get("domus") or {}).keys()
+            found[host] = {
+                "free_memory_mib": info["free_memory_mib"],
+                "total_memory_mib": info.get("total_memory_mib"),
+                "domus": sorted({xenha_snapshot.split_name(n)[0] for n in names}),
+            }
+        return found
+
+    def host_states(self):
+        maintenance, hoststate = _marks()
+        states = {h: "maintenance" for h in maintenance}
+        states.update({h: m.get("state", "suspect") for h, m in hoststate.items()})
+        return states
+
+    def start_domu(self, host, name, spec, fenced):
+        self._must(host, "xenha_lease.acquire_domu", [name], {"fenced": fenced})
+        return self._must(host, "xenha_xen.start", [spec["config"]], timeout=START_TIMEOUT)
+
+    def fire(self, tag, data):
+        # master bus only: progress events would break `salt-run --out=json` for scripts
+        _fire(tag, data)
+
+    def audit(self, entry):
+        xenha_failover.audit_line(_audit_path(), entry)
+
+
+def _audit_path():
+    return xenha_failover.audit_path(_cachedir())
+
+
+def _failover_engine(cluster):
+    settings = dict(cluster.get("failover") or {})
+    settings.setdefault("expiry", (cluster.get("leases") or {}).get("expiry"))
+    return xenha_failover.Engine(_SaltFailoverIO(cluster), _cachedir(), settings)
+
+
+def failover(host, reporter=None, event=None):
+    """
+    Handle a heartbeat-loss claim about ``host`` (the reactor calls this with the reporting
+    minion and the event data; an operator may call it with ``host`` alone). The claim is
+    verified (the reporter is a cluster VM host, the event's ids match), corroborated (the master
+    cannot reach ``host`` and no survivor sees its storage lease advance), the host is fenced
+    (BMC power-off confirmed, else its lease provably expired; otherwise ``blocked`` and retried
+    with back-off), then its domUs are restarted on survivors by priority. Concurrent and
+    repeated calls for one host join the one failover; events ``xenha/failover/<host>/...``;
+    audit trail ``<cachedir>/xenha/audit.log``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.failover ServVirt1
+    """
+    try:
+        xenha_names.check("host", host)
+    except CommandExecutionError as err:
+        entry = {"time": time.time(), "host": "-", "step": "ignored", "reporter": reporter}
+        xenha_failover.audit_line(_audit_path(), {**entry, "reason": str(err)})
+        _fire("xenha/failover/invalid/ignored", {"reporter": reporter, "reason": str(err)})
+        return {"host": host, "state": "ignored", "reason": str(err)}
+    return _failover_engine(_cluster(host)).handle(host, reporter, event)
+
+
+def ack_fence(host):
+    """
+    Confirm that ``host`` has been fenced by hand (powered off, unplugged): a failover blocked
+    on fencing then restarts its domUs. Only say so when it is true: the domUs are started
+    elsewhere on your word.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.ack_fence ServVirt1
+    """
+    cluster = _cluster(xenha_names.check("host", host))
+    _vmhost(cluster, host)
+    return _failover_engine(cluster).ack(host, by="salt-run xenha.ack_fence")
+
+
+def failover_resume():
+    """
+    Continue every failover left unfinished (master restart, blocked past its retry window),
+    look again at isolated hosts that still renewed their lease, and mark failed-over hosts
+    that are back as healthy. Safe to run at any time (e.g. from the master's schedule);
+    returns one row per journal.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.failover_resume
+    """
+    journals = xenha_failover.journals(_cachedir())
+    if not journals:
+        return []
+    rows = []
+    for host, journal in journals.items():
+        recheck = journal.get("state") == xenha_failover.IGNORED and journal.get("recheck")
+        if recheck or journal.get("state") in (*xenha_failover.ACTIVE, xenha_failover.DONE):
+            rows.append(_failover_engine(_cluster(host)).resume(host))
+        else:
+            rows.append({k: journal.get(k) for k in ("host", "id", "state", "reason")})
+    return rows
+
+
+def failover_status(host=None):
+    """
+    The failover journals (one row per host, or the one for ``host``): state, fence method,
+    reason, each domU's outcome, times; plus the last lines of the audit trail.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.failover_status
+        salt-run xenha.failover_status ServVirt1 --out=json
+    """
+    journals = xenha_failover.journals(_cachedir())
+    if host is not None:
+        xenha_names.check("host", host)
+        journals = {host: journals.get(host) or {"host": host, "state": None}}
+    rows = []
+    for name, journal in sorted(journals.items()):
+        domus = journal.get("domus") or {}
+        rows.append(
+            {
+                "host": name,
+                "state": journal.get("state"),
+                "id": journal.get("id"),
+                "fence": (journal.get("fence") or {}).get("method"),
+                "reason": journal.get("reason"),
+                "domus": {
+                    d: {
+                        k: e[k]
+                        for k in ("state", "host", "target", "reason", "error", "seconds")
+                        if e.get(k) is not None
+                    }
+                    for d, e in domus.items()
+                },
+                "seconds": journal.get("seconds"),
+                "started": journal.get("started"),
+                "updated": journal.get("updated"),
+            }
+        )
+    try:
+        with open(_audit_path(), encoding="utf-8") as fh:
+            audit = fh.read().splitlines()[-20:]
+    except FileNotFoundError:
+        audit = []
+    return {"failovers": rows, "audit": audit}
