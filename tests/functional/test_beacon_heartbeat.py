@@ -7,6 +7,7 @@ the runner; start it again, it is reported recovered.
 
 import json
 import os
+import shutil
 import socket
 import time
 
@@ -61,6 +62,7 @@ def master(salt_factories, work):
     daemon = salt_factories.salt_master_daemon("xenha-hb-master", overrides=overrides)
     with daemon.started():
         yield daemon
+    remove_root_dir(daemon)
 
 
 def _minion(master, minion_id, path=None):
@@ -82,6 +84,13 @@ def minions(master, work):
         for daemon, peer in ((a, B), (b, A)):
             wait_for_peer_state(master, daemon.id, peer, "alive")
         yield {A: a, B: b}
+    for daemon in (a, b):
+        remove_root_dir(daemon)
+
+
+def remove_root_dir(daemon):
+    """The factories leave each daemon's /tmp/<id>_<n> behind; this test's go with it."""
+    shutil.rmtree(daemon.config["root_dir"], ignore_errors=True)
 
 
 def heartbeat_status(master, minion_id):
