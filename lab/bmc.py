@@ -20,6 +20,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from string import Template
@@ -153,6 +154,8 @@ def chassis(lab, host_id, request):
     boots the host in the background (its minion takes seconds to start).
     """
     host = lab.host(host_id)
+    with open(lab.run_dir / "bmc" / host_id / "chassis.log", "a") as log:
+        log.write(f"{time.strftime('%H:%M:%S')} {' '.join(request)}\n")
     if request == ["get", "power"]:
         return f"power:{1 if host.is_powered() else 0}\n"
     if request == ["set", "power", "0"]:
