@@ -21,7 +21,7 @@ def _tree(pillar):
     return source.get("xenha")
 
 
-def validate(pillar=None):
+def validate(pillar=None, secrets=False):
     """
     Check the ``xenha`` pillar and return the normalised cluster: every default filled in,
     plus ``vmhosts`` (VM host minion ids ordered by OCFS2 node number) and ``storage_host``.
@@ -29,6 +29,9 @@ def validate(pillar=None):
 
     pillar
         A whole pillar dict to check instead of this minion's pillar.
+    secrets
+        Return the secrets too (the formulas need them); by default they are shown as
+        ``<secret>``, so the command line never prints keys or passwords.
 
     CLI Example:
 
@@ -36,7 +39,8 @@ def validate(pillar=None):
 
         salt '*' xenha_pillar.validate
     """
-    return xenha_pillarcheck.check(_tree(pillar))
+    cluster = xenha_pillarcheck.check(_tree(pillar))
+    return cluster if secrets else xenha_pillarcheck.redact(cluster)
 
 
 def member(minion_id=None, pillar=None):
@@ -50,5 +54,5 @@ def member(minion_id=None, pillar=None):
 
         salt ServVirt1 xenha_pillar.member
     """
-    cluster = validate(pillar)
+    cluster = validate(pillar)  # redacted: a host entry shows its BMC password as <secret>
     return xenha_pillarcheck.member(cluster, minion_id or __opts__["id"])

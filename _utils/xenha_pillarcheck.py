@@ -9,6 +9,7 @@ module) while rendering, so a bad pillar aborts the run before any state changes
 docs/pillar.md describes every key.
 """
 
+import copy
 import ipaddress
 import re
 
@@ -25,6 +26,7 @@ IQN_RE = re.compile(r"iqn\.\d{4}-\d{2}\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[\x2
 EUI_RE = re.compile(r"eui\.[0-9A-F]{16}")
 MIN_CHAP_SECRET = 12
 MIN_SHARED_KEY = 16  # the heartbeat's HMAC key (xenha_hbproto.MIN_KEY_BYTES)
+HIDDEN = "<secret>"
 SECRETS_HINT = "a secret: set it in the secrets pillar (pillar/xenha/secrets.yaml, docs/pillar.md)"
 
 OCFS2_TIMEOUT_DEFAULTS = {
@@ -422,3 +424,19 @@ def member(cluster, minion_id):
     if minion_id not in cluster["hosts"]:
         (ROOT / "hosts").fail(f"this minion ({minion_id!r}) is not a cluster member")
     return cluster["hosts"][minion_id]
+
+
+def redact(cluster):
+    """A copy of a checked cluster with every secret replaced by ``<secret>`` (for display)."""
+    shown = copy.deepcopy(cluster)
+    places = [(host["bmc"], "password") for host in shown["hosts"].values() if host["bmc"]]
+    places += [
+        (shown["storage"]["chap"] or {}, "secret"),
+        (shown["heartbeat"], "key"),
+        (shown["xen"]["ssh"], "private_key"),
+        (shown["xen"]["relocation"], "ssl_key"),
+    ]
+    for parent, key in places:
+        if parent.get(key) is not None:
+            parent[key] = HIDDEN
+    return shown

@@ -278,3 +278,20 @@ def test_not_a_mapping():
         xenha_pillarcheck.check(None)
     with pytest.raises(CommandExecutionError, match="^xenha:hosts: must be a mapping, got list$"):
         xenha_pillarcheck.check({"hosts": ["ServVirt1"]})
+
+
+def test_redact_hides_every_secret_and_nothing_else(tree):
+    tree["hosts"]["ServVirt1"]["bmc"] = {
+        "address": "192.168.26.10", "username": "admin", "password": "bmc-password"}  # fmt: skip
+    tree["xen"]["relocation"]["ssl_key"] = "ssl-key"
+    cluster = xenha_pillarcheck.check(tree)
+    shown = xenha_pillarcheck.redact(cluster)
+    text = repr(shown)
+    for secret in ("bmc-password", "ssl-key", "render-test-chap-secret",
+                   "render-test-heartbeat-key", "PRIVATE KEY"):  # fmt: skip
+        assert secret in repr(cluster)
+        assert secret not in text
+    assert shown["heartbeat"]["key"] == "<secret>"
+    assert shown["xen"]["ssh"]["public_key"] == cluster["xen"]["ssh"]["public_key"]
+    assert shown["hosts"]["ServVirt1"]["bmc"]["username"] == "admin"
+    assert cluster["heartbeat"]["key"] == "render-test-heartbeat-key"  # the original is kept
