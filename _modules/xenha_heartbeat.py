@@ -99,10 +99,14 @@ class _Engine(threading.Thread):
                 self._send(sock)
                 # keep the cadence, but never burst to catch up after a stall
                 next_send = max(next_send + interval, now)
-            sock.settimeout(max(0.0, next_send - time.monotonic()))
+            # a timeout of 0 would make the socket non-blocking (BlockingIOError, not a timeout)
+            sock.settimeout(max(0.001, next_send - time.monotonic()))
             try:
                 packet, source = sock.recvfrom(hb.MAX_PACKET + 1)
             except TimeoutError:
+                continue
+            except OSError as err:  # e.g. an ICMP error queued on the socket: keep sending
+                log.debug("xenha heartbeat: receive failed: %s", err)
                 continue
             self._receive(packet, source[0])
 

@@ -166,6 +166,35 @@ def test_missing_toolstack_is_a_failed_probe(mod, tmp_path):
     assert failed[0]["error"] == "xm info could not run: [Errno 2] No such file or directory: 'xm'"
 
 
+class FlakySocket:
+    """A socket whose receives fail (as queued ICMP errors do) and that never blocks."""
+
+    def __init__(self, engine, sends):
+        self.engine, self.sends, self.timeouts = engine, sends, []
+
+    def settimeout(self, value):
+        self.timeouts.append(value)
+
+    def sendto(self, packet, address):
+        self.sends.append(address)
+        if len(self.sends) >= 5:
+            self.engine.stopping.set()
+
+    def recvfrom(self, size):
+        time.sleep(0.01)
+        raise ConnectionRefusedError("queued ICMP port unreachable")
+
+
+def test_receive_errors_do_not_stop_the_keepalives(mod, tmp_path):
+    cfg = hb.parse_config(config(7788, A, "hostB", B))
+    eng = mod._Engine("xenha-heartbeat/flaky", cfg, "hostA", None, str(tmp_path / "s"))
+    sends = []
+    sock = FlakySocket(eng, sends)
+    eng._serve(sock)
+    assert sends == [(B, 7788)] * 5
+    assert min(sock.timeouts) > 0  # 0 would turn the socket non-blocking
+
+
 def test_poll_reuses_the_thread_and_restarts_it_on_a_config_change(mod, tmp_path):
     port = free_port()
     peer = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))
