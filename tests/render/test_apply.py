@@ -191,6 +191,14 @@ def test_what_this_kernel_cannot_run_is_shown_at_test_level(salt_call, tmp):
             f'Command "{command}" would have been executed'
         )
     assert comments["ocfs2-mount-mount-mounted"] == "/cluster would be created and mounted"
+    changes = {sid: ret["changes"] for sid, ret in by_id(out).items()}
+    assert changes["iscsi-initiator-file-managed-initiatorname"] == {
+        "newfile": str(tmp / "initiatorname.iscsi")
+    }
+    # node.startup rewritten, the three CHAP settings appended; the secret is not shown
+    iscsid = by_id(out)["iscsi-initiator-file-keyvalue-iscsid-conf"]
+    assert (iscsid["result"], iscsid["changes"]) == (None, {})
+    assert iscsid["comment"].endswith("is set to be changed (4 lines modified, 0 deleted)")
     assert comments["ocfs2-format-xenha_o2cb-formatted"].startswith(
         f"Would format {tmp / 'home.img'} as OCFS2 with mkfs.ocfs2 (label cluster_home, 2 slots"
     )
