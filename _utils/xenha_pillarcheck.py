@@ -24,6 +24,8 @@ BMC_INTERFACES = ("lan", "lanplus")
 # iSCSI names (RFC 3720 3.2.6.3): iqn.YYYY-MM.reversed.domain[:anything] or eui.<16 hex>
 IQN_RE = re.compile(r"iqn\.\d{4}-\d{2}\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[\x21-\x7e]+)?")
 EUI_RE = re.compile(r"eui\.[0-9A-F]{16}")
+# OCFS2 volume labels as xenha_o2cb.format accepts them (mkfs.ocfs2 allows 63 bytes)
+LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 MIN_CHAP_SECRET = 12
 MIN_SHARED_KEY = 16  # the heartbeat's HMAC key (xenha_hbproto.MIN_KEY_BYTES)
 HIDDEN = "<secret>"
@@ -248,8 +250,10 @@ def _ocfs2(data, hosts, vmhosts, storage, storage_ip):
     ocfs2 = dict(data)
     ocfs2["cluster"] = _name("cluster", _string(data, "cluster", path, "ocfs2"), path / "cluster")
     ocfs2["label"] = _string(data, "label", path, "cluster_home")
-    if len(ocfs2["label"]) > 64:
-        (path / "label").fail("OCFS2 labels are at most 64 characters")
+    if not LABEL_RE.fullmatch(ocfs2["label"]):
+        (path / "label").fail(
+            f"invalid label {ocfs2['label']!r}: must be 1-63 letters, digits, '_', '.' or '-'"
+        )
     ocfs2["mount_point"] = _abspath(data, "mount_point", path, "/cluster")
     ocfs2["slots"] = _integer(data, "slots", path, 1, 255, default=max(2, len(vmhosts)))
     if ocfs2["slots"] < len(vmhosts):

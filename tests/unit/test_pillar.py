@@ -214,6 +214,11 @@ def test_bmc_password_is_a_required_secret(tree):
             "xenha:storage:implementation: unknown value 'scst': must be one of tgt, lio, iet",
         ),
         (
+            lambda t: t["ocfs2"].update(label="cluster home"),
+            "xenha:ocfs2:label: invalid label 'cluster home': must be 1-63 letters, digits, '_',"
+            " '.' or '-'",
+        ),
+        (
             lambda t: t["ocfs2"].update(slots=1),
             "xenha:ocfs2:slots: 1 slots for 2 VM hosts",
         ),
