@@ -22,8 +22,23 @@ TARGET_IMPLEMENTATIONS = ("tgt", "lio", "iet")
 TOOLSTACKS = ("xl", "xm")
 BMC_INTERFACES = ("lan", "lanplus")
 # iSCSI names (RFC 3720 3.2.6.3): iqn.YYYY-MM.reversed.domain[:anything] or eui.<16 hex>
-IQN_RE = re.compile(r"iqn\.\d{4}-\d{2}\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[\x21-\x7e]+)?")
+IQN_RE = re.compile(r"iqn\.\d{4}-\d{2}\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[a-z0-9.:-]+)?")
 EUI_RE = re.compile(r"eui\.[0-9A-F]{16}")
+# Values end up in configuration files and command lines: paths, names and secrets are held to
+# character sets that need no quoting (no blanks, quotes or shell metacharacters).
+# Each rule: (pattern for fullmatch, what the message says a value must be).
+PATH = (
+    re.compile(r"/[A-Za-z0-9_.:+@,=/-]*"),
+    "an absolute path of letters, digits and _ . : + @ , = / -",
+)
+CHAP_USER = (re.compile(r"[A-Za-z0-9_.:@-]{1,255}"), "letters, digits and _ . : @ -")
+# tgt and IET split their configuration lines on blanks
+SECRET = (re.compile(r"[\x21-\x7e]+"), "printable ASCII without blanks")
+USER = (re.compile(r"[a-z_][a-z0-9_-]{0,31}"), "a user name")
+SSH_KEY = (
+    re.compile(r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/]+=*(?: [^\n]*)?"),
+    "one OpenSSH public key line ('<type> <base64> [comment]')",
+)
 # OCFS2 volume labels as xenha_o2cb.format accepts them (mkfs.ocfs2 allows 63 bytes)
 LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 MIN_CHAP_SECRET = 12
@@ -133,9 +148,15 @@ def _ip(data, key, path, required=True):
 
 
 def _abspath(data, key, path, default=None, *, required=False):
-    value = _string(data, key, path, default, required=required)
-    if value is not None and not value.startswith("/"):
-        (path / key).fail(f"{value!r} must be an absolute path")
+    return _matching(data, key, path, PATH, default, required=required)
+
+
+def _matching(data, key, path, rule, default=None, *, required=False, secret=False):
+    value = _string(data, key, path, default, required=required, secret=secret)
+    pattern, description = rule
+    if value is not None and not pattern.fullmatch(value):
+        shown = "the secret" if secret else repr(value)
+        (path / key).fail(f"{shown} must be {description}")
     return value
 
 
@@ -233,8 +254,10 @@ def _storage(data):
     chap = data.get("chap")
     if chap is not None:
         chap = dict(_mapping(chap, path / "chap"))
-        chap["user"] = _string(chap, "user", path / "chap", required=True)
-        chap["secret"] = _string(chap, "secret", path / "chap", required=True, secret=True)
+        chap["user"] = _matching(chap, "user", path / "chap", CHAP_USER, required=True)
+        chap["secret"] = _matching(
+            chap, "secret", path / "chap", SECRET, required=True, secret=True
+        )
         if len(chap["secret"]) < MIN_CHAP_SECRET:
             (path / "chap" / "secret").fail(
                 f"CHAP secret is {len(chap['secret'])} characters, at least "
@@ -305,12 +328,12 @@ def _xen(data, vmhosts):
         # xl migrates over root ssh: a key pair shared by the VM hosts, host keys pinned
         # where the key lives and who receives: shared with xenha_xen's `xl migrate -s ssh ...`
         ssh["identity_file"] = _abspath(ssh, "identity_file", spath, "/root/.ssh/xenha_migrate")
-        ssh["user"] = _string(ssh, "user", spath, "root")
+        ssh["user"] = _matching(ssh, "user", spath, USER, "root")
         ssh["private_key"] = _string(ssh, "private_key", spath, required=True, secret=True)
-        ssh["public_key"] = _string(ssh, "public_key", spath, required=True)
+        ssh["public_key"] = _matching(ssh, "public_key", spath, SSH_KEY, required=True)
         host_keys = _mapping(ssh.get("host_keys"), spath / "host_keys")
         for minion_id in vmhosts:
-            _string(host_keys, minion_id, spath / "host_keys", required=True)
+            _matching(host_keys, minion_id, spath / "host_keys", SSH_KEY, required=True)
         ssh["host_keys"] = host_keys
     else:
         if len(vmhosts) < 2:

@@ -214,6 +214,35 @@ def test_bmc_password_is_a_required_secret(tree):
             "xenha:storage:implementation: unknown value 'scst': must be one of tgt, lio, iet",
         ),
         (
+            lambda t: t["storage"].update(backing_device="/dev/sda4; reboot"),
+            "xenha:storage:backing_device: '/dev/sda4; reboot' must be an absolute path of"
+            " letters, digits and _ . : + @ , = / -",
+        ),
+        (
+            lambda t: t["storage"].update(target_iqn="iqn.2009-06.br.example:x$(id)"),
+            "xenha:storage:target_iqn: 'iqn.2009-06.br.example:x$(id)' is not an iSCSI name"
+            " (iqn.YYYY-MM.reversed.domain[:id])",
+        ),
+        (
+            lambda t: t["storage"]["chap"].update(user="xen ha"),
+            "xenha:storage:chap:user: 'xen ha' must be letters, digits and _ . : @ -",
+        ),
+        (
+            lambda t: t["storage"]["chap"].update(secret="twelve chars and a blank"),  # noqa: S106
+            "xenha:storage:chap:secret: the secret must be printable ASCII without blanks",
+        ),
+        (
+            lambda t: t["xen"]["ssh"].update(user="Root User"),
+            "xenha:xen:ssh:user: 'Root User' must be a user name",
+        ),
+        (
+            lambda t: t["xen"]["ssh"]["host_keys"].update(
+                ServVirt2="ssh-ed25519 AAAA\nServVirt3 ssh-ed25519 BBBB"
+            ),
+            "xenha:xen:ssh:host_keys:ServVirt2: 'ssh-ed25519 AAAA\\nServVirt3 ssh-ed25519 BBBB'"
+            " must be one OpenSSH public key line ('<type> <base64> [comment]')",
+        ),
+        (
             lambda t: t["ocfs2"].update(label="cluster home"),
             "xenha:ocfs2:label: invalid label 'cluster home': must be 1-63 letters, digits, '_',"
             " '.' or '-'",
@@ -249,7 +278,8 @@ def test_bmc_password_is_a_required_secret(tree):
         ),
         (
             lambda t: t["domus"]["web01"].update(config="domus/web01.cfg"),
-            "xenha:domus:web01:config: 'domus/web01.cfg' must be an absolute path",
+            "xenha:domus:web01:config: 'domus/web01.cfg' must be an absolute path of letters,"
+            " digits and _ . : + @ , = / -",
         ),
     ],
 )
