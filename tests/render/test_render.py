@@ -112,8 +112,6 @@ def test_tgt_target_limited_to_the_vm_hosts_with_chap(highstate, family):
         "</backing-store>",
         "initiator-address 192.168.25.10",
         "initiator-address 192.168.25.11",
-        "initiator-name iqn.2009-06.br.example:servvirt1",
-        "initiator-name iqn.2009-06.br.example:servvirt2",
         "incominguser xenha render-test-chap-secret",
         "</target>",
     ]
@@ -391,8 +389,7 @@ def test_iet_target(salt_call):
     ]
     allow = rendered["iscsi-iet-file-managed-initiators-allow"][1]
     assert lines(allow["contents"]) == [
-        "iqn.2009-06.br.example:storage.cluster 192.168.25.10, 192.168.25.11, "
-        "iqn.2009-06.br.example:servvirt1, iqn.2009-06.br.example:servvirt2"
+        "iqn.2009-06.br.example:storage.cluster 192.168.25.10, 192.168.25.11"
     ]
     assert rendered["iscsi-iet-service-running"][1]["name"] == "iscsitarget"
 
