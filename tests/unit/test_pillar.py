@@ -330,3 +330,37 @@ def test_redact_hides_every_secret_and_nothing_else(tree):
     assert shown["xen"]["ssh"]["public_key"] == cluster["xen"]["ssh"]["public_key"]
     assert shown["hosts"]["ServVirt1"]["bmc"]["username"] == "admin"
     assert cluster["heartbeat"]["key"] == "render-test-heartbeat-key"  # the original is kept
+
+
+def _paths(node, prefix=()):
+    """Every key path of a nested mapping (lists count as leaves)."""
+    for key, value in node.items():
+        yield (*prefix, key)
+        if isinstance(value, dict):
+            yield from _paths(value, (*prefix, key))
+
+
+JUNK = [None, "", "x", 7, -1, 3.5, True, [], ["x"], {}, {"x": 1}]
+
+
+def test_any_junk_anywhere_is_refused_naming_its_key_or_accepted(example):
+    """No value at any key makes the check crash: it is accepted (a default or a free-form
+    value) or refused with a message that starts with that key or a mapping holding it."""
+    for path in _paths(example):
+        for junk in JUNK:
+            tree = copy.deepcopy(example)
+            parent = tree
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] = junk
+            try:
+                xenha_pillarcheck.check(tree)
+            except CommandExecutionError as err:
+                named = ":".join(("xenha", *map(str, path)))
+                message = str(err)
+                assert message.startswith("xenha"), (path, junk, message)
+                # the message starts with the key or one of its ancestors below xenha:
+                # (a sibling's name may follow, as in "xenha:heartbeat:dead_time: ...")
+                assert any(
+                    message.startswith(named.rsplit(":", cut)[0]) for cut in range(len(path))
+                ), (path, junk, message)
