@@ -56,11 +56,12 @@ def wait_for(predicate, timeout, what, interval=0.1):
         time.sleep(interval)
 
 
-class CommandFailed(LabError, subprocess.CalledProcessError):
+class CommandFailed(subprocess.CalledProcessError, LabError):
     """A command run inside a lab endpoint exited non-zero (carries returncode, stdout, stderr)."""
 
     def __str__(self):
-        return f"{' '.join(self.cmd)}: exit {self.returncode}: {(self.stderr or '').strip()}"
+        said = (self.stderr or "").strip() or (self.stdout or "").strip()
+        return f"{' '.join(self.cmd)}: exit {self.returncode}: {said}"
 
 
 class GroupPopen(subprocess.Popen):
