@@ -4,7 +4,8 @@ One module-scoped lab: a domU boots on ServVirt1 with its disk on ServDB's iSCSI
 answers HTTP on its fixed IP; the product's Xen module, run by ServVirt1's salt-minion, live-
 migrates it to ServVirt2 (same boot, counters went on, same IP); a migration that cannot happen
 leaves it running; ServVirt2's BMC, driven with standard IPMI, powers the host off (guest,
-minion and sshd die) and on again (services back, guest not).
+minion and sshd die) and on again (services back, guest not); the module then restarts the
+guest on ServVirt1 from its disk and shuts it down cleanly.
 """
 
 import os
@@ -150,6 +151,21 @@ def test_bmc_power_on_brings_services_back_but_not_guests(lab, bmcs, web01):
     assert xl_rows(lab, V2) == {}  # guests do not come back by themselves
     info = xp.summarize_info(xp.parse_info(toolstack.xl(lab.hosts[V2], "info").stdout))
     assert info["free_memory_mib"] == lab.cluster["hosts"][V2]["memory_mib"] - toolstack.DOM0_MIB
+    assert "error" in vm.guest_state(lab.cli, WEB01_IP, timeout=2)
+
+
+def test_guest_restarts_on_the_survivor_from_its_disk_and_shuts_down(lab, web01):
+    # what a failover does after the fence: start the domU elsewhere through the Xen module
+    last = vm.DomUs(lab).disk_seq("web01")
+    cfg = vm.DomUs(lab).shared / "web01.cfg"
+    row = lab.salt(V1, "xenha_xen.start", str(cfg), timeout=120)[V1]
+    assert isinstance(row, dict) and row["name"] == "web01", row
+    state = vm.wait_guest(lab.cli, WEB01_IP)
+    assert state["bootid"] != web01["bootid"]  # a new boot, not the old instance
+    assert state["disk_seq"] > last  # the disk writer went on from what the disk held
+    ret = lab.salt(V1, "xenha_xen.shutdown", "web01", timeout=120)[V1]
+    assert isinstance(ret, dict) and ret["method"] == "shutdown", ret  # ACPI, not destroy
+    assert "web01" not in xl_rows(lab, V1)
     assert "error" in vm.guest_state(lab.cli, WEB01_IP, timeout=2)
 
 
