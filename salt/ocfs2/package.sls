@@ -2,5 +2,5 @@
 
 ocfs2-package-pkg-installed:
   pkg.installed:
-    - name: {{ ocfs2.pkg }}
+    - pkgs: {{ ocfs2.pkgs | json }}
     - reload_modules: true      # the xenha_o2cb states need ocfs2-tools to load

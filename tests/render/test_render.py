@@ -179,7 +179,9 @@ def test_initiator_name_chap_discovery_login(highstate, family, minion):
 @pytest.mark.parametrize("minion", VMHOSTS)
 def test_ocfs2_cluster_o2cb_format_once_and_ordered_mount(highstate, family, minion):
     rendered = highstate(family, minion)
-    assert rendered["ocfs2-package-pkg-installed"][1]["name"] == "ocfs2-tools"
+    assert rendered["ocfs2-package-pkg-installed"][1]["pkgs"] == (
+        ["ocfs2-tools", "ocfs2-tools-o2cb"] if family == "Suse" else ["ocfs2-tools"]
+    )
     fun, cluster = rendered["ocfs2-config-xenha_o2cb-cluster_present"]
     assert fun == "xenha_o2cb.cluster_present"
     assert cluster == {
