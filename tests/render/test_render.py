@@ -4,6 +4,7 @@ pillar (pillar/xenha/cluster.yaml plus stand-in secrets), and the rendered state
 """
 
 import pytest
+import xenha_hbproto
 
 from tests.render.conftest import states
 
@@ -318,6 +319,8 @@ def test_beacon_pillar_for_vm_hosts_only(salt_call):
         "cluster": "ocfs2",
         "toolstack": "xl",
     }
+    # and the heartbeat's own configuration check accepts it as it is
+    assert xenha_hbproto.parse_config(config)["peers"] == {"ServVirt1": "192.168.25.10"}
     code, beacons = salt_call("ServDB", "Debian", "pillar.get", "beacons", "unmask=True")
     assert (code, beacons) == (0, "")
 
