@@ -2,7 +2,8 @@
 
 Started by :class:`lab.hosts.Host` inside the host's network namespace and fresh mount, UTS, IPC
 and PID namespaces. Killing this process ("power off") makes the kernel kill every process of
-the host and drops its mounts with the mount namespace. Usage: hostinit.py ROOT HOSTNAME
+the host and drops its mounts with the mount namespace.
+Usage: hostinit.py ROOT HOSTNAME [SOURCE TARGET]... (extra bind mounts, made last)
 """
 
 import os
@@ -17,7 +18,7 @@ def mount(*args):
     subprocess.run(["mount", *args], check=True)
 
 
-def main(root, hostname):
+def main(root, hostname, *binds):
     root = Path(root)
     mount("-t", "sysfs", "sysfs", "/sys")  # this netns's view of /sys/class/net
     # drop this namespace's copies of the machine's netns handles, which would keep them alive
@@ -30,6 +31,9 @@ def main(root, hostname):
     overlay = f"lowerdir=/var,upperdir={root / 'var'},workdir={root / '.host' / 'var-work'}"
     mount("-t", "overlay", "overlay", "-o", overlay, "/var")
     mount("--bind", str(root / "log"), "/var/log")
+    for source, target in zip(binds[::2], binds[1::2], strict=True):
+        Path(target).mkdir(parents=True, exist_ok=True)
+        mount("--bind", source, target)
     socket.sethostname(hostname)
     (root / ".host" / "ready").write_text(f"{os.getpid()}\n")
     while True:  # PID 1 inherits every orphan: reap them

@@ -231,14 +231,20 @@ class Host(Endpoint):
     """A lab machine: its own namespaces and folders, an init, services, a power switch.
 
     ``services`` are argv lists of self-daemonising programs (the Lab sets salt-minion and sshd)
-    started, in order, by :meth:`power_on`.
+    started, in order, by :meth:`power_on`. ``binds`` ({path inside: folder outside}) shares
+    folders between hosts (e.g. a stand-in for a shared filesystem); the inside path must be
+    under /run, /tmp or /var, which are the host's own, so its mount point is made there.
     """
 
-    def __init__(self, name, ip, role, segment, *, hostname=None, services=()):
+    def __init__(self, name, ip, role, segment, *, hostname=None, services=(), binds=None):
         super().__init__(name, ip, segment)
         self.role = role
         self.hostname = hostname or name
         self.services = list(services)
+        self.binds = dict(binds or {})
+        for inside in self.binds:
+            if not any(Path(inside).is_relative_to(p) for p in HIDDEN if p != Path("/etc")):
+                raise LabError(f"{name}: bind target {inside}: must be under /run, /tmp or /var")
         self.root = segment.run_dir / "hosts" / name
         self.etc = self.root / "etc"
         self._state = self.root / ".host"
@@ -298,6 +304,7 @@ class Host(Endpoint):
             "nsenter", f"--net=/run/netns/{self.netns}", "--",
             "unshare", *ns_flags, "--propagation", "private",
             sys.executable, str(HOSTINIT), str(self.root), self.hostname,
+            *[str(p) for pair in self.binds.items() for p in reversed(pair)],
         ]  # fmt: skip
         with open(self._state / "init.log", "ab") as log:
             unshare = subprocess.Popen(

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.hosts import LabError, identity
+from lab import REPO
+from lab.hosts import LabError, Segment, identity
 from tests.hosts.conftest import make_lab
 
 pytestmark = pytest.mark.root
@@ -152,3 +153,24 @@ def test_down_leaves_nothing_behind(lab):
                 continue
             assert str(run_dir).encode() not in cmdline
     assert str(run_dir) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_binds_share_a_folder_between_hosts_and_nothing_else():
+    segment = Segment(REPO / "run" / "test-xhb", prefix="xhb")
+    shared = segment.run_dir / "shared"
+    inside = "/var/lib/xenha-lab/shared"
+    a = segment.host("a", "10.99.0.10", "vmhost", binds={inside: shared})
+    b = segment.host("b", "10.99.0.11", "storage", binds={inside: shared})
+    try:
+        segment.create()
+        shared.mkdir()
+        a.power_on()
+        b.power_on()
+        a.run(["sh", "-c", f"echo from-a > {inside}/note"])
+        assert b.run(["cat", f"{inside}/note"]).stdout == "from-a\n"
+        assert (shared / "note").exists()
+        assert not Path(inside).exists()  # the mount point is in the hosts' own /var
+    finally:
+        segment.down()
+    with pytest.raises(LabError, match="must be under"):
+        segment.host("c", "10.99.0.12", "vmhost", binds={"/srv/x": shared})
