@@ -9,8 +9,26 @@ from lab.cluster import Lab
 from lab.hosts import LabError
 
 
+def summary(ret):
+    """One line per minion: how many states ran, changed and failed."""
+    for mid, states in sorted(ret.items()):
+        if not isinstance(states, dict):
+            print(f"{mid}: state.apply failed: {states}")
+            continue
+        changed = sum(1 for s in states.values() if s.get("changes"))
+        failed = [sid.split("_|-")[1] for sid, s in states.items() if not s.get("result")]
+        print(f"{mid}: {len(states)} states, {changed} changed, {len(failed)} failed", *failed)
+    return all(
+        isinstance(states, dict) and all(s.get("result") for s in states.values())
+        for states in ret.values()
+    )
+
+
 def cmd_up(lab, args):
+    """Build the lab and apply the formulas (lab.cluster.ROLE_MODS) on every host."""
     lab.up()
+    if not args.no_apply and not summary(lab.converge()):
+        sys.exit("lab up: state.apply failed (see above)")
     print(json.dumps(lab.status(), indent=1))
 
 
@@ -40,13 +58,10 @@ def cmd_restore(lab, args):
 
 
 def cmd_demo(lab, args):
-    """Build the lab, apply the formulas everywhere, show the status, tear down."""
+    """Build the lab, apply the formulas, show the status, tear down."""
     lab.up()
     try:
-        ret = lab.apply("*")
-        for mid, states in sorted(ret.items()):
-            ok = isinstance(states, dict) and all(s.get("result") for s in states.values())
-            print(f"{mid}: state.apply {'ok' if ok else 'FAILED'}")
+        summary(lab.converge())
         print(json.dumps(lab.status(), indent=1))
     finally:
         lab.down()
@@ -72,6 +87,8 @@ def main(argv=None):
         p = sub.add_parser(name, help=(fun.__doc__ or name).splitlines()[0])
         if name in NEEDS_HOST:
             p.add_argument("host", help="a minion id, e.g. ServVirt1")
+        if name == "up":
+            p.add_argument("--no-apply", action="store_true", help="only build, apply nothing")
     args = parser.parse_args(argv)
     try:
         COMMANDS[args.command](Lab(args.run_dir), args)

@@ -10,9 +10,11 @@ its guests do not) and ``chassis power status`` reports it.
 
 ipmitool needs ``-C 3`` (cipher suite 3) with this ipmi_sim; without it every call stalls ~10 s.
 
-Command line (ipmi_sim's chassis_control program; also handy by hand)::
+Command line (``start`` for a lab that is up; ``chassis`` is ipmi_sim's chassis_control
+program, also handy by hand)::
 
-    python -m lab.bmc [--run-dir D --prefix P --pillar F] chassis HOST get power
+    python -m lab.bmc [--run-dir D --prefix P --pillar F] start
+    python -m lab.bmc [...] chassis HOST get power
     python -m lab.bmc [...] chassis HOST set power 0|1
 """
 
@@ -204,6 +206,7 @@ def main(argv=None):
     parser.add_argument("--prefix", default="xha")
     parser.add_argument("--pillar", default=str(LAB_PILLAR))
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("start", help="start the BMCs of a lab that is up (they keep running)")
     p = sub.add_parser("chassis", help="ipmi_sim's chassis_control: HOST get|set ...")
     p.add_argument("host")
     p.add_argument("request", nargs="+")
@@ -211,12 +214,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     lab = Lab(args.run_dir, pillar=args.pillar, prefix=args.prefix)
     try:
-        if args.command == "chassis":
+        if args.command == "start":
+            for host_id, b in start_all(lab).items():
+                print(f"{host_id}: BMC at {b.spec['address']}")
+        elif args.command == "chassis":
             sys.stdout.write(chassis(lab, args.host, args.request))
         else:
             power_on(lab, args.host)
     except LabError as err:
-        sys.exit(f"lab.bmc {args.command} {args.host}: {err}")
+        sys.exit(f"lab.bmc {args.command}: {err}")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,11 @@ class Endpoint:
     def exists(self):
         return Path("/run/netns", self.netns).exists()
 
+    def require(self):
+        """Raise LabError unless the namespace exists (the lab is up)."""
+        if not self.exists():
+            raise LabError(f"{self.netns} does not exist: is the lab up? (python -m lab up)")
+
     def create(self):
         """Make the namespace and its port on the segment, with the IP on the uplink."""
         if self.exists():
@@ -176,6 +181,7 @@ class Endpoint:
         return "UP" in out.split("<", 1)[1].split(">", 1)[0].split(",")
 
     def set_link(self, up):
+        self.require()
         state = "up" if up else "down"
         sh(["ip", "-n", self.segment.switch_netns, "link", "set", "dev", self.port, state])
 
@@ -188,6 +194,7 @@ class Endpoint:
         self.set_link(True)
 
     def _prefix(self):
+        self.require()
         return ["ip", "netns", "exec", self.netns]
 
     def run(self, argv, check=True, timeout=60, input=None, env=None):
@@ -292,6 +299,7 @@ class Host(Endpoint):
         """Boot: a new init with empty /run and /tmp, the link up, then the services."""
         if self.is_powered():
             return
+        self.require()
         for sub in ("run", "tmp"):
             for entry in (self.root / sub).iterdir():
                 if entry.is_dir() and not entry.is_symlink():
