@@ -222,17 +222,6 @@ class Endpoint:
             return []
         return [int(p) for p in sh(["ip", "netns", "pids", self.netns]).stdout.split()]
 
-    def kill_all(self, timeout=10):
-        """SIGKILL every process in the namespace and wait until they are gone."""
-        kill_all(self.pids(), timeout, f"the processes of {self.netns} to die")
-        wait_for(lambda: not self.pids(), timeout, f"the processes of {self.netns} to die")
-
-    def destroy(self):
-        """Kill its processes and remove the namespace (and with it the veth pair)."""
-        if self.exists():
-            self.kill_all()
-            sh(["ip", "netns", "del", self.netns])
-
 
 class Host(Endpoint):
     """A lab machine: its own namespaces and folders, an init, services, a power switch.
@@ -330,7 +319,7 @@ class Host(Endpoint):
         (self._state / "init.pid").write_text(f"{children[0]}\n")
         (self._state / "unshare.pid").write_text(f"{unshare.pid}\n")
         self.set_link(True)
-        (self.root / "run" / "sshd").mkdir(exist_ok=True)
+        (self.root / "run" / "sshd").mkdir(exist_ok=True)  # sshd's privilege separation dir
         for service in self.services:
             self.run(service, timeout=timeout)
 
@@ -365,7 +354,7 @@ class Segment:
             if self.run_dir.is_relative_to(hidden):
                 raise LabError(f"run folder {self.run_dir}: must not be under {hidden}")
         self.prefix = prefix
-        self.subnet = subnet
+        self.subnet = subnet  # the first three octets: endpoints' IPs are given whole
         self.prefixlen = prefixlen
         self.switch_netns = f"{prefix}-{SWITCH}"
         self.endpoints = {}
