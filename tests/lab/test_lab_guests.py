@@ -8,6 +8,7 @@ minion and sshd die) and on again (services back, guest not); the module then re
 guest on ServVirt1 from its disk and shuts it down cleanly.
 """
 
+import json
 import os
 import shutil
 import time
@@ -116,11 +117,24 @@ def test_live_migration_through_the_xen_module_keeps_the_guest_running(lab, web0
     assert vm.guest_state(lab.cli, WEB01_IP)["disk_seq"] > after["disk_seq"]
 
 
-def test_failed_migration_leaves_the_guest_running_on_the_source(lab, web01):
+def test_failed_migrations_leave_the_guest_running_on_the_source(lab, web01):
     before = vm.wait_guest(lab.cli, WEB01_IP)
     # ServDB is no VM host: ssh finds no receiver there, xl fails before anything moved
     ret = lab.salt(V2, "xenha_xen.migrate", "web01", "ServDB", timeout=120)[V2]
     assert isinstance(ret, str) and "web01 is still running on the source" in ret, ret
+    assert "reading banner from migration receiver stream" in ret
+    # ServVirt1's toolstack refuses it (no room): the receiver says so over the ssh channel
+    conf_file = lab.hosts[V1].etc / "xen" / "lab-toolstack.json"
+    conf = conf_file.read_text()
+    conf_file.write_text(json.dumps({**json.loads(conf), "memory_mib": 300}))
+    try:
+        ret = lab.salt(V2, "xenha_xen.migrate", "web01", V1, timeout=120)[V2]
+    finally:
+        conf_file.write_text(conf)
+    assert isinstance(ret, str) and "web01 is still running on the source" in ret, ret
+    assert "failed to free memory for the domain" in ret
+    assert "Migration failed, resuming at sender." in ret
+    assert "web01" not in xl_rows(lab, V1)  # no half-built copy left behind
     assert xl_rows(lab, V2)["web01"]["transient"] is None
     after = vm.wait_guest(lab.cli, WEB01_IP)
     assert after["bootid"] == before["bootid"] and after["counter"] > before["counter"]
