@@ -1,12 +1,13 @@
 """The lab's domUs: their disks on ServDB's iSCSI target and their xl configs in the shared folder.
 
 Each domU gets its own iSCSI target (one LUN, CHAP with the pillar's ``xenha:storage:chap``)
-on a tgtd of its own inside the storage host (control port 1, portal ``<ip>:3261``), so the
+on a tgtd of its own inside the storage host (control port 2, portal ``<ip>:3261``), so the
 product's storage formula, which owns ServDB's main tgtd and rewrites its targets, never touches
 the guests' disks. The domU's config is an xl-style file in the shared folder that stands in for
 the OCFS2 mount (``<run>/shared/domus/<name>.cfg``): name, memory, vcpus, the lab kernel and
 initramfs (:mod:`lab.guest`), its NIC (fixed MAC on the VM host's bridge) and its IP on the
 kernel command line. :func:`guest_state` reads the guest's HTTP service from the lab's client.
+Command line (a lab that is up): ``python -m lab.vm define web01 10.99.0.100``, ``... state IP``.
 """
 
 import json
@@ -158,3 +159,35 @@ def wait_guest(endpoint, ip, timeout=90.0):
         f"the guest at {ip} to answer HTTP",
         interval=0.5,
     )
+
+
+def main(argv=None):
+    """``python -m lab.vm define NAME IP`` / ``python -m lab.vm state IP`` on a lab that is up."""
+    import argparse  # noqa: PLC0415 -- command line only
+
+    from lab import DEFAULT_RUN_DIR  # noqa: PLC0415
+    from lab.cluster import LAB_PILLAR, Lab  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m lab.vm", description=__doc__)
+    parser.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR))
+    parser.add_argument("--prefix", default="xha")
+    parser.add_argument("--pillar", default=str(LAB_PILLAR))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("define", help="give domU NAME a disk and an xl config; print its path")
+    p.add_argument("name")
+    p.add_argument("ip", help="its fixed address on the lab segment, e.g. 10.99.0.100")
+    p.add_argument("--memory", type=int, default=128, help="MiB (default 128)")
+    sub.add_parser("state", help="the guest's /cgi-bin/state, from the client").add_argument("ip")
+    args = parser.parse_args(argv)
+    lab = Lab(args.run_dir, pillar=args.pillar, prefix=args.prefix)
+    try:
+        if args.command == "define":
+            print(DomUs(lab).define(args.name, args.ip, memory=args.memory))
+        else:
+            print(json.dumps(guest_state(lab.cli, args.ip)))
+    except LabError as err:
+        sys.exit(f"lab.vm {args.command}: {err}")
+
+
+if __name__ == "__main__":
+    main()
