@@ -9,6 +9,7 @@ from tests.support.saltconf import REPO, snippet
 def salt_master(salt_factories):
     overrides = snippet("master")
     overrides.pop("reactor", None)  # reactions are exercised by the failover tests
+    overrides.pop("schedule", None)  # so is the scheduled failover_resume
     overrides["pillar_roots"] = {"base": [str(REPO / "tests" / "functional" / "pillar")]}
     master = salt_factories.salt_master_daemon("xenha-func-master", overrides=overrides)
     with master.started():
