@@ -36,6 +36,7 @@ CALL_TIMEOUT = 30  # seconds to wait for a report from a minion
 MIGRATE_TIMEOUT = 900  # seconds one live migration may take before we stop waiting
 DEFAULT_PARALLEL = 2  # concurrent migrations when pillar xenha:evacuation:parallel is unset
 SETTLE_POLL = 0.5
+MACHINE_OUTPUTS = ("json", "yaml", "raw", "pprint", "newline_values_only")
 MAINTENANCE = "maintenance"
 HOSTSTATE = "hoststate"
 
@@ -110,7 +111,10 @@ def _call_one(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
 def _progress(message, **data):
     log.info("xenha: %s", message)
     jid_event = globals().get("__jid_event__")
-    if jid_event is not None:
+    # salt-run prints progress events through the outputter: with --out=json/yaml that would
+    # interleave documents with the result, so scripts get the result alone (the named events
+    # on the bus still fire)
+    if jid_event is not None and __opts__.get("output") not in MACHINE_OUTPUTS:
         jid_event.fire_event({"message": message, **data}, "progress")
 
 
@@ -354,7 +358,7 @@ def _memory_after(snap, placement, targets):
 # --- moving domUs (evacuate, restore) ----------------------------------------------------------
 
 
-def _where(cluster, name, hosts):
+def _where(name, hosts):
     """The hosts among ``hosts`` that list domU ``name`` (any xl migration suffix counts)."""
     found = set()
     for host, (ok, value) in _call(hosts, "xenha_xen.list_domains").items():
@@ -366,26 +370,30 @@ def _where(cluster, name, hosts):
     return found
 
 
-def _settle(cluster, name, source, target, timeout):
+def _migration_running(source, name):
+    """Whether a xenha_xen.migrate job for ``name`` still runs on ``source`` (unknown: yes)."""
+    ok, jobs = _call_one(source, "saltutil.running")
+    return not ok or any(
+        j.get("fun") == "xenha_xen.migrate" and (j.get("arg") or [None])[0] == name
+        for j in jobs or []
+    )
+
+
+def _settle(name, source, target, timeout, *, job_done=False):
     """
-    Wait until no migration job for ``name`` runs on ``source`` and ``name`` is seen under its
-    plain name on exactly one of the two hosts; return that host (None: not settled in time or
-    not running on either).
+    Where ``name`` runs once its move from ``source`` to ``target`` is over: the one host that
+    lists it under its plain name, or None (on neither, on both, or still in flight when
+    ``timeout`` runs out). ``job_done``: the migrate call returned, so look once; otherwise wait
+    for the job (it may outlive a killed runner) to finish on the source first.
     """
     deadline = time.monotonic() + timeout
     while True:
-        ok, jobs = _call_one(source, "saltutil.running")
-        busy = not ok or any(
-            j.get("fun") == "xenha_xen.migrate" and (j.get("arg") or [None])[0] == name
-            for j in jobs or []
-        )
-        seen = set() if busy else _where(cluster, name, [source, target])
+        busy = not job_done and _migration_running(source, name)
+        seen = set() if busy else _where(name, [source, target])
         plain = [h for h, transient in seen if not transient]
         if not busy and len(plain) == 1 and len(seen) == 1:
             return plain[0]
-        if not busy and not seen:
-            return None
-        if time.monotonic() > deadline:
+        if job_done or (not busy and not seen) or time.monotonic() > deadline:
             return None
         time.sleep(SETTLE_POLL)
 
@@ -417,11 +425,11 @@ class _Mover:
         self.timeout = timeout
         self.lock = threading.Lock()
 
-    def start(self):
-        """Open (or resume) the journal; returns it."""
+    def start(self, fresh=False):
+        """Open (or resume) the journal, emptied first if ``fresh``; returns it."""
         with xenha_store.edit(_cachedir(), self.journal) as journal:
-            if journal.get("finished"):
-                journal.clear()  # a new run after a completed one
+            if fresh:
+                journal.clear()
             journal.setdefault("host", self.host)
             journal.setdefault("started", time.time())
             journal.setdefault("domus", {})
@@ -453,19 +461,34 @@ class _Mover:
         hostname = self.cluster["hosts"][target].get("hostname", target)
         started = time.time()
         self.record(name, **{"from": source, "to": target, "outcome": "migrating", "reason": ""})
-        ok, value = _call_one(source, "xenha_xen.migrate", [name, hostname], timeout=self.timeout)
-        where = _settle(self.cluster, name, source, target, self.timeout)
+        ok, value = _call_one(
+            source, "xenha_xen.migrate", [name, hostname], {"timeout": self.timeout}, self.timeout
+        )
+        answered = ok or not value.startswith("no answer")
+        where = _settle(name, source, target, self.timeout, job_done=answered)
         duration = round(time.time() - started, 3)
         if where == target:
             outcome, reason = "migrated", "" if ok else f"confirmed on {target} after: {value}"
+            reason = "; ".join(r for r in (reason, self.hand_over(name, source, target)) if r)
         elif where == source:
             outcome, reason = "stayed", _classify(value if not ok else "")
             if ok:
                 reason = f"migration reported success but {name} still runs on {source}"
         else:
             outcome = "UNCERTAIN"
-            reason = f"{name} not confirmed on {source} or {target} within {self.timeout} s"
+            reason = f"{name} not seen running on exactly one of {source}, {target}: check both"
+            reason += "" if ok else f"; {value}"
         return self.record(name, outcome=outcome, reason=reason, duration_s=duration)
+
+    def hand_over(self, name, source, target):
+        """
+        Move the domU's storage lease to the target after a confirmed migration (docs/failover.md)
+        so the target's renewer keeps it; returns a problem sentence or "".
+        """
+        if not self.cluster.get("leases"):
+            return ""
+        ok, value = _call_one(target, "xenha_lease.acquire_domu", [name], {"handover_from": source})
+        return "" if ok else f"lease handover failed: {value}"
 
 
 def _resolve_in_flight(mover, journal):
@@ -477,7 +500,7 @@ def _resolve_in_flight(mover, journal):
         if entry.get("outcome") != "migrating":
             continue
         _progress(f"resuming: waiting for the interrupted move of {name} to settle")
-        where = _settle(mover.cluster, name, entry["from"], entry["to"], mover.timeout)
+        where = _settle(name, entry["from"], entry["to"], mover.timeout)
         if where == entry["to"]:
             mover.record(name, outcome="migrated", reason="completed while the runner was away")
         elif where == entry["from"]:
@@ -617,7 +640,9 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
     table = []
     if move_back:
         mover = _Mover(cluster, host, "restore", timeout)
-        _resolve_in_flight(mover, mover.start())
+        journal = xenha_store.load(_cachedir(), mover.journal)
+        # a finished restore journal is history; an unfinished one is resumed
+        _resolve_in_flight(mover, mover.start(fresh=bool(journal.get("finished"))))
         snap = _snapshot(cluster)
         left = [
             d

@@ -1,0 +1,337 @@
+"""
+The xenha runner (status, plan, evacuate, restore) against real Salt minions whose toolstack is
+the xl stand-in: three minions (ServVirt1, ServVirt2 = VM hosts, ServDB = storage) described by
+tests/functional/pillar/cluster.sls.
+"""
+
+import contextlib
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import salt.config
+import salt.loader
+import salt.utils.schedule
+import yaml
+
+from tests.standins.cluster import StandinCluster
+from tests.support.saltconf import REPO, snippet
+
+VMHOSTS = ("ServVirt1", "ServVirt2")
+LEASES = Path("/tmp/xenha-functional-cluster/leases")  # xenha:leases:dir in cluster.sls
+HOSTS = (*VMHOSTS, "ServDB")
+# the domUs ServVirt1 starts with: name -> MiB (the pillar gives their priorities)
+START = {"db01": 1024, "web01": 512, "web02": 512, "big01": 2048}
+
+# chronyc / iscsiadm / ssh stand-ins: what each host answers comes from plumbing.json in the
+# stand-in directory ({host: {"offset": s, "iscsi": bool, "ssh": bool}})
+PLUMBING = r"""#!{python}
+import json, os, sys
+tool = os.path.basename(sys.argv[0])
+try:
+    with open(os.path.join(os.environ["XENHA_STANDIN_DIR"], "plumbing.json")) as fh:
+        me = json.load(fh).get(os.environ["XENHA_STANDIN_HOST"], {{}})
+except FileNotFoundError:
+    me = {{}}
+if tool == "chronyc":
+    offset = me.get("offset", 0.000012)
+    print("Reference ID    : C0A8190C (192.168.25.12)")
+    side = "fast" if offset > 0 else "slow"
+    print("System time     : %.9f seconds %s of NTP time" % (abs(offset), side))
+    print("Leap status     : Normal")
+elif tool == "iscsiadm":
+    if not me.get("iscsi", True):
+        print("iscsiadm: No active sessions.", file=sys.stderr)
+        sys.exit(21)
+    print("tcp: [1] 192.168.25.12:3260,1 iqn.2009-06.br.example:storage.cluster (non-flash)")
+elif tool == "ssh":
+    if not me.get("ssh", True):
+        print("ssh: connect to host %s port 22: No route to host" % sys.argv[-2], file=sys.stderr)
+        sys.exit(255)
+"""
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory):
+    cluster = StandinCluster(tmp_path_factory.mktemp("xen"))
+    bindir = tmp_path_factory.mktemp("bin")
+    script = bindir / "plumbing"
+    script.write_text(PLUMBING.format(python=sys.executable))
+    script.chmod(0o755)
+    for tool in ("chronyc", "iscsiadm", "ssh"):
+        (bindir / tool).symlink_to(script)
+    for host in VMHOSTS:
+        cluster.add_host(host)
+    return cluster, bindir
+
+
+@pytest.fixture(scope="module")
+def minions(salt_master, standins):
+    """The three minions, loading xenha's modules straight from this checkout (no sync)."""
+    cluster, bindir = standins
+    overrides = {
+        **snippet("minion"),
+        "module_dirs": [str(REPO / "_modules")],
+        "utils_dirs": [str(REPO / "_utils")],
+    }
+    LEASES.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, LEASES.parent, ignore_errors=True)
+        for host in HOSTS:
+            env = cluster.env(host)
+            if host not in VMHOSTS:  # the storage host has no Xen toolstack
+                env["PATH"] = os.environ["PATH"]
+            env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+            minion = salt_master.salt_minion_daemon(host, overrides=overrides)
+            minion.environ = {**minion.environ, **env}  # environ= clashes with the factory's
+            stack.enter_context(minion.started())
+        yield
+
+
+@pytest.fixture
+def xen(salt_master, standins, minions):
+    """A fresh cluster: START's domUs on ServVirt1, ServVirt2 empty, no faults, no master marks."""
+    cluster, _ = standins
+    cluster.add_host("ServVirt1", memory_mib=8192)
+    cluster.add_host("ServVirt2", memory_mib=4096)
+    for name, memory in START.items():
+        cluster.add_domain("ServVirt1", name, memory_mib=memory)
+    for name in ("faults.json", "plumbing.json", "calls.log"):
+        (cluster.path / name).unlink(missing_ok=True)
+    for lease in LEASES.iterdir():
+        lease.unlink()
+    store = store_dir(salt_master)
+    if store.exists():
+        for doc in store.iterdir():
+            doc.unlink()
+    return cluster
+
+
+def store_dir(salt_master):
+    return Path(salt_master.config["cachedir"]) / "xenha"
+
+
+def run(salt_master, *args, timeout=180):
+    ret = salt_master.salt_run_cli(timeout=timeout).run(*args)
+    assert ret.returncode == 0, ret
+    return ret.data
+
+
+def placement(cluster):
+    """{domU: host} from the stand-ins' state, asserting no domU is on two hosts."""
+    where = {}
+    for host in VMHOSTS:
+        for name in cluster.domains(host):
+            assert name not in where, f"{name} runs on {where[name]} and {host}"
+            where[name] = host
+    return where
+
+
+def rows_by_domu(rows):
+    return {row["domu"]: row for row in rows}
+
+
+def migrate_calls(cluster):
+    return [c for c in cluster.calls() if c["argv"][:1] == ["migrate"]]
+
+
+def test_plan_changes_nothing_and_reports_an_injected_plumbing_problem(salt_master, xen):
+    (xen.path / "plumbing.json").write_text(json.dumps({"ServVirt2": {"offset": 2.5}}))
+    before = {h: xen.domains(h) for h in VMHOSTS}
+    calls_before = len(xen.calls())
+
+    result = run(salt_master, "xenha.plan", "ServVirt1")
+
+    plan = rows_by_domu(result["placement"])
+    assert {d: r["to"] for d, r in plan.items()} == {
+        "db01": "ServVirt2",
+        "web01": "ServVirt2",
+        "web02": "ServVirt2",
+        "big01": "-",
+    }
+    assert plan["big01"]["reason"].startswith("no room: needs 2048 MiB")
+    checks = {(r["target"], r["check"]): r for r in result["preflight"]}
+    assert checks[("ServVirt2", "clock")]["ok"] is False
+    assert "exceeds 0.5 s" in checks[("ServVirt2", "clock")]["detail"]
+    assert checks[("ServVirt2", "iscsi")]["ok"] is True
+    assert checks[("ServVirt2", "transport")]["ok"] is True
+    assert checks[("ServVirt2", "toolstack")]["ok"] is True
+    assert checks[("ServVirt2", "memory")]["detail"] == "1280 MiB left for domUs after the plan"
+
+    # nothing changed: same domains, no toolstack verb but list/info, no maintenance, no journal
+    assert {h: xen.domains(h) for h in VMHOSTS} == before
+    verbs = {c["argv"][0] for c in xen.calls()[calls_before:]}
+    assert verbs <= {"list", "info"}
+    assert not store_dir(salt_master).exists() or not any(
+        p.suffix == ".json" for p in store_dir(salt_master).iterdir()
+    )
+
+
+def test_plan_failure_mode_and_unreachable_transport(salt_master, xen):
+    (xen.path / "plumbing.json").write_text(json.dumps({"ServVirt1": {"ssh": False}}))
+    maintenance = run(salt_master, "xenha.plan", "ServVirt1")
+    transport = [r for r in maintenance["preflight"] if r["check"] == "transport"]
+    assert transport == [
+        {
+            "target": "ServVirt2",
+            "check": "transport",
+            "ok": False,
+            "detail": transport[0]["detail"],
+        }
+    ]
+    assert "No route to host" in transport[0]["detail"]
+
+    failure = run(salt_master, "xenha.plan", "ServVirt1", "failure")
+    assert {r["action"] for r in failure["placement"]} == {"restart", "stays down"}
+
+
+def test_evacuate_moves_what_fits_and_explains_what_stays(salt_master, xen):
+    table = run(salt_master, "xenha.evacuate", "ServVirt1")
+
+    rows = rows_by_domu(table)
+    assert {d: r["outcome"] for d, r in rows.items()} == {
+        "db01": "migrated",
+        "web01": "migrated",
+        "web02": "migrated",
+        "big01": "stayed",
+    }
+    assert rows["big01"]["reason"].startswith("no room: needs 2048 MiB")
+    assert all(rows[d]["to"] == "ServVirt2" for d in ("db01", "web01", "web02"))
+    assert placement(xen) == {
+        "db01": "ServVirt2",
+        "web01": "ServVirt2",
+        "web02": "ServVirt2",
+        "big01": "ServVirt1",
+    }
+
+    # the migrated domUs' leases were handed over to the target
+    for name in ("db01", "web01", "web02"):
+        lease = json.loads((LEASES / f"domu-{name}.lease").read_text())
+        assert lease["owner"] == "ServVirt2"
+    assert all(rows[d]["reason"] == "" for d in ("db01", "web01", "web02"))
+
+    status = run(salt_master, "xenha.status", "leases=False")
+    hosts = {h["host"]: h for h in status["hosts"]}
+    assert hosts["ServVirt1"]["state"] == "maintenance"
+    assert hosts["ServVirt2"]["state"] == "up"
+    assert hosts["ServDB"]["role"] == "storage"
+    assert hosts["ServVirt2"]["ntp"].startswith("ok: offset")
+    assert {d["domu"]: d["host"] for d in status["domus"]} == placement(xen)
+
+    # a second evacuation of a host in maintenance plans nothing onto it and moves nothing new
+    again = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1"))
+    assert again["big01"]["outcome"] == "stayed"
+
+    restored = rows_by_domu(run(salt_master, "xenha.restore", "ServVirt1", "move_back=True"))
+    assert {d: r["outcome"] for d, r in restored.items()} == dict.fromkeys(
+        ("db01", "web01", "web02"), "migrated"
+    )
+    assert set(placement(xen).values()) == {"ServVirt1"}
+    status = run(salt_master, "xenha.status", "leases=False")
+    assert {h["host"]: h["state"] for h in status["hosts"]}["ServVirt1"] == "up"
+
+
+def test_unreachable_target_every_domu_stays_with_the_reason(salt_master, xen):
+    xen.set_up("ServVirt2", up=False)
+    table = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1", "parallel=3"))
+    assert {d: r["outcome"] for d, r in table.items()} == dict.fromkeys(START, "stayed")
+    for name in ("db01", "web01", "web02"):
+        assert table[name]["reason"].startswith("target unreachable"), table[name]
+    assert set(placement(xen).values()) == {"ServVirt1"}
+    assert len(migrate_calls(xen)) == 3  # each was tried once, one failure stopped no other
+
+
+def test_interrupted_evacuation_completes_on_rerun(salt_master, xen):
+    xen.update_host("ServVirt1", migrate_delay=3.0)
+    cli = salt_master.salt_run_cli(timeout=180)
+    argv = cli.cmdline("xenha.evacuate", "ServVirt1", "parallel=1")
+    journal = store_dir(salt_master) / "evacuate-ServVirt1.json"
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            entries = json.loads(journal.read_text())["domus"] if journal.exists() else {}
+            if any(e.get("outcome") == "migrating" for e in entries.values()):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the evacuation never started a migration")
+        time.sleep(0.5)  # the runner dies while the migration is in flight
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert json.loads(journal.read_text())["finished"] is None
+
+    xen.update_host("ServVirt1", migrate_delay=0.0)
+    rows = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1"))
+    assert {d: r["outcome"] for d, r in rows.items()} == {
+        "db01": "migrated",
+        "web01": "migrated",
+        "web02": "migrated",
+        "big01": "stayed",
+    }
+    # nothing lost, nothing doubled, each domU migrated exactly once
+    assert placement(xen) == {
+        "db01": "ServVirt2",
+        "web01": "ServVirt2",
+        "web02": "ServVirt2",
+        "big01": "ServVirt1",
+    }
+    moved = sorted(c["argv"][-2] for c in migrate_calls(xen))
+    assert moved == ["db01", "web01", "web02"]
+
+
+def test_bad_host_is_refused_with_its_name(salt_master, xen):
+    ret = salt_master.salt_run_cli(timeout=60).run("xenha.evacuate", "ServDB")
+    assert "has role 'storage', not vmhost" in ret.stdout
+    ret = salt_master.salt_run_cli(timeout=60).run("xenha.plan", "NoSuchHost")
+    assert "'NoSuchHost' is not in xenha:hosts" in ret.stdout
+    ret = salt_master.salt_run_cli(timeout=60).run("xenha.plan", "ServVirt1", "sideways")
+    assert "mode must be 'maintenance' or 'failure'" in ret.stdout
+
+
+def test_documented_nightly_schedule_runs_evacuate(salt_master, xen):
+    """The schedule block of docs/runner.md, in Salt's scheduler with the master's runners."""
+    text = (REPO / "docs" / "runner.md").read_text()
+    block = re.search(r"```yaml\n(# xenha nightly maintenance window\n.*?)```", text, re.S)
+    entries = yaml.safe_load(block.group(1))["schedule"]
+    opts = salt.config.master_config(salt_master.config_file)
+    opts["schedule"] = entries
+    opts["multiprocessing"] = False  # run the job in a thread here, so the test can wait for it
+    schedule = salt.utils.schedule.Schedule(
+        opts,
+        salt.loader.runner(opts),
+        returners=salt.loader.returners(opts, {}),
+        new_instance=True,
+    )
+
+    schedule.eval(now=datetime.datetime(2030, 1, 1, 1, 59, 0))
+    job = opts["schedule"]["xenha-nightly-evacuate-servvirt1"]
+    assert "_error" not in job
+    assert job["_next_fire_time"] == datetime.datetime(2030, 1, 1, 2, 0)
+    assert not (store_dir(salt_master) / "maintenance.json").exists()  # not yet
+
+    schedule.eval(now=datetime.datetime(2030, 1, 1, 2, 0, 0))
+    journal = store_dir(salt_master) / "evacuate-ServVirt1.json"
+    deadline = time.monotonic() + 180
+    while not (journal.exists() and json.loads(journal.read_text()).get("finished")):
+        assert time.monotonic() < deadline, "the scheduled evacuation did not finish"
+        time.sleep(0.5)
+    assert placement(xen) == {
+        "db01": "ServVirt2",
+        "web01": "ServVirt2",
+        "web02": "ServVirt2",
+        "big01": "ServVirt1",
+    }
+    # the morning restore was not due at 02:00
+    assert "ServVirt1" in json.loads((store_dir(salt_master) / "maintenance.json").read_text())
