@@ -16,6 +16,7 @@ Needs: the lease directory and the ``xenha_xen`` module (to list and destroy loc
 import json
 import logging
 import os
+import socket
 import threading
 import time
 
@@ -353,13 +354,29 @@ def _destroy_all(names, timeout):
     return sorted(n for n, t in threads.items() if t.is_alive())
 
 
+def _sd_notify(message):
+    """Tell systemd (``Type=notify``, ``WatchdogSec=``) we live; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # abstract namespace
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as err:
+        log.warning("xenha-leased: cannot notify systemd at %s: %s", address, err)
+
+
 def serve(rounds=None, **overrides):
     """
     The renew daemon (run as the ``xenha-leased`` service: ``salt-call xenha_lease.serve``).
     Renews every ``renew_interval`` in a worker thread; the main thread self-fences (destroys the
     domUs whose leases it held) when no renewal issued within ``self_fence_after`` seconds has
-    succeeded, so a hung write cannot delay the fence. ``rounds`` stops after that many checks
-    (tests).
+    succeeded, so a hung write cannot delay the fence. Under systemd (``Type=notify``) it reports
+    ready and pets ``WatchdogSec=`` from the fencing thread. ``rounds`` stops after that many
+    checks (tests).
 
     CLI Example:
 
@@ -379,7 +396,7 @@ def serve(rounds=None, **overrides):
             issued = time.monotonic()
             try:
                 done = renew(**overrides)
-            except (CommandExecutionError, OSError) as err:
+            except Exception as err:  # noqa: BLE001 - the renew loop must outlive any failure
                 log.warning("xenha-leased: renewal failed: %s", err)
             else:
                 state["ok_issued"] = issued
@@ -388,10 +405,12 @@ def serve(rounds=None, **overrides):
 
     worker = threading.Thread(target=renew_loop, name="xenha-leased-renew", daemon=True)
     worker.start()
+    _sd_notify("READY=1")
     fenced, checks = None, 0
     try:
         while rounds is None or checks < int(rounds):
             checks += 1
+            _sd_notify("WATCHDOG=1")  # from the fencing thread: its hang is what must reboot
             due = xenha_lease.self_fence_due(
                 state["ok_issued"], time.monotonic(), conf["self_fence_after"]
             )

@@ -2,6 +2,7 @@
 
 import importlib.util
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -307,3 +308,15 @@ def test_self_fence_happens_even_when_a_write_hangs(hosts, monkeypatch):
     finally:
         release.set()
     assert result["self_fenced"]["destroyed"] == ["web01"]
+
+
+def test_serve_reports_to_the_systemd_watchdog(hosts, tmp_path, monkeypatch):
+    a, _ = hosts
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(2)
+        monkeypatch.setenv("NOTIFY_SOCKET", address)
+        a.mod.serve(rounds=3)
+        got = [sock.recv(64) for _ in range(4)]
+    assert got == [b"READY=1", b"WATCHDOG=1", b"WATCHDOG=1", b"WATCHDOG=1"]
