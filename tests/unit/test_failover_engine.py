@@ -1,6 +1,9 @@
 """The failover engine with a fake I/O adapter: every path, concurrency, and crash/resume."""
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -460,3 +463,31 @@ def test_audit_line_is_readable(tmp_path):
     path = tmp_path / "audit.log"
     xf.audit_line(path, {"time": 0, "host": "A", "step": "fenced", "method": "ipmi"})
     assert path.read_text() == '1970-01-01T00:00:00Z A fenced {"method": "ipmi"}\n'
+
+
+def test_a_failover_held_by_another_process_is_joined(io, tmp_path):
+    """The run lock is an flock: another process (a second salt-run) holding it makes us join."""
+    xf.store_dir(str(tmp_path))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, xenha_failover as xf\n"
+            "with xf.run_lock(sys.argv[1], 'A') as mine:\n"
+            "    print(mine, flush=True)\n"
+            "    time.sleep(30)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        result = engine(io, tmp_path).handle("A", "B", EVENT)
+        assert result == {"host": "A", "state": "in_progress", "joined": True}
+        assert io.calls == [] and io.starts == []
+    finally:
+        holder.kill()
+        holder.wait()
+    assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "done"  # lock gone with it

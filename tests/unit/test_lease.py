@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import xenha_lease as xl
+from hypothesis import given
+from hypothesis import strategies as st
 from salt.exceptions import CommandExecutionError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -320,3 +322,29 @@ def test_serve_reports_to_the_systemd_watchdog(hosts, tmp_path, monkeypatch):
         a.mod.serve(rounds=3)
         got = [sock.recv(64) for _ in range(4)]
     assert got == [b"READY=1", b"WATCHDOG=1", b"WATCHDOG=1", b"WATCHDOG=1"]
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 5, allow_nan=False), st.booleans(), st.floats(-1e9, 1e9)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_verdicts_follow_progress_and_the_observers_clock_only(steps):
+    """Random renewals and pauses, with a wild writer clock: expired iff unchanged >= expiry."""
+    expiry, now, counter, changed_at, record = 10.0, 0.0, 0, 0.0, None
+    for i, (pause, renews, writer_clock) in enumerate(steps):
+        now += pause
+        if renews:
+            counter += 1
+        record, verdict = xl.observe(
+            record, lease(counter, written=writer_clock), now, expiry, observer_boot="o"
+        )
+        if i == 0 or renews:
+            changed_at = now
+        if renews and i > 0:
+            assert verdict["state"] == xl.ADVANCING
+        else:
+            want = xl.EXPIRED if now - changed_at >= expiry else xl.STALLED
+            assert verdict["state"] == want
