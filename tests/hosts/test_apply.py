@@ -62,7 +62,7 @@ def test_chrony_on_the_storage_host_serves_the_vm_hosts(lab):
             out = host.run(["chronyc", "-n", "sources"]).stdout
             return re.search(rf"^\^\* {re.escape(server.ip)}\s", out, re.MULTILINE)
 
-        wait_for(selected, 60, f"{mid} to select {server.ip} in chronyc sources", interval=1)
+        wait_for(selected, 120, f"{mid} to select {server.ip} in chronyc sources", interval=1)
     clients = server.run(["chronyc", "-n", "clients"]).stdout
     for host in lab.hosts.values():
         if host.role == "vmhost":

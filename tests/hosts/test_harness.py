@@ -112,7 +112,7 @@ def test_power_on_brings_the_minion_back_but_not_old_processes(lab):
     v2 = lab.hosts["ServVirt2"]
     v2.power_on()
     assert v2.is_powered() and v2.link_up()
-    lab.wait_minions(["ServVirt2"], timeout=60)
+    lab.wait_minions(["ServVirt2"], timeout=120)
     cmds = [cmd for _, cmd in processes(v2)]
     assert any("sshd" in c for c in cmds)
     assert "sleep 600" not in cmds
@@ -131,7 +131,7 @@ def test_partition_cuts_the_link_but_keeps_the_host_running(lab):
     finally:
         v1.heal()
     assert reachable(lab.cli, v1.ip)
-    lab.wait_minions(["ServVirt1"], timeout=60)
+    lab.wait_minions(["ServVirt1"], timeout=120)
 
 
 def test_down_leaves_nothing_behind(lab):
