@@ -1,7 +1,8 @@
 """
-IPMI fencing against a real OpenIPMI ``ipmi_sim`` BMC in a throw-away network namespace
-(10.98.x addresses exist only inside it); ipmitool reaches it through a PATH wrapper that runs
-the real ipmitool inside the namespace. Plus the pure parts and an unreachable BMC.
+IPMI fencing against a real OpenIPMI ``ipmi_sim`` BMC (configured from the lab's templates) in
+a throw-away network namespace (10.98.x addresses exist only inside it); ipmitool reaches it
+through a PATH wrapper that runs the real ipmitool inside the namespace. Plus the pure parts and
+an unreachable BMC.
 """
 
 import os
@@ -9,35 +10,17 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 
 import pytest
 import xenha_fence as xf
 from salt.exceptions import CommandExecutionError
 
+from lab import bmc as lab_bmc
+
 BMC_IP = "10.98.0.31"
 PASSWORD = "fencepass"  # noqa: S105 - a throw-away test BMC
 
-LAN_CONF = """\
-name "xenha-test-bmc"
-set_working_mc 0x20
-  startlan 1
-    addr {ip} 623
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{control}"
-  user 2  true    "admin"  "{password}" admin    10       none md2 md5 straight
-"""
-BMC_EMU = """\
-mc_setbmc 0x20
-mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-sel_enable 0x20 1000 0x0a
-mc_enable 0x20
-"""
 # ipmi_sim's chassis_control protocol: "get power" prints power:N; "set power N" stores it.
 CONTROL = """\
 #!/bin/sh
@@ -73,10 +56,19 @@ def sim(tmp_path, monkeypatch):
         control = tmp_path / "chassis-control.sh"
         control.write_text(CONTROL.format(state=state))
         control.chmod(0o755)
+        # the lab's BMC templates (lab/bmc/), with a chassis that only records its power state
         (tmp_path / "lan.conf").write_text(
-            LAN_CONF.format(ip=BMC_IP, control=control, password=PASSWORD)
+            lab_bmc.render(
+                "lan.conf",
+                host="fence-test",
+                address=BMC_IP,
+                guid=uuid.uuid4().hex,
+                chassis_control=control,
+                username="admin",
+                password=PASSWORD,
+            )
         )
-        (tmp_path / "bmc.emu").write_text(BMC_EMU)
+        (tmp_path / "bmc.emu").write_text(lab_bmc.render("bmc.emu", host="fence-test"))
         (tmp_path / "simstate").mkdir()
         proc = subprocess.Popen(
             [*nsx, "ipmi_sim", "-c", str(tmp_path / "lan.conf"), "-f", str(tmp_path / "bmc.emu")]
