@@ -38,6 +38,7 @@ DONE = "done"
 BLOCKED = "blocked"
 IGNORED = "ignored"
 ACTIVE = (RECEIVED, VERIFIED, CORROBORATED, FENCED, RESTARTING, BLOCKED)
+HISTORY_KEPT = 200  # state changes kept in a journal (the audit trail keeps them all)
 
 DEFAULTS = {
     "corroborate_window": 2.5,  # s of watching the suspect's lease for a renewal
@@ -285,7 +286,9 @@ class Engine:
     def _set(self, record, state, **fields):
         record.update(fields)
         record["state"] = state
-        record.setdefault("history", []).append({"state": state, "time": self.io.now()})
+        history = record.setdefault("history", [])
+        history.append({"state": state, "time": self.io.now()})
+        del history[:-HISTORY_KEPT]  # a long-blocked failover must not grow without bound
         self._save(record)
         self._audit(record["host"], state, failover=record["id"], **fields)
 
