@@ -13,6 +13,7 @@ running would let a survivor start them a second time.
 Needs: the lease directory and the ``xenha_xen`` module (to list and destroy local domUs).
 """
 
+import contextvars
 import json
 import logging
 import os
@@ -403,7 +404,14 @@ def serve(rounds=None, **overrides):
                 state["owned"] = set(done["domus"])
             time.sleep(max(conf["renew_interval"] - (time.monotonic() - issued), 0))
 
-    worker = threading.Thread(target=renew_loop, name="xenha-leased-renew", daemon=True)
+    # the loader's dunders (__pillar__, __opts__, __salt__) live in context variables: the
+    # worker needs a copy of this context, or renew() sees no pillar and always fails
+    worker = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(renew_loop,),
+        name="xenha-leased-renew",
+        daemon=True,
+    )
     worker.start()
     _sd_notify("READY=1")
     fenced, checks = None, 0
