@@ -82,6 +82,7 @@ NEEDS_HOST = {"crash", "partition", "restore"}
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     parser.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR), help="the lab's folder")
+    parser.add_argument("--prefix", default="xha", help="network namespace prefix (<prefix>-sw)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fun in COMMANDS.items():
         p = sub.add_parser(name, help=(fun.__doc__ or name).splitlines()[0])
@@ -91,7 +92,7 @@ def main(argv=None):
             p.add_argument("--no-apply", action="store_true", help="only build, apply nothing")
     args = parser.parse_args(argv)
     try:
-        COMMANDS[args.command](Lab(args.run_dir), args)
+        COMMANDS[args.command](Lab(args.run_dir, prefix=args.prefix), args)
     except LabError as err:
         sys.exit(f"lab {args.command}: {err}")
 
