@@ -176,9 +176,10 @@ def chassis(lab, host_id, request):
 
 def power_on(lab, host_id):
     """Boot a lab host the way the lab built it (its VM-host toolstack set-up included)."""
-    from lab import toolstack  # noqa: PLC0415 -- only the power-on path needs it
+    from lab import failover, toolstack  # noqa: PLC0415 -- only the power-on path needs them
 
     toolstack.attach(lab)
+    failover.attach(lab)  # the lease renewer, if this lab has failover switched on
     lab.host(host_id).power_on()
 
 

@@ -5,5 +5,6 @@ base:
   '*':
     - xenha
     - lab_lookups
+    - failover
   'ServDB':
     - lab_timeserver

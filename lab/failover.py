@@ -1,0 +1,345 @@
+"""Automatic failover in the lab: storage leases, their renewers, domUs in the pillar, events.
+
+The product's failover needs, on top of what :class:`lab.cluster.Lab` builds (minions with the
+heartbeat beacon, the master's reactor and schedule, BMCs from :mod:`lab.bmc`):
+
+- a shared lease folder: ``<run>/shared/.xenha/leases``, next to the domU configs in
+  ``<run>/shared/domus`` (the folder that stands in for the OCFS2 mount; every lab host sees
+  the run folder at the same path);
+- ``xenha-leased`` (``salt-call xenha_lease.serve``, restarted when it exits, as systemd's
+  ``Restart=always`` would) on every VM host, at every power-on;
+- the domUs under ``xenha:domus`` with their configs (``xenha:leases:dir`` and ``xenha:domus``
+  come from ``<run>/pillar/xenha/failover.yaml``, which ``lab/pillar/failover.sls`` merges in);
+- an event recorder on the master (``<run>/failover/events.jsonl``: every ``xenha/*`` and
+  ``xenha_heartbeat`` event with the time it was seen), from which :func:`timeline` reads.
+
+:func:`isolate_storage` takes a host's view of the shared folder away (an empty tmpfs over it
+inside the host's own mount namespace): its renewer fails and it self-fences its domUs, as a
+host that lost its iSCSI/OCFS2 would. :func:`restore_storage` gives it back.
+"""
+
+import contextlib
+import json
+import shlex
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from lab import vm
+from lab.hosts import LabError, wait_for
+
+LEASED_PIDFILE = "/run/xenha-leased.pid"
+LEASED_LOG = "/var/log/xenha-leased.log"
+NO_STORAGE = "xenha-nostorage"  # the tmpfs that hides the shared folder from an isolated host
+
+# the master's event recorder (run inside the master host with the lab's Python, which has Salt)
+RECORDER = """
+import json, sys, time
+import salt.config, salt.utils.event
+opts = salt.config.master_config("/etc/salt/master")
+with open(sys.argv[1], "a") as out:
+    while True:
+        try:
+            bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+            while True:
+                ev = bus.get_event(full=True, wait=1, auto_reconnect=True)
+                if ev and (ev["tag"].startswith("xenha/") or "/xenha_heartbeat/" in ev["tag"]):
+                    out.write(json.dumps({"t": time.time(), "tag": ev["tag"], "data": ev["data"]},
+                                         default=str) + "\\n")
+                    out.flush()
+        except Exception as err:
+            print(f"recorder: {err}; retrying", file=sys.stderr, flush=True)
+            time.sleep(1)
+"""
+
+
+def _daemon(argv, pidfile, log):
+    """A host service: ``argv`` in the background (its own session), restarted when it exits."""
+    loop = f"while :; do {shlex.join(argv)}; sleep 1; done"
+    return [
+        "sh", "-c",
+        f"setsid sh -c {shlex.quote(loop)} >>{log} 2>&1 </dev/null & echo $! >{pidfile}",
+    ]  # fmt: skip
+
+
+def _running(host, pidfile):
+    check = f'pid=$(cat {pidfile} 2>/dev/null) && kill -0 "$pid" 2>/dev/null'
+    return host.is_powered() and host.run(["sh", "-c", check], check=False).returncode == 0
+
+
+class Failover:
+    """Failover plumbing for ``lab`` (a :class:`lab.cluster.Lab` that is up)."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.shared = lab.run_dir / "shared"
+        self.lease_dir = self.shared / ".xenha" / "leases"
+        self.pillar_file = lab.run_dir / "pillar" / "xenha" / "failover.yaml"
+        self.dir = lab.run_dir / "failover"
+        self.events_file = self.dir / "events.jsonl"
+        self.vmhosts = [h for h, s in lab.cluster["hosts"].items() if s.get("role") == "vmhost"]
+
+    # --- set-up --------------------------------------------------------------------------------
+    def enabled(self):
+        return self.pillar_file.exists()
+
+    def _pillar(self):
+        return yaml.safe_load(self.pillar_file.read_text()) if self.enabled() else {}
+
+    def _write_pillar(self, data):
+        self.pillar_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pillar_file.write_text(yaml.safe_dump(data, default_flow_style=False))
+
+    def renewer_argv(self):
+        salt_call = str(Path(sys.executable).with_name("salt-call"))
+        return _daemon(
+            [salt_call, "-l", "warning", "xenha_lease.serve"], LEASED_PIDFILE, LEASED_LOG
+        )
+
+    def recorder_argv(self):
+        log = self.dir / "recorder.log"
+        argv = [sys.executable, "-c", RECORDER, str(self.events_file)]
+        return _daemon(argv, "/run/xenha-recorder.pid", log)
+
+    def attach(self):
+        """Add the renewer (VM hosts) and the event recorder (master) to the hosts' services,
+        so every later power-on starts them. Idempotent; a no-op unless failover is enabled."""
+        if not self.enabled():
+            return
+        wanted = [(self.lab.master, self.recorder_argv())]
+        wanted += [(self.lab.hosts[h], self.renewer_argv()) for h in self.vmhosts]
+        for host, argv in wanted:
+            if argv not in host.services:
+                host.services.append(argv)
+
+    def enable(self, timeout=120):
+        """Switch failover on in a lab that is up: lease folder, pillar, renewers, recorder."""
+        self.lease_dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.events_file.touch()
+        data = self._pillar() or {"xenha": {"domus": {}}}
+        data["xenha"]["leases"] = {"dir": str(self.lease_dir)}
+        self._write_pillar(data)
+        self.attach()
+        self.refresh(timeout)
+        self.ensure_services()
+        wait_for(
+            lambda: all((self.lease_dir / f"host-{h}.lease").exists() for h in self.vmhosts),
+            timeout,
+            "every VM host's first lease renewal",
+            interval=0.5,
+        )
+
+    def refresh(self, timeout=120):
+        """Make the minions read the failover pillar (the master compiles it afresh anyway)."""
+        got = self.lab.salt(self.vmhosts, "saltutil.refresh_pillar", "wait=True", timeout=timeout)
+        missing = sorted(set(self.vmhosts) - set(got))
+        if missing:
+            raise LabError(f"saltutil.refresh_pillar: no answer from {', '.join(missing)}")
+
+    def ensure_services(self):
+        """Start the renewers and the recorder where their host is on and they do not run."""
+        pairs = [(self.lab.master, self.recorder_argv(), "/run/xenha-recorder.pid")]
+        pairs += [(self.lab.hosts[h], self.renewer_argv(), LEASED_PIDFILE) for h in self.vmhosts]
+        for host, argv, pidfile in pairs:
+            if host.is_powered() and not _running(host, pidfile):
+                host.run(argv, timeout=30)
+
+    def define_domu(self, name, ip, *, priority=100, preferred_host=None, memory=128):
+        """Give domU ``name`` a disk and config (:class:`lab.vm.DomUs`) and put it under
+        ``xenha:domus``; returns the config's path. Start it with :meth:`start_domu`."""
+        cfg = vm.DomUs(self.lab).define(name, ip, memory=memory)
+        data = self._pillar() or {"xenha": {}}
+        entry = {"config": str(cfg), "memory_mib": memory, "priority": priority}
+        if preferred_host:
+            entry["preferred_host"] = preferred_host
+        data["xenha"].setdefault("domus", {})[name] = entry
+        self._write_pillar(data)
+        return cfg
+
+    def start_domu(self, name, host_id, timeout=120):
+        """Start ``name`` on ``host_id`` as the product does (take its lease, then
+        ``xenha_xen.start``); returns the xl row."""
+        spec = self._pillar()["xenha"]["domus"][name]
+        taken = self.lab.salt(host_id, "xenha_lease.acquire_domu", name, timeout=timeout)
+        if not isinstance(taken.get(host_id), dict):
+            raise LabError(f"{host_id}: xenha_lease.acquire_domu {name}: {taken}")
+        row = self.lab.salt(host_id, "xenha_xen.start", spec["config"], timeout=timeout)
+        if not isinstance(row.get(host_id), dict):
+            raise LabError(f"{host_id}: xenha_xen.start {name}: {row}")
+        return row[host_id]
+
+    def lease(self, kind, name):
+        """A lease file as the machine sees it ({} when missing)."""
+        path = self.lease_dir / f"{kind}-{name}.lease"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    # --- storage -------------------------------------------------------------------------------
+    def storage_isolated(self, host_id):
+        host = self.lab.host(host_id)
+        mounts = host.run(["cat", "/proc/self/mounts"]).stdout.splitlines()
+        return any(m.split()[:2] == [NO_STORAGE, str(self.shared)] for m in mounts)
+
+    def isolate_storage(self, host_id):
+        """Hide the shared folder (leases, domU configs) from ``host_id``: an empty read-only
+        tmpfs over it, in the host's own mount namespace only."""
+        if not self.storage_isolated(host_id):
+            argv = ["mount", "-t", "tmpfs", "-o", "ro,size=4k", NO_STORAGE, str(self.shared)]
+            self.lab.host(host_id).run(argv)
+
+    def restore_storage(self, host_id):
+        """Give ``host_id`` its view of the shared folder back."""
+        if self.storage_isolated(host_id):
+            self.lab.host(host_id).run(["umount", str(self.shared)])
+
+    # --- what happened -------------------------------------------------------------------------
+    def events(self, tag_prefix="", since=0.0):
+        """Recorded events (``{"t", "tag", "data"}``, oldest first) whose tag starts with
+        ``tag_prefix`` and that were seen at or after ``since`` (time.time())."""
+        if not self.events_file.exists():
+            return []
+        found = []
+        for line in self.events_file.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                ev = json.loads(line)
+                if ev["tag"].startswith(tag_prefix) and ev["t"] >= since:
+                    found.append(ev)
+        return found
+
+    def wait_event(self, tag_prefix, since, timeout, what=None):
+        """Wait for the first event ``tag_prefix``... seen after ``since``; returns it."""
+        return wait_for(
+            lambda: (found := self.events(tag_prefix, since)) and found[0],
+            timeout,
+            what or f"event {tag_prefix}",
+            interval=0.5,
+        )
+
+    def audit(self, since=None):
+        """The master's audit trail (``xenha_failover.audit_line`` lines)."""
+        path = self.lab.master.root / "var" / "cache" / "salt" / "master" / "xenha" / "audit.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return lines if since is None else [x for x in lines if x[:20] >= _stamp(since)]
+
+    def journal(self, host_id):
+        """The master's failover journal for ``host_id`` ({} if none)."""
+        path = self.lab.master.root / "var" / "cache" / "salt" / "master" / "xenha"
+        path = path / f"failover-{host_id}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def timeline(self, host_id, since):
+        """Seconds from ``since`` (e.g. the crash, time.time()) to each step of the failover
+        of ``host_id``, from the recorded events: ``lost`` (first heartbeat loss reported),
+        ``started``, ``verified``, ``fenced``, ``domu_started:<name>``, ``done``, ``blocked``,
+        ``ignored``; plus ``fence`` (method) and ``reporter``."""
+        steps = {}
+        for ev in self.events("", since):
+            tag, data = ev["tag"], ev["data"]
+            if tag.endswith("/xenha_heartbeat/lost") and data.get("peer") == host_id:
+                steps.setdefault("lost", ev["t"] - since)
+                steps.setdefault("reporter", data.get("id"))
+            elif tag.startswith(f"xenha/failover/{host_id}/"):
+                what = tag.rsplit("/", 1)[1]
+                key = f"{what}:{data.get('domu')}" if what == "domu_started" else what
+                steps.setdefault(key, ev["t"] - since)
+                if what == "fenced":
+                    steps.setdefault("fence", data.get("method"))
+        return {k: round(v, 2) if isinstance(v, float) else v for k, v in steps.items()}
+
+
+# what any minion with its key can put on the master bus: events in a beacon's own layout
+FORGER = """
+import json, sys
+import salt.channel.client, salt.config, salt.minion
+opts = salt.config.minion_config("/etc/salt/minion")
+opts.update(salt.minion.resolve_dns(opts))
+with salt.channel.client.ReqChannel.factory(opts) as channel:
+    channel.send({"id": opts["id"], "cmd": "_minion_event", "pretag": None,
+                  "tok": channel.auth.gen_token(b"salt"),
+                  "events": [{"tag": sys.argv[1], "data": json.loads(sys.argv[2])}]}, timeout=30)
+"""
+
+
+def forge_event(lab, minion_id, tag, data):
+    """Send an event with ``tag`` and ``data`` to the master as minion ``minion_id`` does
+    for its beacons (so the data sits directly under the tag): a forged claim."""
+    argv = [sys.executable, "-c", FORGER, tag, json.dumps(data)]
+    lab.host(minion_id).run(argv, timeout=60)
+
+
+def _stamp(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def enable_failover(lab, timeout=120):
+    """Switch automatic failover on in ``lab`` (up): see :class:`Failover`; returns it."""
+    fo = Failover(lab)
+    fo.enable(timeout)
+    return fo
+
+
+def attach(lab):
+    """At power-on time (e.g. a BMC's power on): start the failover services on the hosts of
+    ``lab`` if this lab has failover enabled."""
+    Failover(lab).attach()
+
+
+# --- never two copies ----------------------------------------------------------------------------
+
+
+def running_on(lab, name):
+    """The VM hosts where a QEMU of domU ``name`` is alive right now (not a zombie)."""
+    where = set()
+    needle = f"guest={name}".encode()
+    for host_id, host in lab.hosts.items():
+        if host.role != "vmhost":
+            continue
+        for pid in host.pids():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if needle in argv and state not in "ZX":
+                where.add(host_id)
+    return where
+
+
+class Watch:
+    """Samples where domU ``name`` runs (every ``interval`` s, from outside the hosts) until
+    stopped; ``samples`` is [(time, sorted hosts)], ``doubles`` those with two or more."""
+
+    def __init__(self, lab, name, interval=0.2):
+        self.lab, self.name, self.interval = lab, name, interval
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append((time.time(), sorted(running_on(self.lab, self.name))))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def doubles(self):
+        return [s for s in self.samples if len(s[1]) > 1]
+
+    def last_on(self, host_id):
+        """Time of the last sample that saw it on ``host_id`` (None if never)."""
+        times = [t for t, hosts in self.samples if host_id in hosts]
+        return times[-1] if times else None
+
+    def first_on(self, host_id, after=0.0):
+        times = [t for t, hosts in self.samples if host_id in hosts and t >= after]
+        return times[0] if times else None
