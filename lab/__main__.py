@@ -4,7 +4,7 @@ import argparse
 import json
 import sys
 
-from lab import DEFAULT_RUN_DIR
+from lab import DEFAULT_RUN_DIR, demo
 from lab.cluster import Lab
 from lab.hosts import LabError
 
@@ -58,13 +58,8 @@ def cmd_restore(lab, args):
 
 
 def cmd_demo(lab, args):
-    """Build the lab, apply the formulas, show the status, tear down."""
-    lab.up()
-    try:
-        summary(lab.converge())
-        print(json.dumps(lab.status(), indent=1))
-    finally:
-        lab.down()
+    """Build the lab, migrate a guest live, crash a host, fail over, report, tear down."""
+    demo.main(lab)
 
 
 COMMANDS = {
