@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lab import REPO
-from lab.hosts import LabError, Segment, identity
+from lab.hosts import LabError, Segment, identity, wait_for
 from tests.hosts.conftest import make_lab
 
 pytestmark = pytest.mark.root
@@ -36,6 +36,11 @@ def processes(host):
     """(pid, command) of every process inside the host's PID namespace, as the host sees them."""
     out = host.run(["ps", "-e", "-o", "pid=,args="]).stdout
     return [(int(p), cmd) for p, cmd in (line.strip().split(None, 1) for line in out.splitlines())]
+
+
+def sleeping(host):
+    """Whether ``sleep 300`` (what the tests spawn) runs in the host."""
+    return any(cmd == "sleep 300" for _, cmd in processes(host))
 
 
 def test_each_host_has_its_own_etc_hostname_and_processes(lab):
@@ -82,12 +87,11 @@ def test_spawn_returns_a_process_that_terminate_stops(lab):
     host = lab.hosts["ServDB"]
     proc = host.spawn(["sleep", "300"])
     try:
-        time_sleeps = [p for p, cmd in processes(host) if cmd == "sleep 300"]
-        assert time_sleeps
+        wait_for(lambda: sleeping(host), 30, "the spawned sleep to start")
     finally:
         proc.terminate()
     assert proc.wait(timeout=10) != 0
-    assert not [p for p, cmd in processes(host) if cmd == "sleep 300"]
+    assert not sleeping(host)
 
 
 def test_power_off_kills_every_process_and_drops_the_link(lab):
@@ -122,12 +126,13 @@ def test_power_on_brings_the_minion_back_but_not_old_processes(lab):
 def test_partition_cuts_the_link_but_keeps_the_host_running(lab):
     v1 = lab.hosts["ServVirt1"]
     v1.spawn(["sleep", "300"])
+    wait_for(lambda: sleeping(v1), 30, "the spawned sleep to start")
     v1.partition()
     try:
         assert not ping(lab.cli, v1.ip)
         assert not ping(v1, lab.master.ip)
         assert v1.is_powered()
-        assert "sleep 300" in [cmd for _, cmd in processes(v1)]
+        assert sleeping(v1)
     finally:
         v1.heal()
     assert reachable(lab.cli, v1.ip)
