@@ -1,0 +1,337 @@
+"""Automatic failover in the lab: real minions, heartbeat beacons, reactor and runner, real BMC
+simulators, storage leases with their renewers, and a real guest (slow: QEMU under TCG).
+
+One module-scoped lab (prefix ``xfo``) and one domU, web01, which the tests hand from host to
+host in order: a crash fails it over by IPMI fence, the crashed host comes back without it; a
+fence that cannot happen blocks until an operator acknowledges it; a partitioned host that still
+renews its lease keeps it, and once it loses the storage too it self-fences before the survivor
+takes over; short heartbeat drops do nothing; forged claims are ignored; a burst of claims and a
+master killed mid-failover still give exactly one restart. ``Watch`` samples where web01's QEMU
+lives (from outside the hosts) all along: never on two hosts at once.
+"""
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from lab import REPO, bmc, toolstack, vm
+from lab.cluster import Lab
+from lab.failover import Watch, enable_failover, forge_event, running_on
+from lab.hosts import wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.lab]
+
+V1, V2, DB = "ServVirt1", "ServVirt2", "ServDB"
+WEB01_IP = "10.99.0.100"
+FAILOVER_TIMEOUT = 240  # s: detection, corroboration, fence and a TCG boot on a loaded machine
+WATCH = []  # every Watch of the module: none may ever have seen web01 on two hosts
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, QEMU taps, tgtd)")
+    tools = ("qemu-system-x86_64", "ipmi_sim", "ipmitool", "tgtd", "iptables")
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        pytest.fail(f"missing lab tools {missing}: run `make deps`")
+    the_lab = Lab(REPO / "run" / "test-failover-lab", prefix="xfo")
+    toolstack.attach(the_lab)
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture(scope="module")
+def bmcs(lab):
+    started = bmc.start_all(lab)
+    yield started
+    for b in started.values():
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def fo(lab, bmcs):
+    failover = enable_failover(lab)
+    failover.define_domu("web01", WEB01_IP, preferred_host=V1)
+    failover.refresh()
+    return failover
+
+
+@pytest.fixture(scope="module")
+def web01(lab, fo):
+    """web01 started on ServVirt1 as the product starts a domU; its first HTTP state."""
+    fo.start_domu("web01", V1)
+    state = vm.wait_guest(lab.cli, WEB01_IP)
+    wait_for(lambda: fo.lease("domu", "web01").get("owner") == V1, 30, "web01's lease on V1")
+    return state
+
+
+@contextmanager
+def watch(lab):
+    with Watch(lab, "web01") as w:
+        WATCH.append(w)
+        yield w
+    assert not w.doubles, f"web01 ran on two hosts at once: {w.doubles[:3]}"
+
+
+def new_boot(lab, old, timeout=FAILOVER_TIMEOUT):
+    """Wait until web01 answers HTTP with another boot id than ``old``; its state."""
+    return wait_for(
+        lambda: (
+            (s := vm.guest_state(lab.cli, WEB01_IP)) and s.get("bootid") not in (None, old) and s
+        ),
+        timeout,
+        "web01 to answer HTTP from a new boot",
+        interval=0.3,
+    )
+
+
+def started(fo, host_id, since):
+    """The ``domu_started`` events of ``host_id``'s failovers seen since ``since``."""
+    return [e["data"] for e in fo.events(f"xenha/failover/{host_id}/domu_started", since)]
+
+
+def power_on(lab, bmcs, host_id):
+    """Power a lab host on through its BMC (standard IPMI) and wait for its minion."""
+    out = bmcs[host_id].ipmitool("chassis", "power", "on")
+    assert out.returncode == 0, out.stderr
+    lab.wait_minions([host_id], timeout=180)
+
+
+def show(title, timeline, **extra):
+    print(f"\n{title}: " + json.dumps({**timeline, **extra}))
+
+
+# --- 1. crash -> fenced restart on the survivor, exactly once --------------------------------
+
+
+def test_crash_restarts_its_domus_on_the_survivor_once(lab, bmcs, fo, web01):
+    before = vm.wait_guest(lab.cli, WEB01_IP)
+    with watch(lab) as w:
+        t0 = time.time()
+        lab.hosts[V1].power_off()  # `python -m lab crash ServVirt1`
+        fo.wait_event(f"xenha/failover/{V1}/done", t0, FAILOVER_TIMEOUT)
+        after = new_boot(lab, before["bootid"])
+        http = time.time() - t0
+    tl = fo.timeline(V1, t0)
+    show("crash -> restart", tl, http=round(http, 2))
+    assert tl["fence"] == "ipmi"
+    assert tl["reporter"] == V2
+    order = ["lost", "started", "verified", "fenced", "domu_started:web01", "done"]
+    assert [tl[k] for k in order] == sorted(tl[k] for k in order), tl
+    assert [e["target"] for e in started(fo, V1, t0)] == [V2]  # exactly once, on the survivor
+    journal = fo.journal(V1)
+    assert journal["state"] == "done" and journal["domus"]["web01"]["host"] == V2
+    audit = " ".join(fo.audit(t0))
+    for step in ("received", "verified", "corroborated", "fenced", "domu_started", "done"):
+        assert f" {V1} {step} " in audit
+    assert running_on(lab, "web01") == {V2}
+    assert w.last_on(V1) < w.first_on(V2)
+    assert after["disk_seq"] > before["disk_seq"]  # booted from the same disk, writes went on
+    assert fo.lease("domu", "web01")["owner"] == V2
+    assert bmcs[V1].power_status() is False
+
+
+def test_the_dead_host_comes_back_without_its_old_domus_and_shows_healthy(lab, bmcs, fo):
+    t0 = time.time()
+    with watch(lab):
+        power_on(lab, bmcs, V1)
+        # its renewer is back (host lease advancing) and it takes nothing: web01 stays on V2
+        counter = fo.lease("host", V1).get("counter", 0)
+        wait_for(lambda: fo.lease("host", V1).get("counter", 0) > counter, 60, "V1's lease")
+        check = lab.salt(V1, "xenha_lease.check_start", "web01")[V1]
+        assert check["ok"] is False and check["owner"] == V2, check
+        rows = lab.salt_run("xenha.failover_resume")
+        assert {r["host"]: r["state"] for r in rows}[V1] == "recovered"
+        status = lab.salt_run("xenha.status", leases=False)
+        assert {h["host"]: h["state"] for h in status["hosts"]}[V1] == "up"
+        assert {d["domu"]: d["host"] for d in status["domus"]}["web01"] == V2
+    assert running_on(lab, "web01") == {V2}
+    assert fo.events(f"xenha/failover/{V1}/recovered", t0)
+
+
+# --- 2. fence failure -> blocked -> ack_fence completes --------------------------------------
+
+
+def test_fence_failure_blocks_until_the_operator_acknowledges(lab, bmcs, fo):
+    before = vm.wait_guest(lab.cli, WEB01_IP)
+    # V2 dies with its BMC, and the survivor cannot read the leases (storage hiccup): no proof
+    fo.isolate_storage(V1)
+    lab.bmcs[V2].partition()
+    try:
+        with watch(lab) as w:
+            t0 = time.time()
+            lab.hosts[V2].power_off()
+            blocked = fo.wait_event(f"xenha/failover/{V2}/blocked", t0, FAILOVER_TIMEOUT)
+            reason = blocked["data"]["reason"]
+            assert "IPMI" in reason and "lease" in reason, reason
+            assert not started(fo, V2, t0)
+            assert running_on(lab, "web01") == set()
+            assert fo.journal(V2)["state"] == "blocked"
+            t_ack = time.time()
+            ack = lab.salt_run("xenha.ack_fence", V2)
+            assert ack["acknowledged"] is True
+            fenced = fo.wait_event(f"xenha/failover/{V2}/fenced", t_ack, FAILOVER_TIMEOUT)
+            assert fenced["data"]["method"] == "manual"
+            fo.restore_storage(V1)
+            fo.wait_event(f"xenha/failover/{V2}/done", t_ack, FAILOVER_TIMEOUT)
+            new_boot(lab, before["bootid"])
+        tl = fo.timeline(V2, t0)
+        show("blocked -> ack_fence -> restart", tl, ack=round(t_ack - t0, 2))
+        assert [e["target"] for e in started(fo, V2, t0)] == [V1]
+        assert w.first_on(V1) > t_ack
+        assert any(f" {V2} ack_fence " in line for line in fo.audit(t0))
+    finally:
+        fo.restore_storage(V1)
+        lab.bmcs[V2].heal()
+    power_on(lab, bmcs, V2)
+    assert running_on(lab, "web01") == {V1}
+
+
+# --- 3. partition: no restart while it renews; storage lost too -> self-fence, then takeover --
+
+
+def test_partitioned_host_keeps_its_domus_while_it_renews_its_lease(lab, fo):
+    t0 = time.time()
+    with watch(lab):
+        lab.hosts[V1].partition()
+        try:
+            ignored = fo.wait_event(f"xenha/failover/{V1}/ignored", t0, FAILOVER_TIMEOUT)
+            assert "still renews its storage lease" in ignored["data"]["reason"]
+            journal = fo.journal(V1)
+            assert journal["state"] == "ignored" and journal["recheck"] is True
+            time.sleep(3)
+            assert running_on(lab, "web01") == {V1}
+            assert not started(fo, V1, t0)
+        finally:
+            lab.hosts[V1].heal()
+    lab.wait_minions([V1])
+
+
+def test_partitioned_host_that_loses_storage_self_fences_before_the_takeover(lab, fo):
+    before = vm.wait_guest(lab.cli, WEB01_IP)
+    try:
+        with watch(lab) as w:
+            t0 = time.time()
+            # the whole host is cut off (its BMC too) and loses the shared storage
+            lab.hosts[V1].partition()
+            lab.bmcs[V1].partition()
+            fo.isolate_storage(V1)
+            wait_for(lambda: running_on(lab, "web01") == set(), 60, "V1 to self-fence web01")
+            t_self = time.time()
+            # the loss claim was ignored while it renewed; resume (also scheduled) looks again
+            lab.salt_run("xenha.failover_resume", timeout=FAILOVER_TIMEOUT)
+            fo.wait_event(f"xenha/failover/{V1}/done", t0, FAILOVER_TIMEOUT)
+            new_boot(lab, before["bootid"])
+        tl = fo.timeline(V1, t0)
+        show("partition + storage lost -> self-fence -> takeover", tl, self_fenced=t_self - t0)
+        assert tl["fence"] == "lease"
+        assert [e["target"] for e in started(fo, V1, t0)] == [V2]
+        assert w.last_on(V1) < w.first_on(V2)  # gone from V1 before V2 started it
+        leased = lab.hosts[V1].run(["cat", "/var/log/xenha-leased.log"]).stdout
+        assert "self-fencing: destroying ['web01']" in leased
+    finally:
+        fo.restore_storage(V1)
+        lab.bmcs[V1].heal()
+        lab.hosts[V1].heal()
+    lab.wait_minions([V1])
+    # back on the network and the storage, it renews again and does not restart web01
+    counter = fo.lease("host", V1).get("counter", 0)
+    wait_for(lambda: fo.lease("host", V1).get("counter", 0) > counter, 60, "V1 renewing")
+    time.sleep(3)
+    assert running_on(lab, "web01") == {V2}
+
+
+# --- 4. heartbeat drops shorter than the dead time ---------------------------------------------
+
+
+def iptables(host, *rule):
+    host.run(["iptables", "-w", *rule])
+
+
+def test_heartbeat_drops_below_the_dead_time_fail_nothing_over(lab, fo):
+    hb = ["INPUT", "-p", "udp", "--dport", "7788"]
+    every4 = [*hb, "-m", "statistic", "--mode", "nth", "--every", "4", "--packet", "0"]
+    t0 = time.time()
+    with watch(lab):
+        for host_id in (V1, V2):
+            host = lab.hosts[host_id]
+            try:
+                iptables(host, "-A", *hb, "-j", "DROP")  # all keepalives lost for 2 s
+                time.sleep(2)
+                iptables(host, "-D", *hb, "-j", "DROP")
+                iptables(host, "-A", *every4, "-j", "ACCEPT")  # 3 in 4 lost for 8 s
+                iptables(host, "-A", *hb, "-j", "DROP")
+                time.sleep(8)
+            finally:
+                host.run(["iptables", "-w", "-F", "INPUT"], check=False)
+        time.sleep(5)  # longer than the dead time: a late alarm would show
+    assert fo.events("salt/beacon/", t0) == []
+    assert fo.events("xenha/failover/", t0) == []
+    assert running_on(lab, "web01") == {V2}
+
+
+# --- 5. forged and repeated claims ---------------------------------------------------------
+
+
+def test_forged_claims_are_ignored_and_logged(lab, fo):
+    t0 = time.time()
+    forged = [
+        # a non-member minion speaks for the cluster
+        (DB, f"salt/beacon/{DB}/xenha_heartbeat/lost", {"peer": V2, "id": DB, "reporter": DB}),
+        # a member's tag, with the data claiming another sender
+        (V1, f"salt/beacon/{V1}/xenha_heartbeat/lost", {"peer": V2, "id": V2, "reporter": V2}),
+        # a member reporting a peer other than the one in the data's id
+        (V1, f"salt/beacon/{V1}/xenha_heartbeat/lost", {"peer": V2, "id": DB, "reporter": V1}),
+    ]
+    for minion, tag, data in forged:
+        forge_event(lab, minion, tag, data)
+    wait_for(
+        lambda: len(fo.events(f"xenha/failover/{V2}/ignored", t0)) >= len(forged),
+        60,
+        "every forged claim to be refused",
+    )
+    reasons = [e["data"]["reason"] for e in fo.events(f"xenha/failover/{V2}/ignored", t0)]
+    assert any(f"reporter '{DB}' is not a cluster VM host" in r for r in reasons), reasons
+    assert any("does not match" in r for r in reasons), reasons
+    refused = [line for line in fo.audit(t0) if "claim refused" in line]
+    assert len(refused) == len(forged)
+    assert not fo.events(f"xenha/failover/{V2}/started", t0)
+    assert running_on(lab, "web01") == {V2}
+
+
+def test_a_burst_of_claims_and_a_master_killed_mid_failover_give_one_restart(lab, fo):
+    before = vm.wait_guest(lab.cli, WEB01_IP)
+    claim = {"peer": V2, "id": V1, "reporter": V1, "age": 3.2, "dead_time": 3.0}
+    with watch(lab):
+        t0 = time.time()
+        lab.hosts[V2].power_off()
+        for _ in range(3):  # on top of V1's own beacon event
+            forge_event(lab, V1, f"salt/beacon/{V1}/xenha_heartbeat/lost", claim)
+        fo.wait_event(f"xenha/failover/{V2}/verified", t0, FAILOVER_TIMEOUT)
+        # the master dies mid-failover: the runner (inside it) dies with it
+        lab.master.power_off()
+        t_kill = time.time()
+        lab.master.power_on()
+        lab.wait_minions(timeout=180)
+        # the master's schedule (xenha.failover_resume, every 60 s) completes it
+        fo.wait_event(f"xenha/failover/{V2}/done", t_kill, FAILOVER_TIMEOUT)
+        new_boot(lab, before["bootid"])
+    tl = fo.timeline(V2, t0)
+    show("burst + master killed -> resumed", tl, master_killed=round(t_kill - t0, 2))
+    assert [e["target"] for e in started(fo, V2, t0)] == [V1]
+    journal = fo.journal(V2)
+    assert journal["state"] == "done"
+    ids = {json.loads(line.split(" ", 3)[3]).get("failover") for line in fo.audit(t0)}
+    assert ids - {None} == {journal["id"]}  # one failover for every claim
+    steps = [line.split(" ")[2] for line in fo.audit(t0)]
+    assert "resume" in steps
+    assert steps.count("received") == 1
+    assert running_on(lab, "web01") == {V1}
