@@ -1,10 +1,10 @@
-"""The lab CLI: ``python -m lab up|down|status|crash HOST|partition HOST|restore HOST|demo``."""
+"""The lab CLI: ``python -m lab up|down|status|demo`` and ``python -m lab VERB HOST``."""
 
 import argparse
 import json
 import sys
 
-from lab import DEFAULT_RUN_DIR, demo
+from lab import DEFAULT_RUN_DIR, demo, failover
 from lab.cluster import Lab
 from lab.hosts import LabError
 
@@ -50,11 +50,18 @@ def cmd_partition(lab, args):
     lab.host(args.host).partition()
 
 
+def cmd_isolate_storage(lab, args):
+    """Take the host's view of the shared storage away (leases, domU configs); it keeps running."""
+    failover.Failover(lab).isolate_storage(args.host)
+
+
 def cmd_restore(lab, args):
-    """Power the host on if it is off, and reconnect it."""
+    """Power the host on if it is off, reconnect it and give its storage back."""
     host = lab.host(args.host)
+    failover.attach(lab)  # its lease renewer, if failover is on
     host.power_on()
     host.heal()
+    failover.Failover(lab).restore_storage(args.host)
 
 
 def cmd_demo(lab, args):
@@ -68,10 +75,11 @@ COMMANDS = {
     "status": cmd_status,
     "crash": cmd_crash,
     "partition": cmd_partition,
+    "isolate-storage": cmd_isolate_storage,
     "restore": cmd_restore,
     "demo": cmd_demo,
 }
-NEEDS_HOST = {"crash", "partition", "restore"}
+NEEDS_HOST = {"crash", "partition", "isolate-storage", "restore"}
 
 
 def main(argv=None):
