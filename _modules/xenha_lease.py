@@ -53,6 +53,16 @@ def _boot_id():
         return fh.read().strip()
 
 
+def _thread(func, *args, name=None):
+    """
+    A daemon thread running ``func(*args)`` in a copy of this context: the loader's dunders
+    (__pillar__, __opts__, __salt__) live in context variables, and a bare thread sees none of
+    them (renewals then fail and the host self-fences: found in the lab).
+    """
+    context = contextvars.copy_context()
+    return threading.Thread(target=context.run, args=(func, *args), name=name, daemon=True)
+
+
 def _with_timeout(func, timeout, what):
     """Run ``func`` in a thread; raise CommandExecutionError if it takes longer than timeout."""
     box = {}
@@ -63,7 +73,7 @@ def _with_timeout(func, timeout, what):
         except BaseException as err:  # noqa: BLE001 - handed to the caller below
             box["error"] = err
 
-    worker = threading.Thread(target=target, daemon=True)
+    worker = _thread(target)
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
@@ -312,6 +322,32 @@ def _local_domus():
     return sorted(n for n in domus if "--" not in n)
 
 
+def _renew_host(conf):
+    # never create the directory: with the shared storage unmounted that would renew on the
+    # local disk, where nobody else sees it, and hide the loss from the self-fence
+    if not os.path.isdir(conf["dir"]):
+        raise CommandExecutionError(f"lease directory {conf['dir']} is missing (storage lost?)")
+    return _write(conf, "host", _me(), _read(conf, "host", _me()))["counter"]
+
+
+def _renew_domus(conf, names):
+    """
+    Renew the leases of ``names`` that are ours or unclaimed (no lease, released): returns
+    ``({name: counter}, {name: owner})``, the second for leases another host holds (untouched).
+    Storage only: no toolstack call.
+    """
+    me = _me()
+    renewed, foreign = {}, {}
+    for name in names:
+        lease = _read(conf, "domu", name)
+        if lease is None or lease["owner"] == me or lease.get("released"):
+            renewed[name] = _write(conf, "domu", name, lease)["counter"]
+        else:
+            foreign[name] = lease["owner"]
+            log.error("domU %s runs here but its lease is held by %s", name, lease["owner"])
+    return renewed, foreign
+
+
 def renew(**overrides):
     """
     One renewal round: this host's lease, then the lease of every domU running here that is
@@ -325,20 +361,8 @@ def renew(**overrides):
         salt ServVirt1 xenha_lease.renew
     """
     conf = _settings(**overrides)
-    # never create the directory: with the shared storage unmounted that would renew on the
-    # local disk, where nobody else sees it, and hide the loss from the self-fence
-    if not os.path.isdir(conf["dir"]):
-        raise CommandExecutionError(f"lease directory {conf['dir']} is missing (storage lost?)")
-    me = _me()
-    result = {"host": _write(conf, "host", me, _read(conf, "host", me))["counter"]}
-    result["domus"], result["foreign"] = {}, {}
-    for name in _local_domus():
-        lease = _read(conf, "domu", name)
-        if lease is None or lease["owner"] == me or lease.get("released"):
-            result["domus"][name] = _write(conf, "domu", name, lease)["counter"]
-        else:
-            result["foreign"][name] = lease["owner"]
-            log.error("domU %s runs here but its lease is held by %s", name, lease["owner"])
+    result = {"host": _renew_host(conf)}
+    result["domus"], result["foreign"] = _renew_domus(conf, _local_domus())
     return result
 
 
@@ -346,7 +370,7 @@ def _destroy_all(names, timeout):
     """Destroy ``names`` in parallel; returns the names not confirmed destroyed in time."""
     threads = {}
     for name in names:
-        t = threading.Thread(target=__salt__["xenha_xen.destroy"], args=(name,), daemon=True)
+        t = _thread(__salt__["xenha_xen.destroy"], name)
         t.start()
         threads[name] = t
     deadline = time.monotonic() + timeout
@@ -370,12 +394,73 @@ def _sd_notify(message):
         log.warning("xenha-leased: cannot notify systemd at %s: %s", address, err)
 
 
+class _Renewer:
+    """xenha-leased's two loops and what they share: the domU leases held, the last success."""
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.stop = False
+        self.lock = threading.Lock()  # guards self.owned and self.local
+        self.owned = set()  # domUs whose leases we hold and renew
+        self.local = set()  # domUs running here, as last listed
+        try:
+            self.owned = self.local = set(_local_domus())
+        except Exception as err:  # noqa: BLE001 - start renewing the host lease anyway
+            log.error("xenha-leased: cannot list local domUs at start: %s", err)
+        self.ok_issued = time.monotonic()  # issue time of the last successful renewal
+
+    def holding(self):
+        with self.lock:
+            return sorted(self.owned)
+
+    def victims(self):
+        """What a self-fence destroys: everything running here, leased or not (once our leases
+        stop, anything here may be started elsewhere: one just started, one just migrated in)."""
+        with self.lock:
+            return sorted(self.owned | self.local)
+
+    def _pause(self, since):
+        time.sleep(max(self.conf["renew_interval"] - (time.monotonic() - since), 0))
+
+    def renew_loop(self):
+        """Storage only: this host's lease and the domU leases it holds."""
+        while not self.stop:
+            issued = time.monotonic()
+            try:
+                _renew_host(self.conf)
+                _, foreign = _renew_domus(self.conf, self.holding())
+            except Exception as err:  # noqa: BLE001 - the renew loop must outlive any failure
+                log.warning("xenha-leased: renewal failed: %s", err)
+            else:
+                self.ok_issued = issued
+                if foreign:  # handed over to another host: no longer ours to renew
+                    with self.lock:
+                        self.owned = self.owned - set(foreign)
+            self._pause(issued)
+
+    def watch_loop(self):
+        """The toolstack, in its own thread so that a slow one cannot delay the renewals."""
+        while not self.stop:
+            started = time.monotonic()
+            try:
+                local = set(_local_domus())
+                adopted, _ = _renew_domus(self.conf, sorted(local - set(self.holding())))
+                with self.lock:
+                    self.owned = (self.owned & local) | set(adopted)
+                    self.local = local
+            except Exception as err:  # noqa: BLE001
+                log.warning("xenha-leased: cannot refresh the local domUs: %s", err)
+            self._pause(started)
+
+
 def serve(rounds=None, **overrides):
     """
     The renew daemon (run as the ``xenha-leased`` service: ``salt-call xenha_lease.serve``).
-    Renews every ``renew_interval`` in a worker thread; the main thread self-fences (destroys the
-    domUs whose leases it held) when no renewal issued within ``self_fence_after`` seconds has
-    succeeded, so a hung write cannot delay the fence. Under systemd (``Type=notify``) it reports
+    Every ``renew_interval`` one worker thread renews this host's lease and the domU leases it
+    holds (storage only); another asks the toolstack what runs here (to claim new domUs, drop
+    gone ones). The main thread self-fences (destroys every domU running here) when no
+    renewal issued within ``self_fence_after`` seconds has succeeded, so neither a hung write
+    nor a slow toolstack can delay the fence. Under systemd (``Type=notify``) it reports
     ready and pets ``WatchdogSec=`` from the fencing thread. ``rounds`` stops after that many
     checks (tests).
 
@@ -386,33 +471,13 @@ def serve(rounds=None, **overrides):
         salt-call xenha_lease.serve
     """
     conf = _settings(**overrides)
-    state = {"ok_issued": time.monotonic(), "owned": set(), "stop": False}
-    try:
-        state["owned"] = set(_local_domus())
-    except CommandExecutionError as err:
-        log.error("xenha-leased: cannot list local domUs at start: %s", err)
-
-    def renew_loop():
-        while not state["stop"]:
-            issued = time.monotonic()
-            try:
-                done = renew(**overrides)
-            except Exception as err:  # noqa: BLE001 - the renew loop must outlive any failure
-                log.warning("xenha-leased: renewal failed: %s", err)
-            else:
-                state["ok_issued"] = issued
-                state["owned"] = set(done["domus"])
-            time.sleep(max(conf["renew_interval"] - (time.monotonic() - issued), 0))
-
-    # the loader's dunders (__pillar__, __opts__, __salt__) live in context variables: the
-    # worker needs a copy of this context, or renew() sees no pillar and always fails
-    worker = threading.Thread(
-        target=contextvars.copy_context().run,
-        args=(renew_loop,),
-        name="xenha-leased-renew",
-        daemon=True,
-    )
-    worker.start()
+    renewer = _Renewer(conf)
+    workers = [
+        _thread(renewer.renew_loop, name="xenha-leased-renew"),
+        _thread(renewer.watch_loop, name="xenha-leased-watch"),
+    ]
+    for worker in workers:
+        worker.start()
     _sd_notify("READY=1")
     fenced, checks = None, 0
     try:
@@ -420,10 +485,10 @@ def serve(rounds=None, **overrides):
             checks += 1
             _sd_notify("WATCHDOG=1")  # from the fencing thread: its hang is what must reboot
             due = xenha_lease.self_fence_due(
-                state["ok_issued"], time.monotonic(), conf["self_fence_after"]
+                renewer.ok_issued, time.monotonic(), conf["self_fence_after"]
             )
             if due and fenced is None:
-                victims = sorted(state["owned"])
+                victims = renewer.victims()
                 log.critical("xenha-leased: no lease renewal, self-fencing: destroying %s", victims)
                 left = _destroy_all(victims, conf["destroy_timeout"])
                 fenced = {"destroyed": victims, "not_confirmed": left}
@@ -432,6 +497,7 @@ def serve(rounds=None, **overrides):
                 fenced = None
             time.sleep(min(0.1, conf["renew_interval"] / 4))
     finally:
-        state["stop"] = True
-        worker.join(conf["renew_interval"] + 3 * READ_TIMEOUT)
-    return {"self_fenced": fenced, "owned": sorted(state["owned"])}
+        renewer.stop = True
+        for worker in workers:
+            worker.join(conf["renew_interval"] + 3 * READ_TIMEOUT)
+    return {"self_fenced": fenced, "owned": renewer.holding()}

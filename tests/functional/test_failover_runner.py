@@ -204,3 +204,17 @@ def test_runner_killed_mid_failover_resumes_and_completes_once(salt_master, clus
     assert run(salt_master, "xenha.failover_resume")[0]["state"] == "done"
     creates = [c for c in cluster.calls()[calls_before:] if c["argv"][:1] == ["create"]]
     assert len(creates) == 2
+
+
+def test_renewer_in_a_real_minion_renews_and_does_not_self_fence(salt_master, cluster):
+    """xenha_lease.serve under Salt's loader (its threads need the loader's context)."""
+    cluster.add_domain(SURVIVOR, "web02", memory_mib=256)
+    ret = salt_master.salt_cli(timeout=120).run(
+        "xenha_lease.serve", "rounds=30", minion_tgt=SURVIVOR
+    )
+    assert ret.returncode == 0, ret
+    assert ret.data == {"self_fenced": None, "owned": ["web02"]}
+    host = xenha_lease.decode((LEASES / f"host-{SURVIVOR}.lease").read_bytes())
+    assert host["owner"] == SURVIVOR and host["counter"] >= 2
+    assert lease_owner("web02") == SURVIVOR
+    assert "web02" in cluster.domains(SURVIVOR)  # nothing destroyed

@@ -348,3 +348,51 @@ def test_verdicts_follow_progress_and_the_observers_clock_only(steps):
         else:
             want = xl.EXPIRED if now - changed_at >= expiry else xl.STALLED
             assert verdict["state"] == want
+
+
+def test_a_slow_toolstack_does_not_delay_renewals(hosts):
+    a, _ = hosts
+    a.domus = ["web01"]
+    listing = a.mod.__salt__["xenha_xen.list_domains"]
+
+    def slow_listing():
+        time.sleep(2 * FAST["self_fence_after"])
+        return listing()
+
+    a.mod.__salt__["xenha_xen.list_domains"] = slow_listing
+    before = a.mod.renew()["domus"]["web01"]
+    result = a.mod.serve(rounds=int(1.5 / 0.025))
+    assert result == {"self_fenced": None, "owned": ["web01"]}
+    assert a.mod.owned("A")["web01"] >= before + 5  # renewed on time all along
+    assert a.destroyed == []
+
+
+def test_serve_claims_new_domus_and_drops_handed_over_ones(hosts):
+    a, b = hosts
+    a.domus = ["web01"]
+    a.mod.renew()
+    b.mod.acquire_domu("web01", handover_from="A")  # migrated away: B holds it now
+    a.domus = ["db01"]  # and db01 was started here meanwhile
+    result = a.mod.serve(rounds=int(0.6 / 0.025))
+    assert result == {"self_fenced": None, "owned": ["db01"]}
+    assert a.mod.owned("A") == {"db01": a.mod.owned("A")["db01"]}
+    assert b.mod.owned("B") == {"web01": 2}  # A never wrote it again
+
+
+def test_self_fence_also_destroys_a_domu_it_had_no_lease_for_yet(hosts, shared):
+    a, b = hosts
+    b.domus = ["db01"]
+    b.mod.renew()  # B holds db01's lease (say: A is the target of a migration not yet handed over)
+    a.domus = ["db01", "web01"]
+
+    def lose_storage():
+        time.sleep(0.5)  # A has renewed web01 (and left db01 alone) a few times by then
+        shared.rename(shared.with_name("gone"))
+
+    loss = threading.Thread(target=lose_storage)
+    loss.start()
+    result = a.mod.serve(rounds=int(1.5 / 0.025))
+    loss.join()
+    # once A cannot renew, a survivor may start anything A runs: all of it goes
+    assert result["self_fenced"]["destroyed"] == ["db01", "web01"]
+    assert a.domus == []
