@@ -232,6 +232,34 @@ def _xen(function):
         return None, f"{function} failed: {err}"
 
 
+def arrived(name, handover_from=None):
+    """
+    After a live migration, on the target: whether domU ``name`` runs here under its own name
+    (not as a migration's transient copy), and if so, with ``handover_from`` (the source), take
+    its storage lease over from the source (``xenha_lease.acquire_domu``). One call, so the
+    runner confirms a move and hands the lease over in a single round trip. Answers
+    ``{"here": bool, "row": list_domains row or None, "lease": "taken" / "not configured" /
+    problem sentence}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_preflight.arrived web01 handover_from=ServVirt1
+    """
+    xenha_names.check("domain", name)
+    row = __salt__["xenha_xen.domain"](name)
+    here = bool(row) and not row.get("transient")
+    lease = "not configured"
+    if here and handover_from and _pillar("xenha:leases"):
+        try:
+            __salt__["xenha_lease.acquire_domu"](name, handover_from=handover_from)
+            lease = "taken"
+        except CommandExecutionError as err:
+            lease = f"lease handover failed: {err}"
+    return {"here": here, "row": row, "lease": lease}
+
+
 def report(peers=None, checks=True, max_offset=None):
     """
     Everything the master needs to know about this host in one call: the Xen host info and

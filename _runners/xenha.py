@@ -464,31 +464,37 @@ class _Mover:
         ok, value = _call_one(
             source, "xenha_xen.migrate", [name, hostname], {"timeout": self.timeout}, self.timeout
         )
-        answered = ok or not value.startswith("no answer")
-        where = _settle(name, source, target, self.timeout, job_done=answered)
+        if ok:
+            # xenha_xen.migrate returns only once the source no longer lists the domU: confirm
+            # the target runs it, and hand its lease over, in one call
+            where, lease = self.arrived(name, source, target)
+        else:
+            answered = not value.startswith("no answer")
+            where, lease = _settle(name, source, target, self.timeout, job_done=answered), ""
+            if where == target:
+                lease = self.arrived(name, source, target)[1]
         duration = round(time.time() - started, 3)
         if where == target:
             outcome, reason = "migrated", "" if ok else f"confirmed on {target} after: {value}"
-            reason = "; ".join(r for r in (reason, self.hand_over(name, source, target)) if r)
+            reason = "; ".join(r for r in (reason, lease) if r)
         elif where == source:
-            outcome, reason = "stayed", _classify(value if not ok else "")
-            if ok:
-                reason = f"migration reported success but {name} still runs on {source}"
+            outcome, reason = "stayed", _classify(value)
         else:
             outcome = "UNCERTAIN"
             reason = f"{name} not seen running on exactly one of {source}, {target}: check both"
             reason += "" if ok else f"; {value}"
         return self.record(name, outcome=outcome, reason=reason, duration_s=duration)
 
-    def hand_over(self, name, source, target):
-        """
-        Move the domU's storage lease to the target after a confirmed migration (docs/failover.md)
-        so the target's renewer keeps it; returns a problem sentence or "".
-        """
-        if not self.cluster.get("leases"):
-            return ""
-        ok, value = _call_one(target, "xenha_lease.acquire_domu", [name], {"handover_from": source})
-        return "" if ok else f"lease handover failed: {value}"
+    def arrived(self, name, source, target):
+        """(target or None, lease problem or ""): the domU on the target, lease handed over."""
+        handover = source if self.cluster.get("leases") else None
+        ok, value = _call_one(
+            target, "xenha_preflight.arrived", [name], {"handover_from": handover}
+        )
+        if not ok or not value.get("here"):
+            return None, ""
+        lease = value.get("lease", "")
+        return target, "" if lease in ("taken", "not configured") else lease
 
 
 def _resolve_in_flight(mover, journal):
@@ -500,10 +506,13 @@ def _resolve_in_flight(mover, journal):
         if entry.get("outcome") != "migrating":
             continue
         _progress(f"resuming: waiting for the interrupted move of {name} to settle")
-        where = _settle(name, entry["from"], entry["to"], mover.timeout)
-        if where == entry["to"]:
-            mover.record(name, outcome="migrated", reason="completed while the runner was away")
-        elif where == entry["from"]:
+        source, target = entry["from"], entry["to"]
+        where = _settle(name, source, target, mover.timeout)
+        if where == target:
+            lease = mover.arrived(name, source, target)[1]
+            reason = "; ".join(r for r in ("completed while the runner was away", lease) if r)
+            mover.record(name, outcome="migrated", reason=reason)
+        elif where == source:
             mover.record(name, outcome="pending", reason="interrupted; will retry")
         else:
             mover.record(name, outcome="UNCERTAIN", reason="interrupted; not found on either host")

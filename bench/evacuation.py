@@ -1,0 +1,221 @@
+"""
+Evacuation overhead benchmark: what xenha's orchestration (planning, Salt round trips, confirming
+each move, journal, events, lease handover) adds on top of the toolstack's own migration time.
+
+A throwaway salt-master and three salt-minions (ServVirt1, ServVirt2, ServDB) run on loopback
+with the xl stand-in (tests/standins) as toolstack, whose migrations take a configurable delay.
+For each delay: the raw time of the same migrations run directly with the stand-in's ``xl
+migrate`` (no Salt), then ``salt-run xenha.evacuate ServVirt1 parallel=1`` (its makespan, wall
+clock of the whole call); overhead = makespan / sum of raw migration times - 1. Target <= 10%.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.standins.cluster import StandinCluster  # noqa: E402
+
+BIN = Path(sys.executable).parent
+DOMUS = 4  # migrated per run, one at a time
+DELAYS = (2.0, 5.0, 10.0)  # seconds one stand-in migration takes
+TARGET = 0.10
+HOSTS = {"ServVirt1": "vmhost", "ServVirt2": "vmhost", "ServDB": "storage"}
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pillar(leases):
+    hosts = {
+        h: {"hostname": h, "ip": f"127.0.0.{10 + i}", "role": role, "memory_reserve_mib": 256}
+        for i, (h, role) in enumerate(HOSTS.items())
+    }
+    domus = {f"vm{i}": {"memory_mib": 256, "priority": 10} for i in range(DOMUS)}
+    return {
+        "xenha": {
+            "hosts": hosts,
+            "storage": {"target_iqn": "iqn.2009-06.br.example:storage.cluster"},
+            "xen": {"toolstack": "xl"},
+            "leases": {"dir": str(leases), "renew_interval": 1.0, "expiry": 10.0},
+            "evacuation": {"parallel": 1},
+            "domus": domus,
+        }
+    }
+
+
+class Cluster(contextlib.ExitStack):
+    """A master and three minions on loopback, the stand-ins as toolstack; torn down on exit."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = Path(root)
+        self.xen = StandinCluster(self.root / "xen")
+        self.leases = self.root / "leases"
+        self.leases.mkdir()
+        self.master_dir = self.root / "master"
+        self.ports = (_free_port(), _free_port())
+
+    def _config(self, name, data):
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        (path / ("master" if name == "master" else "minion")).write_text(yaml.safe_dump(data))
+        return path
+
+    def _start(self, argv, env=None):
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.callback(_stop, proc)
+
+    def start(self):
+        pillar_root = self.root / "pillar"
+        pillar_root.mkdir()
+        (pillar_root / "top.sls").write_text("base:\n  '*':\n    - cluster\n")
+        (pillar_root / "cluster.sls").write_text(yaml.safe_dump(_pillar(self.leases)))
+        common = {"user": "root", "log_level": "error", "log_file": str(self.root / "salt.log")}
+        self._config(
+            "master",
+            {
+                **common,
+                "root_dir": str(self.master_dir),
+                "interface": "127.0.0.1",
+                "publish_port": self.ports[0],
+                "ret_port": self.ports[1],
+                "auto_accept": True,
+                "pillar_roots": {"base": [str(pillar_root)]},
+                "runner_dirs": [str(REPO / "_runners")],
+                "utils_dirs": [str(REPO / "_utils")],
+                "file_roots": {"base": [str(self.root / "empty")]},
+            },
+        )
+        self._start([str(BIN / "salt-master"), "-c", str(self.master_dir)])
+        for host, role in HOSTS.items():
+            env = self.xen.env(host) if role == "vmhost" else dict(os.environ)
+            if role == "vmhost":
+                self.xen.add_host(host, memory_mib=8192)
+            cfg = self._config(
+                host,
+                {
+                    **common,
+                    "id": host,
+                    "root_dir": str(self.root / host),
+                    "master": "127.0.0.1",
+                    "master_port": self.ports[1],
+                    "publish_port": self.ports[0],
+                    "module_dirs": [str(REPO / "_modules")],
+                    "utils_dirs": [str(REPO / "_utils")],
+                },
+            )
+            self._start([str(BIN / "salt-minion"), "-c", str(cfg)], env=env)
+        self._wait_up()
+        return self
+
+    def salt(self, *args, runner=False, timeout=600):
+        tool = "salt-run" if runner else "salt"
+        argv = [str(BIN / tool), "-c", str(self.master_dir), "--out=json", *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(argv)} failed: {done.stdout}{done.stderr}")
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    def _wait_up(self, timeout=300):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RuntimeError, ValueError, subprocess.TimeoutExpired):
+                answer = self.salt("-L", ",".join(HOSTS), "--static", "test.ping", timeout=60)
+                if answer and all(answer.get(h) is True for h in HOSTS):
+                    return
+            time.sleep(1)
+        raise RuntimeError("the benchmark's minions did not come up")
+
+    def reset(self, delay):
+        for host in ("ServVirt1", "ServVirt2"):
+            self.xen.add_host(host, memory_mib=8192)
+        self.xen.update_host("ServVirt1", migrate_delay=delay)
+        self.xen.update_host("ServVirt2", migrate_delay=delay)
+        for i in range(DOMUS):
+            self.xen.add_domain("ServVirt1", f"vm{i}", memory_mib=256)
+        for path in self.leases.iterdir():
+            path.unlink()
+        shutil.rmtree(self.master_dir / "cache" / "xenha", ignore_errors=True)
+
+
+def _stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+
+
+def _raw_migrations(cluster):
+    """Seconds each domU takes to move with the stand-in's xl alone (ServVirt1 -> ServVirt2)."""
+    times = []
+    for i in range(DOMUS):
+        start = time.perf_counter()
+        subprocess.run(
+            ["xl", "migrate", f"vm{i}", "ServVirt2"],
+            env=cluster.xen.env("ServVirt1"),
+            check=True,
+            capture_output=True,
+        )
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(delays=DELAYS):
+    """Run the evacuation benchmark; returns the result dict `python -m bench` records."""
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="xenha-bench-") as root, Cluster(root) as cluster:
+        cluster.start()
+        for delay in delays:
+            cluster.reset(delay)
+            raw = _raw_migrations(cluster)
+            cluster.reset(delay)
+            start = time.perf_counter()
+            cluster.salt("-L", ",".join(HOSTS), "test.ping")
+            round_trip = time.perf_counter() - start
+            start = time.perf_counter()
+            table = cluster.salt("xenha.evacuate", "ServVirt1", runner=True)
+            makespan = time.perf_counter() - start
+            journal = json.loads(
+                (cluster.master_dir / "cache" / "xenha" / "evacuate-ServVirt1.json").read_text()
+            )
+            migrated = sum(1 for row in table if row["outcome"] == "migrated")
+            overhead = makespan / sum(raw) - 1
+            cases.append(
+                {
+                    "case": f"{DOMUS} domUs, parallel 1, {delay:g} s per migration",
+                    "migrated": migrated,
+                    "raw_sum_s": round(sum(raw), 3),
+                    "makespan_s": round(makespan, 3),
+                    "in_runner_s": round(journal["finished"] - journal["started"], 3),
+                    "per_domu_overhead_s": round((makespan - sum(raw)) / DOMUS, 3),
+                    "salt_round_trip_s": round(round_trip, 3),
+                    "overhead_pct": round(100 * overhead, 1),
+                    "target_pct": round(100 * TARGET),
+                    "ok": migrated == DOMUS and overhead <= TARGET,
+                }
+            )
+    about = (
+        "salt-run xenha.evacuate (makespan: the whole call, salt-run start-up included; "
+        "in_runner_s: from the journal's start to its end) against the sum of the same "
+        "migrations run directly with the xl stand-in; master and minions on loopback. "
+        "salt_round_trip_s: one `salt test.ping` to the three minions just before, a gauge of "
+        "how loaded the machine was."
+    )
+    return {"benchmark": "evacuation", "about": about, "cases": cases}
