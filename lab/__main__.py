@@ -4,7 +4,7 @@ import argparse
 import json
 import sys
 
-from lab import DEFAULT_RUN_DIR, demo, failover
+from lab import DEFAULT_RUN_DIR, bmc, demo, failover, toolstack
 from lab.cluster import Lab
 from lab.hosts import LabError
 
@@ -25,8 +25,9 @@ def summary(ret):
 
 
 def cmd_up(lab, args):
-    """Build the lab and apply the formulas (lab.cluster.ROLE_MODS) on every host."""
+    """Build the lab (lab xl on the VM hosts, BMCs) and apply the formulas (ROLE_MODS)."""
     lab.up()
+    bmc.start_all(lab)
     if not args.no_apply and not summary(lab.converge()):
         sys.exit("lab up: state.apply failed (see above)")
     print(json.dumps(lab.status(), indent=1))
@@ -95,7 +96,9 @@ def main(argv=None):
             p.add_argument("--no-apply", action="store_true", help="only build, apply nothing")
     args = parser.parse_args(argv)
     try:
-        COMMANDS[args.command](Lab(args.run_dir, prefix=args.prefix), args)
+        lab = Lab(args.run_dir, prefix=args.prefix)
+        toolstack.attach(lab)  # VM hosts boot with the lab xl (up, restore)
+        COMMANDS[args.command](lab, args)
     except LabError as err:
         sys.exit(f"lab {args.command}: {err}")
 
