@@ -8,14 +8,18 @@ markdown table to ``bench/results/<name>.md``. Register new benchmarks in BENCHM
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
 import sys
 import time
 from pathlib import Path
 
+from bench import report
+
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARKS = ["planner"]
+BENCHMARKS += ["lab_unavailability", "lab_bulk", "lab_http", "lab_evacuation", "lab_failover"]
 
 
 def markdown(name, result):
@@ -35,6 +39,7 @@ def markdown(name, result):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="name", help=", ".join(BENCHMARKS))
+    parser.add_argument("--runs", type=int, help="runs per case, for benchmarks that take it")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
@@ -43,13 +48,15 @@ def main(argv=None):
     failed = []
     for name in args.names or BENCHMARKS:
         module = importlib.import_module(f"bench.{name}")
-        result = module.run()
+        takes_runs = args.runs and "runs" in inspect.signature(module.run).parameters
+        result = module.run(**({"runs": args.runs} if takes_runs else {}))
         result["recorded"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         result["machine"] = f"{platform.node()} ({platform.machine()}, {platform.python_version()})"
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         (RESULTS / f"{name}.md").write_text(markdown(name, result))
         print(markdown(name, result))
         failed += [f"{name}: {c['case']}" for c in result["cases"] if c.get("ok") is False]
+    print(f"report: {report.write(RESULTS)}")
     if failed:
         print("missed target: " + "; ".join(failed), file=sys.stderr)
     return 1 if failed else 0

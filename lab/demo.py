@@ -19,6 +19,7 @@ the demo's core; ``tests/lab/test_demo_bench.py`` runs them on a lab of its own.
 
 import json
 import os
+import shutil
 import time
 
 from lab import bmc, toolstack, vm
@@ -33,6 +34,7 @@ except ImportError:  # pragma: no cover - only before lab/failover.py existed
 
 V1, V2 = "ServVirt1", "ServVirt2"
 GUESTS = {"web01": "10.99.0.100", "web02": "10.99.0.101"}
+TOOLS = ("qemu-system-x86_64", "ipmi_sim", "ipmitool", "tgtd", "ping")
 FAILOVER_TIMEOUT = 240.0  # seconds from the crash to web02 answering before the demo gives up
 
 # the seed thesis, Table 5: ping while the machine moves, means of 10 runs (2009 hardware)
@@ -41,6 +43,11 @@ THESIS_TABLE5 = [
     ("VM, cold migration", 201.5, 163.2, 38.3, 19.0, "38.7 s"),
     ("VM, live migration", 214.7, 213.3, 1, 0.46, "1 s"),
 ]
+
+
+def missing_tools():
+    """The lab tools (:data:`TOOLS`) not on PATH (``make deps`` installs them)."""
+    return [t for t in TOOLS if not shutil.which(t)]
 
 
 def prepare(lab):
@@ -259,6 +266,8 @@ def run(lab, fo, out_dir):
 def main(lab=None):
     """``python -m lab demo``: build, apply, migrate, crash, fail over, report, tear down."""
     lab = lab or Lab()
+    if missing := missing_tools():
+        raise LabError(f"missing lab tools {', '.join(missing)}: run `make deps` as root")
     out_dir = lab.run_dir.parent / f"{lab.run_dir.name}-demo"
     try:
         print("building the lab (hosts, salt-master, minions) ...", flush=True)
