@@ -145,7 +145,13 @@ def test_lease_names_are_validated():
 
 # --- the minion module, two "hosts" sharing one lease directory ---
 
-FAST = {"renew_interval": 0.1, "self_fence_after": 0.3, "destroy_timeout": 0.2, "expiry": 0.6}
+# short, yet with room for a loaded CI machine: one renewal must take less than self_fence_after
+FAST = {"renew_interval": 0.25, "self_fence_after": 1.5, "destroy_timeout": 0.5, "expiry": 2.5}
+
+
+def rounds(seconds):
+    """serve()'s fence checks in ``seconds`` (it checks every min(0.1, renew_interval / 4) s)."""
+    return int(seconds / min(0.1, FAST["renew_interval"] / 4))
 
 
 class Host:
@@ -216,7 +222,7 @@ def test_observe_sees_renewals_and_expiry_and_remembers_between_calls(hosts):
     time.sleep(0.35)
     half = b.mod.observe("A")
     assert half["state"] == xl.STALLED and half["unchanged_for"] >= 0.35  # clock kept running
-    expired = b.mod.observe("A", duration=2)
+    expired = b.mod.observe("A", duration=2 * FAST["expiry"])
     assert expired["state"] == xl.EXPIRED and expired["unchanged_for"] >= FAST["expiry"]
 
 
@@ -261,7 +267,7 @@ def test_acquire_waits_for_provable_expiry(hosts):
     a, b = hosts
     a.domus = ["web01"]
     a.mod.renew()
-    got = b.mod.acquire_domu("web01", wait=2)
+    got = b.mod.acquire_domu("web01", wait=2 * FAST["expiry"])
     assert got["acquired"] and "lease of A expired" in got["reason"]
 
 
@@ -285,14 +291,13 @@ def test_missing_lease_directory_is_an_error_not_a_free_lease(hosts, shared):
 def test_serve_renews_and_self_fences_when_the_storage_goes(hosts, shared):
     a, b = hosts
     a.domus = ["web01", "db01"]
-    rounds = int(0.5 / 0.025)
-    result = a.mod.serve(rounds=rounds)
+    result = a.mod.serve(rounds=rounds(1.0))
     assert result == {"self_fenced": None, "owned": ["db01", "web01"]}
     renewed = b.mod.owned("A")
     assert sorted(renewed) == ["db01", "web01"] and min(renewed.values()) > 1
     shared.rename(shared.with_name("gone"))  # storage lost
     started = time.monotonic()
-    result = a.mod.serve(rounds=int(1.0 / 0.025))
+    result = a.mod.serve(rounds=rounds(3.5))
     assert result["self_fenced"] == {"destroyed": ["db01", "web01"], "not_confirmed": []}
     assert sorted(a.destroyed) == ["db01", "web01"] and a.domus == []
     assert time.monotonic() - started >= FAST["self_fence_after"]
@@ -306,7 +311,7 @@ def test_self_fence_happens_even_when_a_write_hangs(hosts, monkeypatch):
     release = threading.Event()
     monkeypatch.setattr(xl, "write_atomic", lambda path, data: release.wait(5))
     try:
-        result = a.mod.serve(rounds=int(1.0 / 0.025))
+        result = a.mod.serve(rounds=rounds(3.0))
     finally:
         release.set()
     assert result["self_fenced"]["destroyed"] == ["web01"]
@@ -356,12 +361,12 @@ def test_a_slow_toolstack_does_not_delay_renewals(hosts):
     listing = a.mod.__salt__["xenha_xen.list_domains"]
 
     def slow_listing():
-        time.sleep(2 * FAST["self_fence_after"])
+        time.sleep(FAST["self_fence_after"] + 0.5)  # longer than the self-fence deadline
         return listing()
 
     a.mod.__salt__["xenha_xen.list_domains"] = slow_listing
     before = a.mod.renew()["domus"]["web01"]
-    result = a.mod.serve(rounds=int(1.5 / 0.025))
+    result = a.mod.serve(rounds=rounds(3.0))
     assert result == {"self_fenced": None, "owned": ["web01"]}
     assert a.mod.owned("A")["web01"] >= before + 5  # renewed on time all along
     assert a.destroyed == []
@@ -373,7 +378,7 @@ def test_serve_claims_new_domus_and_drops_handed_over_ones(hosts):
     a.mod.renew()
     b.mod.acquire_domu("web01", handover_from="A")  # migrated away: B holds it now
     a.domus = ["db01"]  # and db01 was started here meanwhile
-    result = a.mod.serve(rounds=int(0.6 / 0.025))
+    result = a.mod.serve(rounds=rounds(1.0))
     assert result == {"self_fenced": None, "owned": ["db01"]}
     assert a.mod.owned("A") == {"db01": a.mod.owned("A")["db01"]}
     assert b.mod.owned("B") == {"web01": 2}  # A never wrote it again
@@ -391,7 +396,7 @@ def test_self_fence_also_destroys_a_domu_it_had_no_lease_for_yet(hosts, shared):
 
     loss = threading.Thread(target=lose_storage)
     loss.start()
-    result = a.mod.serve(rounds=int(1.5 / 0.025))
+    result = a.mod.serve(rounds=rounds(3.5))
     loss.join()
     # once A cannot renew, a survivor may start anything A runs: all of it goes
     assert result["self_fenced"]["destroyed"] == ["db01", "web01"]
