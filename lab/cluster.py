@@ -20,7 +20,7 @@ import yaml
 
 from lab import DEFAULT_RUN_DIR, REPO
 from lab.hosts import LabError, Segment, sh, wait_for
-from tests.support.saltconf import snippet
+from lab.saltconf import snippet
 
 LAB_PILLAR = REPO / "lab" / "pillar" / "xenha" / "cluster.yaml"
 TGT_CONTROL_PORT = 1  # lab/pillar/lab_lookups.sls tells the iscsi formula the same

@@ -1,24 +1,5 @@
-"""The shipped master/minion config snippets (etc/), relocated from /srv/xenha to this checkout."""
+"""Tests use the lab's view of the shipped etc/ snippets (relocated to this checkout)."""
 
-from pathlib import Path
+from lab.saltconf import INSTALL_PREFIX, REPO, snippet
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-INSTALL_PREFIX = "/srv/xenha"
-
-
-def _relocate(value):
-    if isinstance(value, str):
-        return value.replace(INSTALL_PREFIX, str(REPO))
-    if isinstance(value, list):
-        return [_relocate(v) for v in value]
-    if isinstance(value, dict):
-        return {_relocate(k): _relocate(v) for k, v in value.items()}
-    return value
-
-
-def snippet(kind):
-    """Return etc/<kind>.d/xenha.conf as a dict, with paths relocated to this checkout."""
-    text = (REPO / "etc" / f"{kind}.d" / "xenha.conf").read_text()
-    return _relocate(yaml.safe_load(text) or {})
+__all__ = ["INSTALL_PREFIX", "REPO", "snippet"]
