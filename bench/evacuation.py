@@ -124,8 +124,9 @@ class Cluster(contextlib.ExitStack):
         return self
 
     def salt(self, *args, runner=False, timeout=600):
-        tool = "salt-run" if runner else "salt"
-        argv = [str(BIN / tool), "-c", str(self.master_dir), "--out=json", *args]
+        # --static: one JSON document for all minions
+        tool = ["salt-run"] if runner else ["salt", "--static"]
+        argv = [str(BIN / tool[0]), *tool[1:], "-c", str(self.master_dir), "--out=json", *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode:
             raise RuntimeError(f"{' '.join(argv)} failed: {done.stdout}{done.stderr}")
@@ -135,7 +136,7 @@ class Cluster(contextlib.ExitStack):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(RuntimeError, ValueError, subprocess.TimeoutExpired):
-                answer = self.salt("-L", ",".join(HOSTS), "--static", "test.ping", timeout=60)
+                answer = self.salt("-L", ",".join(HOSTS), "test.ping", timeout=60)
                 if answer and all(answer.get(h) is True for h in HOSTS):
                     return
             time.sleep(1)
