@@ -247,6 +247,9 @@ def test_lease_renewer_service_needs_the_shared_volume(highstate, family):
     text = lines(unit["contents"])
     assert "RequiresMountsFor=/cluster/.xenha/leases" in text
     assert "ExecStart=/usr/bin/salt-call --retcode-passthrough xenha_lease.serve" in text
+    # supervised: a hung renewer is restarted, one that cannot stay up reboots the host
+    for line in ("Type=notify", "WatchdogSec=2", "FailureAction=reboot-force"):
+        assert line in text
     fun, service = rendered["xenha-leased-service-running"]
     assert (fun, service["name"], service["enable"]) == ("service.running", "xenha-leased", True)
     assert {"sls": "xenha.leases"} in service["require"]
