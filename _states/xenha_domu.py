@@ -78,6 +78,24 @@ def _keep_running(ret, name, row):
     return ret
 
 
+def _lease_refusal(name):
+    """
+    Why this host may not start domU ``name`` now, or None. Cluster members (minions listed in
+    ``xenha:hosts``) must hold the domU's storage lease first, so a domU still running on a live
+    or unfenced peer is never started here too; with test=True the lease is only looked at.
+    """
+    if __opts__["id"] not in ((__pillar__.get("xenha") or {}).get("hosts") or {}):
+        return None
+    try:
+        if __opts__["test"]:
+            verdict = __salt__["xenha_lease.check_start"](name)
+            return None if verdict["ok"] else f"lease: {verdict['reason']}"
+        __salt__["xenha_lease.acquire_domu"](name)
+    except CommandExecutionError as err:
+        return str(err)
+    return None
+
+
 def _start(ret, name, config):
     try:
         cfg = __salt__["xenha_xen.read_config"](config)
@@ -86,6 +104,10 @@ def _start(ret, name, config):
         return ret
     if cfg["name"] != name:
         ret["comment"] = f"{config} defines domU {cfg['name']!r}, not {name!r}"
+        return ret
+    refusal = _lease_refusal(name)
+    if refusal:
+        ret["comment"] = f"domU {name} not started: {refusal}"
     elif __opts__["test"]:
         ret.update(result=None, comment=f"domU {name} would be started from {config}")
         ret["changes"] = {"state": {"old": "absent", "new": "running"}}
@@ -111,7 +133,8 @@ def running(name, config):
     its xl/xm config file, whose ``name`` must be ``name``) when it is not here. A paused domU
     is unpaused; one that is shut down, crashed or dying is reported, not restarted.
 
-    Starting goes through ``xenha_xen.start`` only, where the storage-lease check lives.
+    On a cluster member the domU's storage lease is taken first (``xenha_lease.acquire_domu``):
+    a domU whose lease a live, unfenced peer still renews is refused, never started twice.
     """
     ret = _ret(name)
     row = _current(ret, name)

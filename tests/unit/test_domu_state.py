@@ -29,6 +29,7 @@ class FakeXen:
         self.config_name = "web01"
         self.fail = {}
         self.calls = []
+        self.lease_refusal = None  # the reason another host's live lease gives, or None
 
     def _act(self, fun, *args, **kwargs):
         self.calls.append((fun, args, kwargs))
@@ -63,7 +64,19 @@ class FakeXen:
                 "reason": "slow",
             }
 
+        def check_start(name):
+            self.calls.append(("check_start", (name,), {}))
+            return {"ok": self.lease_refusal is None, "reason": self.lease_refusal or "free"}
+
+        def acquire_domu(name):
+            self.calls.append(("acquire_domu", (name,), {}))
+            if self.lease_refusal:
+                raise CommandExecutionError(f"domU {name}: lease not taken: {self.lease_refusal}")
+            return {"acquired": True}
+
         return {
+            "xenha_lease.check_start": check_start,
+            "xenha_lease.acquire_domu": acquire_domu,
             "xenha_xen.domain": domain,
             "xenha_xen.read_config": read_config,
             "xenha_xen.start": start,
@@ -79,12 +92,48 @@ def xen():
 
 @pytest.fixture
 def opts():
-    return {"test": False}
+    return {"test": False, "id": "ServVirt2"}
 
 
 @pytest.fixture
-def configure_loader_modules(xen, opts):
-    return {xenha_domu: {"__salt__": xen.salt(), "__opts__": opts}}
+def pillar():
+    return {}
+
+
+@pytest.fixture
+def configure_loader_modules(xen, opts, pillar):
+    return {xenha_domu: {"__salt__": xen.salt(), "__opts__": opts, "__pillar__": pillar}}
+
+
+MEMBER = {"xenha": {"hosts": {"ServVirt2": {"role": "vmhost"}}}}
+LIVE_PEER = "held by ServVirt1, whose counter is advancing"
+
+
+def test_member_takes_the_lease_before_starting(xen, pillar):
+    pillar.update(MEMBER)
+    ret = xenha_domu.running("web01", CFG)
+    assert ret["result"] is True
+    assert [c[0] for c in xen.calls] == ["acquire_domu", "start"]
+
+
+def test_member_refused_by_a_live_lease_starts_nothing(xen, pillar):
+    pillar.update(MEMBER)
+    xen.lease_refusal = LIVE_PEER
+    ret = xenha_domu.running("web01", CFG)
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert LIVE_PEER in ret["comment"]
+    assert [c[0] for c in xen.calls] == ["acquire_domu"]
+
+
+def test_member_test_mode_only_looks_at_the_lease(xen, opts, pillar):
+    pillar.update(MEMBER)
+    opts["test"] = True
+    xen.lease_refusal = LIVE_PEER
+    ret = xenha_domu.running("web01", CFG)
+    assert ret["result"] is False
+    assert LIVE_PEER in ret["comment"]
+    assert [c[0] for c in xen.calls] == ["check_start"]
 
 
 def test_virtual_needs_the_module(xen):
