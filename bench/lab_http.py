@@ -42,7 +42,7 @@ def measure(bench, guest, host, out_dir):
     )
 
 
-def run(runs=5, bench=None, guest=lab_common.GUEST):
+def run(runs=4, bench=None, guest=lab_common.GUEST):
     """``runs`` migrations under load; returns the result `python -m bench` records."""
     bench = bench or lab_common.shared()
     host = bench.guest(*guest)

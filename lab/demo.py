@@ -23,7 +23,7 @@ import shutil
 import time
 
 from lab import bmc, toolstack, vm
-from lab.cluster import Lab
+from lab.cluster import Lab, state_changes
 from lab.hosts import LabError, wait_for
 from lab.probe import Probe, analyze_http
 
@@ -51,12 +51,15 @@ def missing_tools():
 
 
 def prepare(lab):
-    """Bring ``lab`` up with the lab toolstack, BMCs and (when available) failover; returns the
-    :class:`lab.failover.Failover` or None. Does not apply the formulas (see :func:`main`)."""
+    """Bring ``lab`` up with the lab toolstack, BMCs and (when available) failover, and apply
+    the formulas (the xen formula sets up the ssh that ``xl migrate`` needs); returns the
+    :class:`lab.failover.Failover` or None."""
     toolstack.attach(lab)
     lab.up()
     bmc.start_all(lab)
-    return lab_failover.enable_failover(lab) if lab_failover else None
+    fo = lab_failover.enable_failover(lab) if lab_failover else None
+    state_changes(lab.converge())  # raises, naming the states that failed
+    return fo
 
 
 def start_guests(lab, fo, host=V1, guests=GUESTS):
@@ -130,7 +133,7 @@ def failover(lab, fo, name, crashed, *, out_dir, timeout=FAILOVER_TIMEOUT):
     before = vm.wait_guest(lab.cli, ip)
     with (
         lab_failover.Watch(lab, name) as watch,
-        Probe(lab.cli, ip, out_dir, "watch", interval=0.1, timeout=1) as probe,
+        Probe(lab.cli, ip, out_dir, "watch", interval=0.1, timeout=3) as probe,
     ):
         time.sleep(1)
         crash = time.time()
@@ -138,7 +141,7 @@ def failover(lab, fo, name, crashed, *, out_dir, timeout=FAILOVER_TIMEOUT):
         try:
             back = wait_for(
                 lambda: (
-                    (s := vm.guest_state(lab.cli, ip, timeout=1))
+                    (s := vm.guest_state(lab.cli, ip, timeout=3))
                     and "error" not in s
                     and s["bootid"] != before["bootid"]
                     and s
@@ -270,14 +273,8 @@ def main(lab=None):
         raise LabError(f"missing lab tools {', '.join(missing)}: run `make deps` as root")
     out_dir = lab.run_dir.parent / f"{lab.run_dir.name}-demo"
     try:
-        print("building the lab (hosts, salt-master, minions) ...", flush=True)
+        print("building the lab (hosts, salt-master, minions), applying the formulas ...")
         fo = prepare(lab)
-        print("applying the formulas ...", flush=True)
-        for mid, states in sorted(lab.converge().items()):
-            if not isinstance(states, dict):
-                raise LabError(f"{mid}: state.apply failed: {states}")
-            bad = [k.split("_|-")[1] for k, v in states.items() if not v.get("result")]
-            print(f"  {mid}: {len(states)} states, {len(bad)} failed", *bad, flush=True)
         print("starting web01 and web02 on ServVirt1, migrating web01, crashing ServVirt1 ...")
         mig, fo_result, note = run(lab, fo, out_dir)
         text = report(mig, fo_result, note)
