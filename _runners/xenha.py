@@ -36,6 +36,7 @@ CALL_TIMEOUT = 30  # seconds to wait for a report from a minion
 MIGRATE_TIMEOUT = 900  # seconds one live migration may take before we stop waiting
 DEFAULT_PARALLEL = 2  # concurrent migrations when pillar xenha:evacuation:parallel is unset
 SETTLE_POLL = 0.5
+SHUTDOWN_TIMEOUT = 120  # seconds a domU gets to shut down cleanly for a cold move
 MACHINE_OUTPUTS = ("json", "yaml", "raw", "pprint", "newline_values_only")
 MAINTENANCE = "maintenance"
 HOSTSTATE = "hoststate"
@@ -417,8 +418,9 @@ def _classify(error):
 class _Mover:
     """Runs and journals the moves of one evacuation or restore; thread-safe."""
 
-    def __init__(self, cluster, host, kind, timeout):
+    def __init__(self, cluster, host, kind, timeout, cold=False):
         self.cluster = cluster
+        self.cold = cold  # the operator allows a cold move when a live one fails
         self.host = host
         self.kind = kind  # "evacuate" | "restore": names the journal and the event tags
         self.journal = f"{kind}-{host}"
@@ -479,11 +481,52 @@ class _Mover:
             reason = "; ".join(r for r in (reason, lease) if r)
         elif where == source:
             outcome, reason = "stayed", _classify(value)
+            if self.cold:
+                return self.cold_move(name, source, target, reason, started)
         else:
             outcome = "UNCERTAIN"
             reason = f"{name} not seen running on exactly one of {source}, {target}: check both"
             reason += "" if ok else f"; {value}"
         return self.record(name, outcome=outcome, reason=reason, duration_s=duration)
+
+    def cold_move(self, name, source, target, why, started):
+        """
+        The live move failed and the operator asked for cold moves: shut the domU down cleanly
+        on the source (confirmed gone), take its lease for the target, start it there from its
+        config on the shared storage and confirm. If it cannot start there, start it back on the
+        source. Never forced: a domU that does not shut down stays running where it is.
+        """
+        config = ((self.cluster.get("domus") or {}).get(name) or {}).get("config")
+        if not config:
+            reason = f"{why}; no cold move: xenha:domus:{name}:config is not set"
+            return self.record(name, outcome="stayed", reason=reason)
+        self.record(name, outcome="cold-moving", reason=why)
+        ok, value = _call_one(source, "xenha_xen.shutdown", [name], {"timeout": SHUTDOWN_TIMEOUT})
+        if not ok:
+            reason = f"{why}; cold move: clean shutdown failed, still on {source}: {value}"
+            return self.record(name, outcome="stayed", reason=reason)
+        problem = self.start_on(name, config, target, source)
+        if problem is None:
+            duration = round(time.time() - started, 3)
+            return self.record(name, outcome="cold-migrated", reason=why, duration_s=duration)
+        back = self.start_on(name, config, source, target)
+        outcome, reason = ("stayed", f"{why}; cold move: {problem}; restarted on {source}")
+        if back is not None:
+            outcome, reason = "DOWN", f"{why}; cold move: {problem}; restart on {source}: {back}"
+        return self.record(name, outcome=outcome, reason=reason)
+
+    def start_on(self, name, config, host, previous):
+        """Take the lease from ``previous`` and start ``name`` on ``host``; None or the problem."""
+        if self.cluster.get("leases"):
+            ok, value = _call_one(
+                host, "xenha_lease.acquire_domu", [name], {"handover_from": previous}
+            )
+            if not ok:
+                return f"lease not taken on {host}: {value}"
+        ok, value = _call_one(host, "xenha_xen.start", [config])
+        if not ok:
+            return f"start on {host} failed: {value}"
+        return None
 
     def arrived(self, name, source, target):
         """(target or None, lease problem or ""): the domU on the target, lease handed over."""
@@ -568,7 +611,7 @@ def _table(journal):
     return [_row(name, entry) for name, entry in sorted((journal.get("domus") or {}).items())]
 
 
-def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT):
+def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
     """
     Put ``host`` in maintenance (failover and placement stop choosing it) and live-migrate its
     domUs away: placement picks each target (free memory, priorities, anti-affinity), at most
@@ -587,9 +630,14 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT):
         Concurrent migrations (default: pillar ``xenha:evacuation:parallel``, else 2).
     timeout
         Seconds one migration may take before it is reported UNCERTAIN.
+    cold
+        ``True``: when a live migration fails (target unreachable, migration failed), shut the
+        domU down cleanly and start it on the target instead (outcome ``cold-migrated``). Off by
+        default: nothing is ever stopped unless the operator asks.
 
     Returns the result table: one row per domU (domu, from, to, duration_s, outcome, reason),
-    outcome ``migrated``, ``stayed`` or ``UNCERTAIN``.
+    outcome ``migrated``, ``cold-migrated``, ``stayed``, ``UNCERTAIN`` or ``DOWN`` (a cold
+    move that could start the domU neither on the target nor back on the source).
 
     CLI Example:
 
@@ -597,13 +645,14 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT):
 
         salt-run xenha.evacuate ServVirt1
         salt-run xenha.evacuate ServVirt1 parallel=1 --out=table
+        salt-run xenha.evacuate ServVirt1 cold=True
     """
     cluster = _cluster(host)
     _vmhost(cluster, host)
     parallel = _parallel(cluster, parallel)
     with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
         doc.setdefault(host, {"since": time.time(), "by": "evacuate"})
-    mover = _Mover(cluster, host, "evacuate", timeout)
+    mover = _Mover(cluster, host, "evacuate", timeout, cold=bool(cold))
     journal = mover.start()
     _fire(f"xenha/evacuate/{host}/start", {"host": host, "parallel": parallel})
     _progress(f"evacuate {host}: in maintenance, planning")

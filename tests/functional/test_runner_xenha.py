@@ -28,6 +28,7 @@ from tests.support.saltconf import REPO, snippet
 
 VMHOSTS = ("ServVirt1", "ServVirt2")
 LEASES = Path("/tmp/xenha-functional-cluster/leases")  # xenha:leases:dir in cluster.sls
+CONFIGS = LEASES.parent / "domus"  # where cluster.sls says the domU configs are
 HOSTS = (*VMHOSTS, "ServDB")
 # the domUs ServVirt1 starts with: name -> MiB (the pillar gives their priorities)
 START = {"db01": 1024, "web01": 512, "web02": 512, "big01": 2048}
@@ -84,6 +85,7 @@ def minions(salt_master, standins):
         "utils_dirs": [str(REPO / "_utils")],
     }
     LEASES.mkdir(parents=True, exist_ok=True)
+    CONFIGS.mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, LEASES.parent, ignore_errors=True)
         for host in HOSTS:
@@ -107,8 +109,8 @@ def xen(salt_master, standins, minions):
         cluster.add_domain("ServVirt1", name, memory_mib=memory)
     for name in ("faults.json", "plumbing.json", "calls.log"):
         (cluster.path / name).unlink(missing_ok=True)
-    for lease in LEASES.iterdir():
-        lease.unlink()
+    for path in [*LEASES.iterdir(), *CONFIGS.iterdir()]:
+        path.unlink()
     store = store_dir(salt_master)
     if store.exists():
         for doc in store.iterdir():
@@ -352,3 +354,31 @@ def test_documented_nightly_schedule_runs_evacuate(salt_master, xen):
     }
     # the morning restore was not due at 02:00
     assert "ServVirt1" in json.loads((store_dir(salt_master) / "maintenance.json").read_text())
+
+
+def test_cold_move_only_when_asked(salt_master, xen):
+    xen.set_fault("ServVirt1", "migrate", "fail")
+    warm = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1"))
+    assert {d: r["outcome"] for d, r in warm.items()} == dict.fromkeys(START, "stayed")
+    assert warm["db01"]["reason"].startswith("migration failed:")
+    assert not [c for c in xen.calls() if c["argv"][0] in ("shutdown", "create")]
+
+    for name in ("db01", "web01", "web02"):  # the configs live on the "shared storage"
+        config = xen.write_config(name, memory_mib=START[name])
+        (CONFIGS / f"{name}.cfg").write_text(Path(config).read_text())
+    cold = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1", "cold=True"))
+    assert {d: r["outcome"] for d, r in cold.items()} == {
+        "db01": "cold-migrated",
+        "web01": "cold-migrated",
+        "web02": "cold-migrated",
+        "big01": "stayed",
+    }
+    assert cold["db01"]["reason"].startswith("migration failed:")
+    assert placement(xen) == {
+        "db01": "ServVirt2",
+        "web01": "ServVirt2",
+        "web02": "ServVirt2",
+        "big01": "ServVirt1",
+    }
+    for name in ("db01", "web01", "web02"):
+        assert json.loads((LEASES / f"domu-{name}.lease").read_text())["owner"] == "ServVirt2"

@@ -41,13 +41,14 @@ xenha:
     toolstack: xl
     ssh: {port: 22}
   heartbeat: {port: 7788, interval: 0.5, dead_time: 3.0, key: functional-test-key-0123456789}
-  # the runner tests create (and remove) this directory; a real cluster keeps it on OCFS2
+  # the runner tests create (and remove) /tmp/xenha-functional-cluster (leases, domU configs);
+  # a real cluster keeps both on OCFS2
   leases: {dir: /tmp/xenha-functional-cluster/leases, renew_interval: 1.0, expiry: 10.0}
   evacuation: {parallel: 2}
   # the stand-ins start with ServVirt1 at 8192 MiB, ServVirt2 at 4096 MiB (dom0 512 each), so
   # ServVirt2 can take 4096 - 512 - 256 = 3328 MiB: db01, web01 and web02 fit, big01 does not
   domus:
-    db01: {config: /cluster/domus/db01.cfg, memory_mib: 1024, priority: 100}
-    web01: {config: /cluster/domus/web01.cfg, memory_mib: 512, priority: 50, preferred_host: ServVirt1}
-    web02: {config: /cluster/domus/web02.cfg, memory_mib: 512, priority: 50}
-    big01: {config: /cluster/domus/big01.cfg, memory_mib: 2048, priority: 10}
+    db01: {config: /tmp/xenha-functional-cluster/domus/db01.cfg, memory_mib: 1024, priority: 100}
+    web01: {config: /tmp/xenha-functional-cluster/domus/web01.cfg, memory_mib: 512, priority: 50, preferred_host: ServVirt1}
+    web02: {config: /tmp/xenha-functional-cluster/domus/web02.cfg, memory_mib: 512, priority: 50}
+    big01: {config: /tmp/xenha-functional-cluster/domus/big01.cfg, memory_mib: 2048, priority: 10}
