@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ["planner"]
+BENCHMARKS = ["planner", "evacuation"]
 BENCHMARKS += ["lab_unavailability", "lab_bulk", "lab_http", "lab_evacuation", "lab_failover"]
 
 
