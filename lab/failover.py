@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from lab import vm
-from lab.hosts import LabError, wait_for
+from lab.hosts import LabError, identity, kill_all, wait_for
 
 LEASED_PIDFILE = "/run/xenha-leased.pid"
 LEASED_LOG = "/var/log/xenha-leased.log"
@@ -195,6 +195,24 @@ class Failover:
         if self.storage_isolated(host_id):
             self.lab.host(host_id).run(["umount", str(self.shared)])
 
+    # --- the master ----------------------------------------------------------------------------
+    def master_pids(self):
+        """Root-namespace PIDs of the salt-master processes (daemon, workers, reactor runs)."""
+        return [p for p in self.lab.master.pids() if b"salt-master" in _cmdline(p)]
+
+    def kill_master(self, timeout=30):
+        """SIGKILL every salt-master process (the runners it runs die with it), as an OOM kill
+        or a crash would; the master host, its network and the event recorder stay up."""
+        pids = self.master_pids()
+        kill_all(pids, timeout, "the salt-master processes to die")
+        return pids
+
+    def start_master(self, timeout=60):
+        """Start salt-master again (its pillar, keys, cache and failover journals kept)."""
+        self.lab.master.run(
+            [str(Path(sys.executable).with_name("salt-master")), "-d"], timeout=timeout
+        )
+
     # --- what happened -------------------------------------------------------------------------
     def events(self, tag_prefix="", since=0.0):
         """Recorded events (``{"t", "tag", "data"}``, oldest first) whose tag starts with
@@ -290,6 +308,13 @@ def attach(lab):
 # --- never two copies ----------------------------------------------------------------------------
 
 
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def running_on(lab, name):
     """The VM hosts where a QEMU of domU ``name`` is alive right now (not a zombie)."""
     where = set()
@@ -298,12 +323,7 @@ def running_on(lab, name):
         if host.role != "vmhost":
             continue
         for pid in host.pids():
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if needle in argv and state not in "ZX":
+            if needle in _cmdline(pid).split(b"\0") and identity(pid):
                 where.add(host_id)
     return where
 
