@@ -9,11 +9,11 @@ target crash -> restart <= 5 s median. The crashed host is powered on again afte
 
 import time
 
-from bench import lab_common
+from bench import lab_common, report
 from lab import demo
 
 TARGET_S = 5.0
-STEPS = ("detection", "verification", "fencing", "restart", "http")
+STEPS = report.STEPS
 
 
 def split(timeline, name, crash_to_http):
