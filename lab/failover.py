@@ -315,15 +315,27 @@ def _cmdline(pid):
         return b""
 
 
+def _qemu_guest(argv):
+    """The domain name a lab QEMU was started as (``-name guest=NAME``), or None."""
+    for arg in argv:
+        if arg.startswith(b"guest="):
+            return arg[len(b"guest=") :].decode(errors="replace")
+    return None
+
+
 def running_on(lab, name):
-    """The VM hosts where a QEMU of domU ``name`` is alive right now (not a zombie)."""
+    """The VM hosts where a QEMU of domU ``name`` is alive right now (not a zombie).
+
+    A QEMU started by ``xl migrate-receive`` keeps ``name--incoming`` on its command line after
+    it took the name, so it counts too; a live migration therefore shows two copies (one paused)
+    while it lasts."""
     where = set()
-    needle = f"guest={name}".encode()
     for host_id, host in lab.hosts.items():
         if host.role != "vmhost":
             continue
         for pid in host.pids():
-            if needle in _cmdline(pid).split(b"\0") and identity(pid):
+            started_as = _qemu_guest(_cmdline(pid).split(b"\0"))
+            if started_as in (name, f"{name}--incoming") and identity(pid):
                 where.add(host_id)
     return where
 

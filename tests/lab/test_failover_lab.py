@@ -13,15 +13,18 @@ lives (from outside the hosts) all along: never on two hosts at once.
 import json
 import os
 import shutil
+import signal
+import subprocess
 import time
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 from xenha_failover import ACTIVE
 
 from lab import REPO, bmc, toolstack, vm
 from lab.cluster import Lab
-from lab.failover import Watch, enable_failover, forge_event, running_on
+from lab.failover import Failover, Watch, _daemon, enable_failover, forge_event, running_on
 from lab.hosts import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
@@ -353,3 +356,48 @@ def test_a_burst_of_claims_and_a_master_killed_mid_failover_give_one_restart(lab
     assert "resume" in steps
     assert steps.count("received") == 1
     assert running_on(lab, "web01") == {V1}
+
+
+# --- the plumbing's pure parts (no lab needed) ------------------------------------------------
+
+
+def test_timeline_reads_the_first_of_each_step_of_one_hosts_failover(tmp_path):
+    fo = Failover(SimpleNamespace(run_dir=tmp_path, cluster={"hosts": {}}))
+    fo.events_file.parent.mkdir(parents=True)
+    rows = [
+        (99.0, f"xenha/failover/{V1}/started", {}),  # before the crash: not this failover
+        (103.5, f"salt/beacon/{V2}/xenha_heartbeat/lost", {"peer": V1, "id": V2}),
+        (104.0, f"salt/beacon/{V1}/xenha_heartbeat/lost", {"peer": V2, "id": V1}),
+        (104.5, f"xenha/failover/{V1}/started", {}),
+        (110.0, f"xenha/failover/{V1}/fenced", {"method": "ipmi"}),
+        (111.0, f"xenha/failover/{V2}/fenced", {"method": "lease"}),
+        (112.25, f"xenha/failover/{V1}/domu_started", {"domu": "web01"}),
+        (113.0, f"xenha/failover/{V1}/done", {}),
+    ]
+    lines = [json.dumps({"t": t, "tag": tag, "data": data}) for t, tag, data in rows]
+    fo.events_file.write_text("\n".join([*lines[:3], "{half a line", *lines[3:]]) + "\n")
+    assert fo.timeline(V1, since=100.0) == {
+        "lost": 3.5,
+        "reporter": V2,
+        "started": 4.5,
+        "fenced": 10.0,
+        "fence": "ipmi",
+        "domu_started:web01": 12.25,
+        "done": 13.0,
+    }
+    assert [e["t"] for e in fo.events("xenha/failover/", since=105)] == [
+        110.0,
+        111.0,
+        112.25,
+        113.0,
+    ]
+
+
+def test_a_lab_service_is_restarted_when_it_exits(tmp_path):
+    pidfile, log = tmp_path / "pid", tmp_path / "log"
+    subprocess.run(_daemon(["echo", "ran"], pidfile, log), check=True, timeout=10)
+    pid = int(pidfile.read_text())
+    try:
+        wait_for(lambda: log.read_text().count("ran") >= 2, 20, "the service to run twice")
+    finally:
+        os.killpg(pid, signal.SIGKILL)  # the loop is its own session: its group is ours
