@@ -1,5 +1,6 @@
 {#- open-iscsi on a VM host: its initiator name, CHAP and automatic start-up in iscsid.conf (which
-    new node records inherit) and in the target's node record, discovery, and the login. #}
+    new node records inherit) and in the target's node record, discovery, and the login
+    (initiator.login: false stops after iscsid.conf, where there is no kernel initiator). #}
 {%- from "xenha/map.jinja" import cluster, me with context %}
 {%- from "iscsi/map.jinja" import iscsi, initiator with context %}
 {%- set storage = cluster.storage %}
@@ -49,8 +50,10 @@ iscsi-initiator-service-running-daemon:
       - file: iscsi-initiator-file-managed-initiatorname
     - require:
       - file: iscsi-initiator-file-keyvalue-iscsid-conf
+{%-   if initiator.login %}
     - require_in:
       - cmd: iscsi-initiator-cmd-run-discovery
+{%-   endif %}
 
 {#- the boot-time login service: started and enabled, never restarted (stopping it logs out
     every session, pulling the shared disk from under a mounted OCFS2) #}
@@ -61,6 +64,7 @@ iscsi-initiator-service-running-login:
     - require:
       - service: iscsi-initiator-service-running-daemon
 {%- endif %}
+{%- if initiator.login %}
 
 iscsi-initiator-cmd-run-discovery:
   cmd.run:
@@ -70,7 +74,7 @@ iscsi-initiator-cmd-run-discovery:
       - file: iscsi-initiator-file-managed-initiatorname
       - file: iscsi-initiator-file-keyvalue-iscsid-conf
 {#- New node records copy iscsid.conf; existing ones are updated when iscsid.conf changes. #}
-{%- for key, value in settings | dictsort %}
+{%-   for key, value in settings | dictsort %}
 
 iscsi-initiator-cmd-run-node-{{ key | replace(".", "-") }}:
   cmd.run:
@@ -82,7 +86,7 @@ iscsi-initiator-cmd-run-node-{{ key | replace(".", "-") }}:
       - cmd: iscsi-initiator-cmd-run-discovery
     - require_in:
       - cmd: iscsi-initiator-cmd-run-login
-{%- endfor %}
+{%-   endfor %}
 
 iscsi-initiator-cmd-run-login:
   cmd.run:
@@ -90,3 +94,4 @@ iscsi-initiator-cmd-run-login:
     - unless: iscsiadm -m session | grep -qwF {{ storage.target_iqn }}
     - require:
       - cmd: iscsi-initiator-cmd-run-discovery
+{%- endif %}

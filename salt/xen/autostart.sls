@@ -2,7 +2,7 @@
     that comes back after a failover must not start (or restore) domUs that now run elsewhere.
     xendomains keeps handling any other domU. #}
 {%- from "xenha/map.jinja" import cluster with context %}
-{%- from "xen/map.jinja" import xen with context %}
+{%- from "xen/map.jinja" import xen, toolstack with context %}
 
 include:
   - xen.package
@@ -16,8 +16,10 @@ xen-autostart-file-keyvalue-xendomains:
     - separator: "="
     - append_if_not_found: true
     - create_if_missing: true
+{%- if toolstack.pkgs %}
     - require:
       - sls: xen.package
+{%- endif %}
 {%- for name, domu in cluster.domus | dictsort %}
 {%-   set links = [name, name ~ ".cfg", domu.config.split("/") | last] | unique | list %}
 

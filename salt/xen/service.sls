@@ -14,8 +14,10 @@ xen-service-service-running-{{ service }}:
   service.running:
     - name: {{ service }}
     - enable: true
+{%-     if toolstack.pkgs %}
     - require:
       - sls: xen.package
+{%-     endif %}
 {%-     if cluster.xen.toolstack == "xm" %}
     - watch:
       - sls: xen.migration

@@ -14,7 +14,7 @@ from tests.support.saltconf import REPO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writes root-owned files (CI is root)")
 
-SLS = "xenha,ntp,hosts,ocfs2,xen.migration,xenha.leases"
+SLS = "xenha,ntp,hosts,iscsi.initiator,ocfs2,xen,xenha.leases"
 
 
 def knobs(tmp):
@@ -26,15 +26,26 @@ def knobs(tmp):
             "implementations": {"chrony": {"config": str(tmp / "chrony.conf")}},
         }},
         "hosts": {"lookup": {"set_hostname": False}},
+        "iscsi": {"lookup": {
+            "service_manager": "none",
+            "initiator": {"login": False, "initiatorname_file": str(tmp / "initiatorname.iscsi"),
+                          "iscsid_conf": str(tmp / "iscsid.conf")},
+        }},
         "xenha": {"lookup": {"service_manager": "none"}},
         "ocfs2": {"lookup": {
             "service_manager": "none", "device_sls": None, "mount": False,
             "cluster_conf": str(tmp / "ocfs2/cluster.conf"), "o2cb_config": str(tmp / "o2cb"),
         }},
-        "xen": {"lookup": {"ssh": {
-            name: str(tmp / name)
-            for name in ("authorized_keys", "client_config", "known_hosts", "receiver")
-        }}},
+        "xen": {"lookup": {
+            "service_manager": "none",
+            "toolstacks": {"xl": {"pkgs": []}},
+            "xendomains_config": str(tmp / "xendomains"),
+            "xendomains_auto_dir": str(tmp / "auto"),
+            "ssh": {
+                name: str(tmp / name)
+                for name in ("authorized_keys", "client_config", "known_hosts", "receiver")
+            },
+        }},
     }  # fmt: skip
 
 
@@ -62,6 +73,7 @@ def by_id(result):
 @pytest.fixture
 def tmp(tmp_path):
     (tmp_path / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tServVirt1\n")
+    (tmp_path / "iscsid.conf").write_text("node.startup = manual\n")  # as open-iscsi ships it
     subprocess.run(["truncate", "-s", "256M", str(tmp_path / "home.img")], check=True)
     return tmp_path
 
@@ -73,8 +85,10 @@ def test_apply_twice_formats_once_changes_nothing_the_second_time_and_cleans(sal
     assert {
         "ntp-config-file-managed-config",
         "hosts-config-host-present-ServVirt1",
+        "iscsi-initiator-file-managed-initiatorname",
         "ocfs2-config-xenha_o2cb-cluster_present",
         "ocfs2-format-xenha_o2cb-formatted",
+        "xen-autostart-file-keyvalue-xendomains",
         "xen-migration-ssh_auth-present-migrate-key",
         "xenha-leases-file-directory-leases-dir",
     } <= changed
@@ -107,6 +121,20 @@ def test_apply_twice_formats_once_changes_nothing_the_second_time_and_cleans(sal
     assert (tmp / "ssh/xenha_migrate").stat().st_mode & 0o777 == 0o600
     assert (tmp / "ssh").stat().st_mode & 0o777 == 0o700
     assert f"IdentityFile {tmp / 'ssh/xenha_migrate'}" in (tmp / "client_config").read_text()
+    assert (tmp / "xendomains").read_text().splitlines() == [
+        "XENDOMAINS_RESTORE=false",
+        'XENDOMAINS_SAVE=""',
+    ]
+    assert (
+        "InitiatorName=iqn.2009-06.br.example:servvirt1\n"
+        in (tmp / "initiatorname.iscsi").read_text()
+    )
+    assert set((tmp / "iscsid.conf").read_text().splitlines()) == {
+        "node.startup = automatic",
+        "node.session.auth.authmethod = CHAP",
+        "node.session.auth.username = xenha",
+        "node.session.auth.password = render-test-chap-secret",
+    }
 
     # and the clean SLS undo it, leaving the volume's data alone
     code, clean = apply(salt_call, tmp, sls="xen.clean,ocfs2.clean,hosts.clean,ntp.clean")
@@ -174,7 +202,6 @@ def test_what_this_kernel_cannot_run_is_shown_at_test_level(salt_call, tmp):
                       "iscsid_conf": str(tmp / "iscsid.conf")},
     }}  # fmt: skip
     (tmp / "fstab").write_text("")
-    (tmp / "iscsid.conf").write_text("node.startup = manual\n")  # as open-iscsi ships it
     code, out = salt_call(
         "ServVirt1", "Debian", "state.apply", "iscsi.initiator,ocfs2", "test=True",
         xenha=cluster(tmp), pillar=pillar,

@@ -471,3 +471,55 @@ def test_clean_states_render(salt_call, family):
     )
     assert rendered["xenha-clean-service-dead-leased"][1]["name"] == "xenha-leased"
     assert rendered["ntp-clean-file-absent-config"][1]["name"] == CHRONY_CONF[family][0]
+
+
+# The lab's knobs (lab/pillar/lab_lookups.sls): xl from elsewhere, no services, paths moved.
+LAB_XEN = {"lookup": {
+    "service_manager": "none",
+    "toolstacks": {"xl": {"pkgs": []}},
+    "ssh": {"authorized_keys": "/etc/xenha/ssh/authorized_keys",
+            "receiver": "/etc/xenha/migrate-receive"},
+}}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_xen_without_packages_or_services_and_moved_paths(salt_call, family):
+    identity = {"xen": {"ssh": {"identity_file": "/etc/xenha/ssh/xenha_migrate"}}}
+    rendered = show(salt_call, "ServVirt1", family, "xen", pillar={"xen": LAB_XEN}, xenha=identity)
+    assert not by_function(rendered, "pkg.installed")
+    assert not by_function(rendered, "service.running")
+    assert "require" not in rendered["xen-autostart-file-keyvalue-xendomains"][1]
+    auth = rendered["xen-migration-ssh_auth-present-migrate-key"][1]
+    assert auth["config"] == "/etc/xenha/ssh/authorized_keys"
+    assert auth["options"][-1] == 'command="/etc/xenha/migrate-receive"'
+    assert rendered["xen-migration-file-managed-receiver"][1]["name"] == (
+        "/etc/xenha/migrate-receive"
+    )
+    assert rendered["xen-migration-file-managed-private-key"][1]["name"] == (
+        "/etc/xenha/ssh/xenha_migrate"
+    )
+    client = rendered["xen-migration-file-managed-client-config"][1]
+    assert "    IdentityFile /etc/xenha/ssh/xenha_migrate" in lines(client["contents"])
+
+
+def test_xen_services_without_packages_still_render(salt_call):
+    # xl installed by other means, its services still run by systemd
+    rendered = show(salt_call, "ServVirt1", "Suse", "xen",
+                    pillar={"xen": {"lookup": {"toolstacks": {"xl": {"pkgs": []}}}}})  # fmt: skip
+    assert not by_function(rendered, "pkg.installed")
+    service = rendered["xen-service-service-running-xencommons"][1]
+    assert (service["enable"], "require" in service) == (True, False)
+
+
+@pytest.mark.parametrize("service_manager", ["systemd", "none"])
+def test_initiator_without_login_stops_at_its_files(salt_call, service_manager):
+    lookup = {"service_manager": service_manager, "initiator": {"login": False}}
+    rendered = show(salt_call, "ServVirt2", "Debian", "iscsi.initiator",
+                    pillar={"iscsi": {"lookup": lookup}})  # fmt: skip
+    assert not by_function(rendered, "cmd.run")
+    assert rendered["iscsi-initiator-file-managed-initiatorname"][1]["contents"].endswith(
+        "InitiatorName=iqn.2009-06.br.example:servvirt2\n"
+    )
+    assert "iscsi-initiator-file-keyvalue-iscsid-conf" in rendered
+    services = by_function(rendered, "service.running")
+    assert len(services) == (2 if service_manager == "systemd" else 0)
