@@ -92,7 +92,8 @@ def test_evacuation_smoke(bench):
     (run,) = result["runs"]
     assert run["migrated"] == 2 and run["kept_running"] and run["moved_back"] == 2, run
     assert run["raw_sum_s"] > 0 and run["makespan_s"] > 0
-    assert {bench.where("web01"), bench.where("web02")} == {V1}
+    assert bench.where("web01") == V1  # back home after the restore
+    assert bench.where("web02") is None  # the benchmark started it, so it stopped it
     RESULTS["lab_evacuation"] = result
 
 
