@@ -1,11 +1,11 @@
 """The demo's core and a smoke of every lab benchmark (tiny run counts) on one shared lab.
 
 One module-scoped lab (prefix ``xdb``) with the toolstack, BMCs and failover, as ``make demo``
-builds it (without applying the formulas). One guest (web01) serves every benchmark; the
-evacuation adds web02. The order matters: the crashes come last. The figures are not checked
-against targets (the machine is shared); what is checked is that each script measures what it
-says: the guest kept running where it should, reboots show long blackouts, the probes saw
-traffic, the failover brought the guest back on the survivor and never ran two copies.
+builds it (without applying the formulas). One guest (web01) serves every benchmark. The order
+matters: the crash comes last. The figures are not checked against targets (the machine is
+shared); what is checked is that each script measures what it says: the guest kept running
+where it should, a cold move shows a long blackout, the probes saw traffic, the failover
+brought the guest back on the survivor and never ran two copies.
 """
 
 import json
@@ -22,7 +22,6 @@ pytestmark = [pytest.mark.root, pytest.mark.lab]
 
 V1, V2 = demo.V1, demo.V2
 WEB01 = ("web01", demo.GUESTS["web01"])
-WEB02 = ("web02", demo.GUESTS["web02"])
 RESULTS = {}  # benchmark name -> result, for the report test
 
 
@@ -88,12 +87,12 @@ def test_http_smoke(bench):
 
 
 def test_evacuation_smoke(bench):
-    result = lab_evacuation.run(runs=1, bench=bench, guests=dict([WEB01, WEB02]))
+    # one guest keeps the smoke short; tests/lab/test_evacuate_lab.py evacuates two
+    result = lab_evacuation.run(runs=1, bench=bench, guests=dict([WEB01]))
     (run,) = result["runs"]
-    assert run["migrated"] == 2 and run["kept_running"] and run["moved_back"] == 2, run
+    assert run["migrated"] == 1 and run["kept_running"] and run["moved_back"] == 1, run
     assert run["raw_sum_s"] > 0 and run["makespan_s"] > 0
     assert bench.where("web01") == V1  # back home after the restore
-    assert bench.where("web02") is None  # the benchmark started it, so it stopped it
     RESULTS["lab_evacuation"] = result
 
 
