@@ -33,9 +33,13 @@ TGTD = [
     f"tgtadm -C {TGT_CONTROL_PORT} --mode sys --op show >/dev/null 2>&1 && break; sleep 0.1; done"
     f" && tgt-admin -C {TGT_CONTROL_PORT} -e -c /etc/tgt/targets.conf",
 ]  # fmt: skip
-# what each role gets applied: the whole top on the storage host; on VM hosts the formulas the lab
-# can run (no kernel iSCSI initiator, no Xen, no OCFS2 mount here: docs/lab.md)
-ROLE_MODS = {"storage": [], "vmhost": ["xenha", "ntp", "hosts", "ocfs2"]}
+# what each role gets applied: the whole top on the storage host; on VM hosts the top but
+# xenha.leases (needs the OCFS2 mount) and xenha.leased (lab/failover.py runs the renewer), with
+# lookups for what the lab lacks (iSCSI login, OCFS2 mount, Xen packages: lab_lookups.sls)
+ROLE_MODS = {"storage": [], "vmhost": ["xenha", "ntp", "hosts", "iscsi.initiator", "ocfs2", "xen"]}
+# root's authorized keys where the xen formula puts them in the lab (lab/pillar/lab_lookups.sls):
+# the default, ~root/.ssh, is the machine's own /root
+SSHD = ["/usr/sbin/sshd", "-o", "AuthorizedKeysFile=/etc/xenha/ssh/authorized_keys"]
 MASTER_IP = "10.99.0.2"
 CLI_IP = "10.99.0.20"
 VENV_BIN = Path(sys.executable).parent
@@ -53,7 +57,7 @@ class Lab:
         self.master = self.segment.host(
             "master", MASTER_IP, "master", hostname="salt", services=[master]
         )
-        common = [["/usr/sbin/sshd"], CHRONYD, [str(VENV_BIN / "salt-minion"), "-d"]]
+        common = [SSHD, CHRONYD, [str(VENV_BIN / "salt-minion"), "-d"]]
         self.hosts = {
             mid: self.segment.host(
                 mid,

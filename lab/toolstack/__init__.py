@@ -8,9 +8,9 @@ drive in the lab.
 
 :func:`attach` makes every VM host of a :class:`lab.cluster.Lab` boot with it: a first boot
 service (``hostsetup.py``, run inside the host) writes the host's toolstack settings to
-``/etc/xen/lab-toolstack.json``, puts ``xl`` on ``/usr/local/sbin`` (a bind mount private to the
-host) and sets up root ssh between the VM hosts with a lab keypair (``<run>/ssh``), before
-salt-minion and sshd start.
+``/etc/xen/lab-toolstack.json`` and puts ``xl`` on ``/usr/local/sbin`` (a bind mount private to the
+host), before salt-minion and sshd start. Root ssh between the VM hosts, the transport of
+``xl migrate``, is the product's xen formula's (``Lab.converge``).
 """
 
 import json
@@ -28,7 +28,6 @@ def setup_spec(lab, host_id, specs):
     """What hostsetup.py needs inside VM host ``host_id`` (JSON-able)."""
     spec = specs[host_id]
     host = lab.hosts[host_id]
-    vmhosts = {mid: s for mid, s in specs.items() if s.get("role") == "vmhost"}
     return {
         "xl": {
             "host": spec.get("hostname", host_id),
@@ -40,16 +39,6 @@ def setup_spec(lab, host_id, specs):
             "bridge": host.uplink,
         },
         "xl_path": str(XL),
-        "ssh_dir": str(lab.run_dir / "ssh"),
-        "identity": str(lab.run_dir / "keys" / "migrate"),
-        "peers": [
-            {
-                "names": sorted({mid, s.get("hostname", mid), s["ip"]}),
-                "ip": s["ip"],
-                "host_key": str(lab.hosts[mid].etc / "ssh" / "ssh_host_ed25519_key.pub"),
-            }
-            for mid, s in vmhosts.items()
-        ],
     }
 
 

@@ -1,10 +1,12 @@
 """state.apply for real, inside three lab hosts (ServVirt1, ServVirt2, ServDB) with their own /etc
 and salt-minions against a real salt-master, checked with the real tools: chrony serves time,
 tgtd serves the LUN to libiscsi's initiator (and refuses a wrong CHAP secret), o2cb reads
-cluster.conf back, the OCFS2 device is formatted once, peers resolve through /etc/hosts, and a
-second apply changes nothing."""
+cluster.conf back, the OCFS2 device is formatted once, peers resolve through /etc/hosts, the xen
+formula's migration key lets one VM host's root ssh into the other only through the forced
+command, and a second apply changes nothing."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from tests.hosts.conftest import make_lab
 pytestmark = pytest.mark.root
 
 OCFS2_QUERY = ["tunefs.ocfs2", "-Q", "%V %U\n"]
+VMHOSTS = ["ServVirt1", "ServVirt2"]
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +47,14 @@ def test_first_apply_succeeds_everywhere_and_changes_things(applied, lab):
         assert any("hosts-config-host-present" in i for i in ids), (mid, ids)
         assert any("ntp-config-file-managed-config" in i for i in ids), (mid, ids)
     assert any("iscsi-tgt-cmd-run-tgt-admin-update" in i for i in changed["ServDB"])
+    for mid in VMHOSTS:
+        for sid in (
+            "iscsi-initiator-file-managed-initiatorname",
+            "xen-autostart-file-keyvalue-xendomains",
+            "xen-migration-file-managed-private-key",
+            "xen-migration-ssh_auth-present-migrate-key",
+        ):
+            assert any(sid in i for i in changed[mid]), (mid, sid)
 
 
 def test_second_apply_reports_zero_changes(applied, lab):
@@ -154,3 +165,57 @@ def test_peers_resolve_through_etc_hosts(lab):
             assert got[:2] == [peer["ip"], peer["hostname"]], (mid, got)
     hosts_file = (lab.hosts["ServVirt1"].etc / "hosts").read_text()
     assert re.search(r"^10\.99\.0\.11\s+ServVirt2\b", hosts_file, re.MULTILINE)
+
+
+def test_the_xen_and_initiator_formulas_write_into_the_hosts_own_etc(lab):
+    pillar = lab.pillar()
+    for mid, peer in zip(VMHOSTS, reversed(VMHOSTS), strict=True):
+        etc = lab.hosts[mid].etc
+        key = etc / "xenha/ssh/xenha_migrate"
+        assert key.read_text() == pillar["xen"]["ssh"]["private_key"]
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert (etc / "xenha/migrate-receive").stat().st_mode & 0o777 == 0o755
+        (authorized,) = (etc / "xenha/ssh/authorized_keys").read_text().splitlines()
+        peer_ip = lab.cluster["hosts"][peer]["ip"]
+        assert authorized.startswith(
+            f'from="{peer_ip}",restrict,command="/etc/xenha/migrate-receive" ssh-ed25519 '
+        )
+        client = (etc / "ssh/ssh_config.d/xenha.conf").read_text()
+        assert f"Host {peer} {peer_ip}\n" in client
+        assert "IdentityFile /etc/xenha/ssh/xenha_migrate\n" in client
+        known = (etc / "ssh/xenha_known_hosts").read_text()
+        assert pillar["xen"]["ssh"]["host_keys"][peer] in known
+        assert "XENDOMAINS_RESTORE=false" in (etc / "default/xendomains").read_text()
+        iqn = lab.cluster["hosts"][mid]["iqn"]
+        assert f"InitiatorName={iqn}\n" in (etc / "iscsi/initiatorname.iscsi").read_text()
+    # nothing landed in the machine's /root, which the lab hosts share
+    assert not (Path("/root/.ssh/xenha_migrate")).exists()
+    machine_keys = Path("/root/.ssh/authorized_keys")
+    assert not machine_keys.exists() or "xenha-migrate" not in machine_keys.read_text()
+
+
+def test_the_migration_key_only_reaches_the_forced_command(lab):
+    v1 = lab.hosts["ServVirt1"]
+    # sshd of ServVirt2 reads the formula's authorized_keys; ssh trusts the pinned host key
+    refused = v1.run(["ssh", "-o", "BatchMode=yes", "ServVirt2", "xl", "destroy", "web01"],
+                     check=False)  # fmt: skip
+    assert refused.returncode == 1
+    assert "xenha: refused: xl destroy web01 (unexpected destroy)" in refused.stderr
+    # xl migrate-receive gets through the forced command (no xl in this lab: the shell says so)
+    passed = v1.run(["ssh", "-o", "BatchMode=yes", "ServVirt2", "xl", "migrate-receive"],
+                    check=False)  # fmt: skip
+    assert passed.returncode == 127 and "xl: not found" in passed.stderr, passed.stderr
+    # the key itself is refused from an address that is not a VM host's (from="...")
+    storage = lab.hosts["ServDB"]
+    stolen = storage.root / "tmp" / "stolen_key"
+    stolen.write_text(lab.pillar()["xen"]["ssh"]["private_key"])
+    stolen.chmod(0o600)
+    outsider = storage.run(
+        ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-i", "/tmp/stolen_key",
+         "root@ServVirt2", "xl", "migrate-receive"],
+        check=False,
+    )  # fmt: skip
+    stolen.unlink()
+    assert outsider.returncode == 255
+    assert "Permission denied" in outsider.stderr

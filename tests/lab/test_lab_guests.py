@@ -17,7 +17,7 @@ import pytest
 import xenha_xenparse as xp
 
 from lab import REPO, bmc, guest, toolstack, vm
-from lab.cluster import Lab
+from lab.cluster import Lab, state_changes
 from lab.hosts import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
@@ -38,6 +38,7 @@ def lab():
     toolstack.attach(the_lab)
     try:
         the_lab.up()
+        state_changes(the_lab.converge())  # the xen formula sets up the migration ssh
         yield the_lab
     finally:
         the_lab.down()
