@@ -39,6 +39,11 @@ SETTLE_POLL = 0.5
 SHUTDOWN_TIMEOUT = 120  # seconds a domU gets to shut down cleanly for a cold move
 MACHINE_OUTPUTS = ("json", "yaml", "raw", "pprint", "newline_values_only")
 MAINTENANCE = "maintenance"
+# plan's action per mode, for a domU that fits somewhere (True) or nowhere (False)
+ACTIONS = {
+    "maintenance": {True: "live-migrate", False: "stays"},
+    "failure": {True: "restart", False: "stays down"},
+}
 HOSTSTATE = "hoststate"
 
 
@@ -299,7 +304,7 @@ def plan(host, mode="maintenance"):
         salt-run xenha.plan ServVirt1
         salt-run xenha.plan ServVirt1 failure --out=json
     """
-    if mode not in ("maintenance", "failure"):
+    if mode not in ACTIONS:
         raise SaltInvocationError(f"mode must be 'maintenance' or 'failure', got {mode!r}")
     cluster = _cluster(host)
     _vmhost(cluster, host)
@@ -327,11 +332,7 @@ def plan(host, mode="maintenance"):
             "to": result["placement"].get(name, "-"),
             "memory_mib": snap["domus"][name]["memory_mib"],
             "priority": snap["domus"][name]["priority"],
-            "action": ("live-migrate" if mode == "maintenance" else "restart")
-            if name in result["placement"]
-            else "stays"
-            if mode == "maintenance"
-            else "stays down",
+            "action": ACTIONS[mode][name in result["placement"]],
             "reason": result["unplaced"].get(name, ""),
         }
         for name in moving
@@ -546,6 +547,8 @@ def _resolve_in_flight(mover, journal):
     migration job may still run on the source minion) and record where the domU ended up.
     """
     for name, entry in sorted((journal.get("domus") or {}).items()):
+        if entry.get("outcome") == "cold-moving":
+            _finish_cold_move(mover, name, entry["from"], entry["to"])
         if entry.get("outcome") != "migrating":
             continue
         _progress(f"resuming: waiting for the interrupted move of {name} to settle")
@@ -559,6 +562,24 @@ def _resolve_in_flight(mover, journal):
             mover.record(name, outcome="pending", reason="interrupted; will retry")
         else:
             mover.record(name, outcome="UNCERTAIN", reason="interrupted; not found on either host")
+
+
+def _finish_cold_move(mover, name, source, target):
+    """A cold move was interrupted: record where the domU runs, or start it on the target."""
+    seen = _where(name, [source, target])
+    plain = [h for h, transient in seen if not transient]
+    if len(plain) == 1 and len(seen) == 1:
+        outcome = "cold-migrated" if plain[0] == target else "pending"
+        mover.record(name, outcome=outcome, reason="interrupted cold move, found on " + plain[0])
+    elif seen:
+        mover.record(name, outcome="UNCERTAIN", reason="interrupted cold move: check both hosts")
+    else:  # shut down on the source and not started yet: finish the job
+        config = ((mover.cluster.get("domus") or {}).get(name) or {}).get("config")
+        problem = mover.start_on(name, config, target, source) if config else "no config"
+        outcome = "cold-migrated" if problem is None else "DOWN"
+        mover.record(
+            name, outcome=outcome, reason=f"interrupted cold move resumed: {problem or 'ok'}"
+        )
 
 
 def _shared_storage_problem(cluster, domu):

@@ -91,6 +91,7 @@ class Cluster(contextlib.ExitStack):
             {
                 **common,
                 "root_dir": str(self.master_dir),
+                "cachedir": str(self.master_dir / "cache"),
                 "interface": "127.0.0.1",
                 "publish_port": self.ports[0],
                 "ret_port": self.ports[1],
@@ -136,7 +137,7 @@ class Cluster(contextlib.ExitStack):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(RuntimeError, ValueError, subprocess.TimeoutExpired):
-                answer = self.salt("-L", ",".join(HOSTS), "test.ping", timeout=60)
+                answer = self.salt("-t", "30", "-L", ",".join(HOSTS), "test.ping", timeout=60)
                 if answer and all(answer.get(h) is True for h in HOSTS):
                     return
             time.sleep(1)
@@ -188,7 +189,7 @@ def run(delays=DELAYS):
             raw = _raw_migrations(cluster)
             cluster.reset(delay)
             start = time.perf_counter()
-            cluster.salt("-L", ",".join(HOSTS), "test.ping")
+            cluster.salt("-t", "120", "-L", ",".join(HOSTS), "test.ping")
             round_trip = time.perf_counter() - start
             start = time.perf_counter()
             table = cluster.salt("xenha.evacuate", "ServVirt1", runner=True)
