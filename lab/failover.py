@@ -33,6 +33,7 @@ from lab.hosts import LabError, identity, kill_all, wait_for
 
 LEASED_PIDFILE = "/run/xenha-leased.pid"
 LEASED_LOG = "/var/log/xenha-leased.log"
+RECORDER_PIDFILE = "/run/xenha-recorder.pid"
 NO_STORAGE = "xenha-nostorage"  # the tmpfs that hides the shared folder from an isolated host
 
 # the master's event recorder (run inside the master host with the lab's Python, which has Salt)
@@ -102,7 +103,7 @@ class Failover:
     def recorder_argv(self):
         log = self.dir / "recorder.log"
         argv = [sys.executable, "-c", RECORDER, str(self.events_file)]
-        return _daemon(argv, "/run/xenha-recorder.pid", log)
+        return _daemon(argv, RECORDER_PIDFILE, log)
 
     def attach(self):
         """Add the renewer (VM hosts) and the event recorder (master) to the hosts' services,
@@ -142,7 +143,7 @@ class Failover:
 
     def ensure_services(self):
         """Start the renewers and the recorder where their host is on and they do not run."""
-        pairs = [(self.lab.master, self.recorder_argv(), "/run/xenha-recorder.pid")]
+        pairs = [(self.lab.master, self.recorder_argv(), RECORDER_PIDFILE)]
         pairs += [(self.lab.hosts[h], self.renewer_argv(), LEASED_PIDFILE) for h in self.vmhosts]
         for host, argv, pidfile in pairs:
             if host.is_powered() and not _running(host, pidfile):
@@ -202,16 +203,19 @@ class Failover:
 
     def kill_master(self, timeout=30):
         """SIGKILL every salt-master process (the runners it runs die with it), as an OOM kill
-        or a crash would; the master host, its network and the event recorder stay up."""
+        or a crash would; the master host and its network stay up."""
         pids = self.master_pids()
         kill_all(pids, timeout, "the salt-master processes to die")
         return pids
 
     def start_master(self, timeout=60):
-        """Start salt-master again (its pillar, keys, cache and failover journals kept)."""
-        self.lab.master.run(
-            [str(Path(sys.executable).with_name("salt-master")), "-d"], timeout=timeout
-        )
+        """Start salt-master again (its pillar, keys, cache and failover journals kept), and a
+        new event recorder: the old one's bus subscription died with the master."""
+        master = self.lab.master
+        master.run([str(Path(sys.executable).with_name("salt-master")), "-d"], timeout=timeout)
+        stop = f'kill -KILL -- "-$(cat {RECORDER_PIDFILE})" 2>/dev/null; rm -f {RECORDER_PIDFILE}'
+        master.run(["sh", "-c", stop], check=False)
+        self.ensure_services()
 
     # --- what happened -------------------------------------------------------------------------
     def events(self, tag_prefix="", since=0.0):

@@ -25,7 +25,7 @@ from xenha_failover import ACTIVE
 from lab import REPO, bmc, toolstack, vm
 from lab.cluster import Lab
 from lab.failover import Failover, Watch, _daemon, enable_failover, forge_event, running_on
-from lab.hosts import wait_for
+from lab.hosts import LabError, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -343,7 +343,11 @@ def test_a_burst_of_claims_and_a_master_killed_mid_failover_give_one_restart(lab
         fo.start_master()
         lab.wait_minions([V1, DB], timeout=180)
         # the master's schedule (xenha.failover_resume, every 60 s) completes it
-        fo.wait_event(f"xenha/failover/{V2}/done", t_kill, FAILOVER_TIMEOUT)
+        try:
+            fo.wait_event(f"xenha/failover/{V2}/done", t_kill, FAILOVER_TIMEOUT)
+        except LabError as err:
+            tail = "\n".join(fo.audit()[-8:])
+            pytest.fail(f"{err}; journal state {fo.journal(V2).get('state')}; audit:\n{tail}")
         new_boot(lab, before["bootid"])
     tl = fo.timeline(V2, t0)
     show("burst + master killed -> resumed", tl, master_killed=round(t_kill - t0, 2))
