@@ -12,6 +12,7 @@ salt CLIs run inside the master host.
 
 import json
 import secrets
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -194,7 +195,7 @@ class Lab:
         def answered():
             try:
                 got = self.salt(ids, "test.ping", timeout=5)
-            except LabError:
+            except (LabError, subprocess.TimeoutExpired):  # a loaded master may miss the deadline
                 return False
             return all(got.get(i) is True for i in ids)
 
