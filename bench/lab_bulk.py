@@ -24,7 +24,7 @@ def measure(bench, guest, host, out_dir):
         wait_for(lambda: probe.bulk() and probe.bulk()[-1][1] > 1 << 20, 60, "/big to flow")
         quiet = time.time()
         time.sleep(QUIET_S)
-        start, end, xl_s = bench.migrate(guest[0], host, lab_common.OTHER[host])
+        start, end, xl_s = bench.migrate(guest[0], host, lab_common.OTHER[host], guest[1])
         time.sleep(1)
     samples = sorted(probe.bulk())
     errors = [r for r in probe.records() if "error" in r and r["t"] >= start]

@@ -66,15 +66,22 @@ class LabBench:
         vm.wait_guest(self.lab.cli, ip, timeout=180)
         return where
 
-    def migrate(self, name, src, dst):
+    def migrate(self, name, src, dst, ip=None):
         """``xenha_xen.migrate`` run by ``src``'s minion, then the lease handed to ``dst`` as
-        the runner does; returns (start, end, xl migrate seconds)."""
+        the runner does; returns (start, end, xl migrate seconds). With ``ip``, the guest must
+        answer HTTP again within 120 s, or LabError: later runs would measure a dead guest."""
         start = time.time()
         ret = self.lab.salt(src, "xenha_xen.migrate", name, dst, timeout=300).get(src)
         end = time.time()
         if not (isinstance(ret, dict) and ret.get("result")):
             raise LabError(f"{src}: xenha_xen.migrate {name} {dst}: {ret}")
         self.lab.salt(dst, "xenha_lease.acquire_domu", name, f"handover_from={src}", timeout=60)
+        if ip:
+            try:
+                vm.wait_guest(self.lab.cli, ip, timeout=120)
+            except LabError as err:
+                said = f"{name} runs on {dst} but stopped answering after its live migration"
+                raise LabError(f"{said} ({err}); see its console under {dst}'s xl/") from err
         return start, end, ret.get("seconds")
 
     def stop(self, name, host):

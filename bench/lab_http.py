@@ -24,7 +24,7 @@ def measure(bench, guest, host, out_dir):
         time.sleep(2)  # clients connected and going
         quiet = time.time()
         time.sleep(QUIET_S)
-        start, end, xl_s = bench.migrate(guest[0], host, lab_common.OTHER[host])
+        start, end, xl_s = bench.migrate(guest[0], host, lab_common.OTHER[host], guest[1])
         time.sleep(2)
     records = probe.records()
     normal = analyze_http(records, quiet, quiet + QUIET_S, CONCURRENCY)

@@ -23,7 +23,7 @@ def _move(bench, guest, case, host):
     stopped: ``live``, ``shutdown`` or ``destroy`` when ACPI did not stop it in time)."""
     other = lab_common.OTHER[host]
     if case == "live migration":
-        bench.migrate(guest[0], host, other)
+        bench.migrate(guest[0], host, other, guest[1])
         return other, "live"
     how = bench.stop(guest[0], host)
     target = host if case == "reboot" else other
