@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from lab import REPO, demo, toolstack, vm
+from lab import RUN_ROOT, demo, toolstack, vm
 from lab.cluster import Lab
 from lab.hosts import LabError
 
@@ -122,7 +122,7 @@ def _listed(xl_list):
 def shared():
     """The process's lab for the benchmarks, built on first use, removed at exit."""
     if "bench" not in _SHARED:
-        lab = Lab(REPO / "run" / "bench-lab", prefix="xbl")
+        lab = Lab(RUN_ROOT / "bench-lab", prefix="xbl")
         atexit.register(lab.down)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit runs on a kill too
         _SHARED["bench"] = LabBench(lab, demo.prepare(lab))

@@ -24,9 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+from lab import HIDDEN
+
 HOSTINIT = Path(__file__).resolve().with_name("hostinit.py")
 SWITCH = "sw"
-HIDDEN = [Path(p) for p in ("/etc", "/run", "/tmp", "/var")]
 
 
 class LabError(RuntimeError):

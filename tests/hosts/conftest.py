@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lab import REPO
+from lab import RUN_ROOT
 from lab.cluster import Lab
 
 pytestmark = pytest.mark.root
@@ -23,4 +23,4 @@ def make_lab(prefix):
 
     Not under /tmp: each host mounts its own /tmp over the machine's.
     """
-    return Lab(run_dir=REPO / "run" / f"test-{prefix}", prefix=prefix)
+    return Lab(run_dir=RUN_ROOT / f"test-{prefix}", prefix=prefix)

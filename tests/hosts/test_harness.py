@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import REPO
+from lab import RUN_ROOT
 from lab.hosts import LabError, Segment, identity, wait_for
 from tests.hosts.conftest import make_lab
 
@@ -161,7 +161,7 @@ def test_down_leaves_nothing_behind(lab):
 
 
 def test_binds_share_a_folder_between_hosts_and_nothing_else():
-    segment = Segment(REPO / "run" / "test-xhb", prefix="xhb")
+    segment = Segment(RUN_ROOT / "test-xhb", prefix="xhb")
     shared = segment.run_dir / "shared"
     inside = "/var/lib/xenha-lab/shared"
     a = segment.host("a", "10.99.0.10", "vmhost", binds={inside: shared})

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from lab import REPO
+from lab import RUN_ROOT
 from lab.__main__ import main
 from lab.hosts import LabError, Segment
 
-RUN = REPO / "run" / "test-inputs"
+RUN = RUN_ROOT / "test-inputs"
 
 
 @pytest.mark.parametrize("run_dir", ["/tmp/lab", "/var/tmp/lab", "/run/lab", "/etc/lab"])

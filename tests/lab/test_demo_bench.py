@@ -15,7 +15,7 @@ import pytest
 
 from bench import lab_bulk, lab_common, lab_evacuation, lab_failover, lab_http, lab_unavailability
 from bench import report as bench_report
-from lab import REPO, demo
+from lab import RUN_ROOT, demo
 from lab.cluster import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
@@ -31,7 +31,7 @@ def bench():
         pytest.skip("the lab needs root (network namespaces, QEMU taps, tgtd)")
     if missing := demo.missing_tools():
         pytest.fail(f"missing lab tools {missing}: run `make deps`")
-    lab = Lab(REPO / "run" / "test-demo-bench", prefix="xdb")
+    lab = Lab(RUN_ROOT / "test-demo-bench", prefix="xdb")
     try:
         fo = demo.prepare(lab)
         demo.start_guests(lab, fo, V1, dict([WEB01]))

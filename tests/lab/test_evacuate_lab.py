@@ -11,7 +11,7 @@ import os
 import pytest
 
 from bench.lab_common import LabBench
-from lab import REPO, demo, vm
+from lab import RUN_ROOT, demo, vm
 from lab.cluster import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
@@ -26,7 +26,7 @@ def lab():
         pytest.skip("the lab needs root (network namespaces, QEMU taps, tgtd)")
     if missing := demo.missing_tools():
         pytest.fail(f"missing lab tools {missing}: run `make deps`")
-    the_lab = Lab(REPO / "run" / "test-evacuate-lab", prefix="xev")
+    the_lab = Lab(RUN_ROOT / "test-evacuate-lab", prefix="xev")
     try:
         fo = demo.prepare(the_lab)
         demo.start_guests(the_lab, fo, V1, GUESTS)

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 from xenha_failover import ACTIVE
 
-from lab import REPO, bmc, toolstack, vm
+from lab import RUN_ROOT, bmc, toolstack, vm
 from lab.cluster import Lab
 from lab.failover import Failover, Watch, _daemon, enable_failover, forge_event, running_on
 from lab.hosts import LabError, wait_for
@@ -43,7 +43,7 @@ def lab():
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         pytest.fail(f"missing lab tools {missing}: run `make deps`")
-    the_lab = Lab(REPO / "run" / "test-failover-lab", prefix="xfo")
+    the_lab = Lab(RUN_ROOT / "test-failover-lab", prefix="xfo")
     toolstack.attach(the_lab)
     try:
         the_lab.up()

@@ -16,7 +16,7 @@ import time
 import pytest
 import xenha_xenparse as xp
 
-from lab import REPO, bmc, guest, toolstack, vm
+from lab import RUN_ROOT, bmc, guest, toolstack, vm
 from lab.cluster import Lab, state_changes
 from lab.hosts import wait_for
 
@@ -34,7 +34,7 @@ def lab():
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         pytest.fail(f"missing lab tools {missing}: run `make deps`")
-    the_lab = Lab(REPO / "run" / "test-lab-guests", prefix="xtg")
+    the_lab = Lab(RUN_ROOT / "test-lab-guests", prefix="xtg")
     toolstack.attach(the_lab)
     try:
         the_lab.up()
