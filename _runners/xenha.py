@@ -80,10 +80,11 @@ def _cluster(host=None):
     raise SaltInvocationError("no minion has a xenha pillar with hosts (xenha:hosts)")
 
 
-def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
+def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kwargs):
     """
     Call ``fun`` on each of ``minions``: ``{minion: (ok, value or error text)}``. A minion
     that did not answer is reported as ``(False, "no answer ...")``, never silently left out.
+    ``client_kwargs`` go to Salt's LocalClient (e.g. ``gather_job_timeout``).
     """
     minions = sorted(set(minions))
     if not minions:
@@ -97,6 +98,7 @@ def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
         tgt_type="list",
         timeout=timeout,
         full_return=True,
+        **client_kwargs,
     )
     answers = {}
     for minion in minions:
@@ -110,8 +112,8 @@ def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
     return answers
 
 
-def _call_one(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
-    return _call([minion], fun, arg, kwarg, timeout)[minion]
+def _call_one(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kwargs):
+    return _call([minion], fun, arg, kwarg, timeout, **client_kwargs)[minion]
 
 
 def _progress(message, **data):
@@ -753,7 +755,10 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
 import xenha_failover  # noqa: E402 - the failover section keeps its imports with it
 import xenha_fence  # noqa: E402
 
-PING_TIMEOUT = 5  # s: does the master still reach the suspect's minion?
+PING_TIMEOUT = 3  # s: does the master still reach the suspect's minion?
+# Salt's follow-up "is the job still running" round (gather_job_timeout, 10 s by default) would
+# add its whole length to every ping of a dead minion: a dead host answers neither.
+PING_GATHER_TIMEOUT = 1
 START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
 
 
@@ -771,7 +776,9 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         }
 
     def ping(self, host):
-        ok, value = _call_one(host, "test.ping", timeout=PING_TIMEOUT)
+        ok, value = _call_one(
+            host, "test.ping", timeout=PING_TIMEOUT, gather_job_timeout=PING_GATHER_TIMEOUT
+        )
         return ok and value is True
 
     def _must(self, minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
