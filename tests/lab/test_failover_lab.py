@@ -292,7 +292,10 @@ def test_heartbeat_drops_below_the_dead_time_fail_nothing_over(lab, fo):
                 host.run(["iptables", "-w", "-F", "INPUT"], check=False)
         time.sleep(5)  # longer than the dead time: a late alarm would show
     assert fo.events("salt/beacon/", t0) == []
-    assert fo.events("xenha/failover/", t0) == []
+    # the scheduled resume may still mark an earlier test's fenced host as recovered: that is
+    # bookkeeping, not a failover; any other failover event here would be a false alarm
+    failovers = fo.events("xenha/failover/", t0)
+    assert [e for e in failovers if not e["tag"].endswith("/recovered")] == []
     assert running_on(lab, "web01") == {V2}
 
 
