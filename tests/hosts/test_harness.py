@@ -34,7 +34,7 @@ def reachable(endpoint, ip, tries=10):
 
 def processes(host):
     """(pid, command) of every process inside the host's PID namespace, as the host sees them."""
-    out = host.run(["ps", "-e", "-o", "pid=,args="]).stdout
+    out = host.run(["ps", "-e", "-ww", "-o", "pid=,args="]).stdout
     return [(int(p), cmd) for p, cmd in (line.strip().split(None, 1) for line in out.splitlines())]
 
 
