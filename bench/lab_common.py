@@ -3,14 +3,15 @@ What the lab benchmarks (``bench/lab_*.py``) share: one lab per ``python -m benc
 its guests, and the moves they measure.
 
 :func:`shared` builds the lab the first time a lab benchmark asks for it (``run/bench-lab``,
-namespace prefix ``xbl``: it never meets a lab of ``python -m lab``) with the lab toolstack,
-BMCs and automatic failover, and tears it down when the process exits (also on Ctrl-C or
-SIGTERM). Tests hand a :class:`LabBench` of their own lab to the benchmarks' ``run(bench=...)``
-instead.
+namespace prefix ``xbl`` or ``$XENHA_BENCH_PREFIX``: it never meets a lab of ``python -m lab``)
+with the lab toolstack, BMCs and automatic failover, and tears it down when the process exits
+(also on Ctrl-C or SIGTERM). Tests hand a :class:`LabBench` of their own lab to the benchmarks'
+``run(bench=...)`` instead.
 """
 
 import atexit
 import math
+import os
 import signal
 import statistics
 import sys
@@ -122,7 +123,8 @@ def _listed(xl_list):
 def shared():
     """The process's lab for the benchmarks, built on first use, removed at exit."""
     if "bench" not in _SHARED:
-        lab = Lab(RUN_ROOT / "bench-lab", prefix="xbl")
+        prefix = os.environ.get("XENHA_BENCH_PREFIX", "xbl")  # two engineers, two bench labs
+        lab = Lab(RUN_ROOT / f"bench-lab{'' if prefix == 'xbl' else '-' + prefix}", prefix=prefix)
         atexit.register(lab.down)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit runs on a kill too
         _SHARED["bench"] = LabBench(lab, demo.prepare(lab))
