@@ -122,31 +122,39 @@ def _write(conf, kind, name, previous, released=False):
 
 
 # --- observations: persisted so repeated calls do not restart the observer's clock ---
+# observations.json: observe()'s own records; watch.json: the renewer's continuous watch of the
+# peers' host leases (written by xenha-leased only, so the two processes never lose each
+# other's updates), which lets observe() answer at once how long a peer has been silent.
 
 
-def _obs_path():
-    return os.path.join(__opts__["cachedir"], "xenha_lease", "observations.json")
+def _obs_path(name="observations"):
+    return os.path.join(__opts__["cachedir"], "xenha_lease", f"{name}.json")
 
 
-def _obs_load():
+def _obs_load(name="observations"):
     try:
-        with open(_obs_path(), encoding="utf-8") as fh:
+        with open(_obs_path(name), encoding="utf-8") as fh:
             return json.load(fh)
     except (FileNotFoundError, ValueError):
         return {}
 
 
-def _obs_save(records):
-    path = _obs_path()
+def _obs_save(records, name="observations"):
+    path = _obs_path(name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     xenha_lease.write_atomic(path, json.dumps(records).encode())
+
+
+def _fresh(conf):
+    """How recent a last look must be for a change since it to prove the owner alive now."""
+    return 2 * conf["renew_interval"] + 1.0
 
 
 def _look(conf, kind, name, records):
     key = f"{kind}:{name}"
     lease = _read(conf, kind, name)
     record, verdict = xenha_lease.observe(
-        records.get(key), lease, time.monotonic(), conf["expiry"], _boot_id()
+        records.get(key), lease, time.monotonic(), conf["expiry"], _boot_id(), fresh=_fresh(conf)
     )
     if record is None:
         records.pop(key, None)
@@ -155,26 +163,45 @@ def _look(conf, kind, name, records):
     return lease, verdict
 
 
-def observe(host, duration=0, kind="host", **overrides):
+def _watch_peers(conf):
+    """One look at every peer's host lease, recorded in watch.json (see above)."""
+    me = _me()
+    names = _with_timeout(
+        lambda: sorted(os.listdir(conf["dir"])), READ_TIMEOUT, f"listing {conf['dir']}"
+    )
+    records = _obs_load("watch")
+    peers = set()
+    for parsed in map(xenha_lease.parse_lease_name, names):
+        if parsed and parsed[0] == "host" and parsed[1] != me:
+            peers.add(f"host:{parsed[1]}")
+            _look(conf, *parsed, records)
+    _obs_save({k: v for k, v in records.items() if k in peers}, "watch")
+
+
+def observe(host, duration=0, kind="host", settled=None, **overrides):
     """
     Watch a peer's lease (or a domU's, ``kind=domu``) for up to ``duration`` seconds from this
     host, returning early once it advances. The verdict's ``state`` is ``advancing`` (the owner
-    renews: alive), ``stalled`` (unchanged, not yet for ``expiry`` s), ``expired`` (unchanged for
-    at least ``expiry`` s of THIS host's monotonic clock), ``released`` or ``missing``. The
-    observation is remembered, so a second call continues the first one's clock.
+    renewed within the last few renew intervals: alive), ``stalled`` (unchanged, not yet for
+    ``expiry`` s), ``expired`` (unchanged for at least ``expiry`` s of THIS host's monotonic
+    clock), ``released`` or ``missing``. Observations are remembered, and this host's lease
+    renewer watches its peers all the time, so a call continues what was seen before.
+    ``settled``: also return early once the lease has been unchanged for that many seconds.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt ServVirt2 xenha_lease.observe ServVirt1 duration=12
+        salt ServVirt2 xenha_lease.observe ServVirt1 duration=2 settled=2
     """
     conf = _settings(**overrides)
     name = xenha_names.check("host" if kind == "host" else "domain", host)
     duration = float(duration)
+    settled = None if settled is None else float(settled)
     poll = min(0.2, conf["renew_interval"] / 2)
     deadline = time.monotonic() + duration
-    records = _obs_load()
+    records = xenha_lease.merge_records(_obs_load(), _obs_load("watch"))
     try:
         while True:
             _, verdict = _look(conf, kind, name, records)
@@ -184,6 +211,8 @@ def observe(host, duration=0, kind="host", **overrides):
                 xenha_lease.EXPIRED,
                 xenha_lease.MISSING,
             ):
+                break
+            if settled is not None and verdict["unchanged_for"] >= settled:
                 break
             if time.monotonic() + poll > deadline:
                 break
@@ -438,6 +467,17 @@ class _Renewer:
                         self.owned = self.owned - set(foreign)
             self._pause(issued)
 
+    def peers_loop(self):
+        """The peers' host leases, looked at every renew interval (its own thread: a hung peer
+        file must not delay our renewals)."""
+        while not self.stop:
+            started = time.monotonic()
+            try:
+                _watch_peers(self.conf)
+            except Exception as err:  # noqa: BLE001 - observe() then watches on its own
+                log.warning("xenha-leased: cannot watch the peers' leases: %s", err)
+            self._pause(started)
+
     def watch_loop(self):
         """The toolstack, in its own thread so that a slow one cannot delay the renewals."""
         while not self.stop:
@@ -458,9 +498,10 @@ def serve(rounds=None, **overrides):
     The renew daemon (run as the ``xenha-leased`` service: ``salt-call xenha_lease.serve``).
     Every ``renew_interval`` one worker thread renews this host's lease and the domU leases it
     holds (storage only); another asks the toolstack what runs here (to claim new domUs, drop
-    gone ones). The main thread self-fences (destroys every domU running here) when no
-    renewal issued within ``self_fence_after`` seconds has succeeded, so neither a hung write
-    nor a slow toolstack can delay the fence. Under systemd (``Type=notify``) it reports
+    gone ones); a third notes the progress of the peers' host leases (for observe). The main
+    thread self-fences (destroys every domU running here) when no renewal issued within
+    ``self_fence_after`` seconds has succeeded, so neither a hung write nor a slow toolstack
+    can delay the fence. Under systemd (``Type=notify``) it reports
     ready and pets ``WatchdogSec=`` from the fencing thread. ``rounds`` stops after that many
     checks (tests).
 
@@ -475,6 +516,7 @@ def serve(rounds=None, **overrides):
     workers = [
         _thread(renewer.renew_loop, name="xenha-leased-renew"),
         _thread(renewer.watch_loop, name="xenha-leased-watch"),
+        _thread(renewer.peers_loop, name="xenha-leased-peers"),
     ]
     for worker in workers:
         worker.start()

@@ -92,7 +92,7 @@ def _signature(lease):
     return (lease["owner"], lease["boot_id"], lease["counter"], bool(lease.get("released")))
 
 
-def observe(record, lease, now, expiry, observer_boot):
+def observe(record, lease, now, expiry, observer_boot, *, fresh=None):
     """
     One observation of a lease at ``now`` (the observer's monotonic clock, seconds).
 
@@ -103,23 +103,28 @@ def observe(record, lease, now, expiry, observer_boot):
     observer_boot
         The observer's boot id: a record from another boot is meaningless (monotonic clocks
         restart at boot) and is discarded.
+    fresh
+        A change counts as ADVANCING only if the record was last looked at within ``fresh``
+        seconds: a change since a look long ago says the owner renewed at some point since then,
+        not that it is alive now (None: any record counts).
 
     Returns ``(record, verdict)``; verdict has ``state`` (one of ADVANCING, STALLED, EXPIRED,
-    RELEASED, MISSING), ``unchanged_for`` (seconds), and the lease's owner/counter.
+    RELEASED, MISSING), ``unchanged_for`` (seconds), and the lease's owner/counter. Records only
+    ever under-state ``unchanged_for``: ``changed`` is when this observer first saw the current
+    signature, never before it was written.
     """
     if record and record.get("observer_boot") != observer_boot:
         record = None
     if lease is None:
         return None, {"state": MISSING, "unchanged_for": 0.0, "owner": None, "counter": None}
     sig = list(_signature(lease))
-    if record is None:
+    state = None
+    if record is None or record["signature"] != sig:
+        last_look = record and record.get("seen", record["changed"])
+        if record is not None and (fresh is None or now - last_look <= fresh):
+            state = ADVANCING
         record = {"observer_boot": observer_boot, "signature": sig, "changed": now}
-        state = None
-    elif record["signature"] != sig:
-        record = {"observer_boot": observer_boot, "signature": sig, "changed": now}
-        state = ADVANCING
-    else:
-        state = None
+    record["seen"] = now
     unchanged = max(now - record["changed"], 0.0)
     if state is None:
         state = EXPIRED if unchanged >= expiry else STALLED
@@ -132,6 +137,21 @@ def observe(record, lease, now, expiry, observer_boot):
         "counter": lease["counter"],
     }
     return record, verdict
+
+
+def merge_records(own, watched):
+    """
+    ``own`` observation records, each replaced by the ``watched`` one (the renewer's continuous
+    watch of its peers) when that was looked at more recently: a fresher last look tells a
+    recent renewal from an old one, and an earlier ``changed`` of the same signature is longer
+    proof of silence (both are lower bounds, see :func:`observe`).
+    """
+    merged = dict(own)
+    for key, theirs in (watched or {}).items():
+        mine = merged.get(key)
+        if mine is None or theirs.get("seen", 0) > mine.get("seen", mine.get("changed", 0)):
+            merged[key] = dict(theirs)
+    return merged
 
 
 def may_take(lease, verdict, me, fenced=None, handover_from=None):

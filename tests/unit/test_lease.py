@@ -226,6 +226,39 @@ def test_observe_sees_renewals_and_expiry_and_remembers_between_calls(hosts):
     assert expired["state"] == xl.EXPIRED and expired["unchanged_for"] >= FAST["expiry"]
 
 
+def test_a_change_since_an_old_look_is_not_proof_of_life():
+    record, _ = xl.observe(None, lease(1), now=0.0, expiry=10, observer_boot="o", fresh=3)
+    # renewed at some point in the last 60 s, then silent: that says nothing about now
+    old, verdict = xl.observe(record, lease(9), now=60.0, expiry=10, observer_boot="o", fresh=3)
+    assert verdict["state"] == xl.STALLED and verdict["unchanged_for"] == 0
+    _, verdict = xl.observe(old, lease(10), now=62.0, expiry=10, observer_boot="o", fresh=3)
+    assert verdict["state"] == xl.ADVANCING  # looked 2 s ago, changed since: alive now
+
+
+def test_merge_prefers_the_record_looked_at_last():
+    own = {"host:A": {"signature": [1], "changed": 5.0, "seen": 6.0}}
+    watched = {
+        "host:A": {"signature": [2], "changed": 7.0, "seen": 9.0},
+        "host:B": {"signature": [3], "changed": 1.0, "seen": 2.0},
+    }
+    merged = xl.merge_records(own, watched)
+    assert merged == watched
+    assert xl.merge_records(watched, own) == watched  # an older look never wins
+    assert xl.merge_records(own, {}) == own
+
+
+def test_the_renewers_watch_answers_at_once_how_long_a_peer_is_silent(hosts):
+    a, b = hosts
+    a.mod.renew()
+    b.mod.serve(rounds=rounds(0.6))  # B's renewer watches A's lease, which stops advancing
+    time.sleep(0.3)
+    started = time.monotonic()
+    verdict = b.mod.observe("A", duration=2 * FAST["expiry"], settled=0.5)
+    took = time.monotonic() - started
+    # A's silence began before this call: only the renewer's watch can have seen that
+    assert verdict["state"] == xl.STALLED and verdict["unchanged_for"] > took + 0.5
+
+
 def test_observe_returns_advancing_while_the_owner_renews(hosts):
     a, b = hosts
     a.mod.renew()
