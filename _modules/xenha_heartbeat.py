@@ -5,8 +5,10 @@ The ``xenha_heartbeat`` beacon calls :py:func:`poll` every minion loop; the firs
 background thread that sends a signed keepalive to every peer each ``send_interval`` seconds and
 records, on this host's monotonic clock, when each peer was last heard (protocol and rules:
 ``_utils/xenha_hbproto.py``). A second thread runs ``xl info`` (or ``xm info``) every
-``probe_interval`` seconds. :py:func:`poll` turns what the threads saw into beacon events, one
-per state transition.
+``probe_interval`` seconds. The heartbeat thread fires a peer's ``lost``/``recovered`` the moment
+it sees the transition, in the beacon's own event layout (Salt polls beacons only once a second:
+that would add up to a second to every failover); :py:func:`poll` returns the rest (toolstack
+transitions, and heartbeat events the thread could not fire), one per state transition.
 
 The threads outlive Salt's module reloads (a pillar refresh reloads every loader): they are found
 again by name, and are replaced only when the beacon configuration changes, keeping what they knew
@@ -22,6 +24,7 @@ import socket
 import threading
 import time
 
+import salt.utils.event
 import xenha_hbproto as hb
 from salt.exceptions import CommandExecutionError
 
@@ -33,6 +36,7 @@ THREAD_PREFIX = "xenha-heartbeat/"
 ORPHAN_AFTER = 60.0  # seconds without a poll before a thread decides its beacon is gone
 BIND_RETRY = 5.0  # seconds between attempts to bind the heartbeat socket
 SNAPSHOT = "xenha_heartbeat-{id}.json"  # in sock_dir (a tmpfs under /run); minions may share it
+CHECK_EVERY = 0.1  # s: how often the thread looks for a peer falling silent
 
 
 def __virtual__():
@@ -44,8 +48,10 @@ class _Engine(threading.Thread):
 
     xenha_engine = True  # how a reloaded module recognises an engine started by an older copy
 
-    def __init__(self, name, cfg, reporter, run_all, snapshot_path):
+    def __init__(self, name, cfg, reporter, run_all, snapshot_path, *, fire=None):
         super().__init__(name=name, daemon=True)
+        self.fire = fire  # fire(beacon events) -> bool, on the minion bus; None: poll() only
+        self.unfired = []  # heartbeat events the thread could not fire: poll() returns them
         self.cfg = cfg
         self.key = cfg["key"].encode()
         self.reporter = reporter
@@ -99,8 +105,10 @@ class _Engine(threading.Thread):
                 self._send(sock)
                 # keep the cadence, but never burst to catch up after a stall
                 next_send = max(next_send + interval, now)
+            self._fire_transitions()
+            wait = min(next_send - time.monotonic(), CHECK_EVERY)
             # a timeout of 0 would make the socket non-blocking (BlockingIOError, not a timeout)
-            sock.settimeout(max(0.001, next_send - time.monotonic()))
+            sock.settimeout(max(0.001, wait))
             try:
                 packet, source = sock.recvfrom(hb.MAX_PACKET + 1)
             except TimeoutError:
@@ -109,6 +117,15 @@ class _Engine(threading.Thread):
                 log.debug("xenha heartbeat: receive failed: %s", err)
                 continue
             self._receive(packet, source[0])
+
+    def _fire_transitions(self):
+        if self.fire is None:
+            return
+        with self.lock:
+            events = self.detector.poll(time.monotonic(), self.reporter)
+        if events and not self.fire(events):
+            with self.lock:
+                self.unfired += events
 
     def _send(self, sock):
         self.seq += 1
@@ -157,7 +174,8 @@ class _Engine(threading.Thread):
         with self.lock:
             now = time.monotonic()
             self.polled = now
-            events = self.detector.poll(now, self.reporter) + self.probe.poll(self.reporter)
+            events, self.unfired = self.unfired, []
+            events += self.detector.poll(now, self.reporter) + self.probe.poll(self.reporter)
             snapshot = self._snapshot(now)
         for event in events:
             log.warning("xenha heartbeat: %s", event)
@@ -184,6 +202,28 @@ class _Engine(threading.Thread):
             "peers": peers,
             "written": time.time(),
         }
+
+
+def _bus_firer(opts, beacon_name):
+    """fire(events) -> bool: put heartbeat events on the minion bus as the beacon's own would be
+    (``__beacons_return``: the minion forwards them to the master as
+    ``salt/beacon/<id>/<beacon name>/<tag>``)."""
+
+    def fire(events):
+        beacons = []
+        for event in events:
+            data = {k: v for k, v in event.items() if k != "tag"}
+            data.setdefault("id", opts["id"])
+            tag = f"salt/beacon/{opts['id']}/{beacon_name}/{event['tag']}"
+            beacons.append({"tag": tag, "data": data, "beacon_name": beacon_name})
+        try:
+            with salt.utils.event.get_event("minion", opts=opts, listen=False) as bus:
+                return bool(bus.fire_event({"beacons": beacons}, "__beacons_return"))
+        except Exception as err:  # noqa: BLE001 - the beacon's next poll returns them instead
+            log.warning("xenha heartbeat: cannot fire %s now: %s", events, err)
+            return False
+
+    return fire
 
 
 def _write_json(path, data):
@@ -250,11 +290,13 @@ def poll(config):
             '{key: sixteen+bytes..., bind: 10.0.0.1, peers: {b: 10.0.0.2}}'
     """
     cfg = _parse(config)
-    name = THREAD_PREFIX + config.get("_beacon_name", __virtualname__)
+    beacon_name = config.get("_beacon_name", __virtualname__)
+    name = THREAD_PREFIX + beacon_name
     engine = _running(name)
     if engine is None or engine.cfg != cfg:
         path = _snapshot_path()
-        fresh = _Engine(name, cfg, __opts__["id"], __salt__["cmd.run_all"], path)
+        fire = _bus_firer(__opts__, beacon_name)
+        fresh = _Engine(name, cfg, __opts__["id"], __salt__["cmd.run_all"], path, fire=fire)
         if engine is not None:
             log.info("xenha heartbeat: configuration changed, restarting %s", name)
             engine.stop()  # frees the port before the new thread binds it

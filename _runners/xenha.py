@@ -755,11 +755,31 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
 import xenha_failover  # noqa: E402 - the failover section keeps its imports with it
 import xenha_fence  # noqa: E402
 
-PING_TIMEOUT = 3  # s: does the master still reach the suspect's minion?
-# Salt's follow-up "is the job still running" round (gather_job_timeout, 10 s by default) would
-# add its whole length to every ping of a dead minion: a dead host answers neither.
-PING_GATHER_TIMEOUT = 1
+PING_TIMEOUT = 1.5  # s: does the master still reach the suspect's minion? (xenha:failover)
 START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
+
+
+def _answers_ping(minion, timeout):
+    """
+    Whether ``minion`` returns test.ping within ``timeout`` seconds. Waits for the return event
+    itself: LocalClient.cmd would add a find_job round (gather_job_timeout) to every ping of a
+    dead minion, and it counts its timeout from a whole second.
+    """
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    deadline = time.monotonic() + timeout
+    try:
+        pub = client.run_job([minion], "test.ping", tgt_type="list", timeout=timeout, listen=True)
+        if not pub or "jid" not in pub:
+            return False
+        tag = f"salt/job/{pub['jid']}/ret/{minion}"
+        while (left := deadline - time.monotonic()) > 0:
+            # wait must stay above 0: get_event(wait=0) blocks for ever
+            got = client.event.get_event(wait=max(left, 0.01), tag=tag, full=True)
+            if got and (got.get("data") or {}).get("return") is True:
+                return True
+        return False
+    finally:
+        client.destroy()
 
 
 class _SaltFailoverIO(xenha_failover.Adapter):
@@ -776,10 +796,8 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         }
 
     def ping(self, host):
-        ok, value = _call_one(
-            host, "test.ping", timeout=PING_TIMEOUT, gather_job_timeout=PING_GATHER_TIMEOUT
-        )
-        return ok and value is True
+        timeout = (self.cluster.get("failover") or {}).get("ping_timeout", PING_TIMEOUT)
+        return _answers_ping(host, timeout)
 
     def _must(self, minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
         ok, value = _call_one(minion, fun, arg, kwarg, timeout)
@@ -788,7 +806,9 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         return value
 
     def observe(self, observer, host, duration):
-        kwarg = {"duration": duration}
+        # settled: the observer's lease renewer has watched the peer all along, so a lease seen
+        # unchanged that long before the call already counts
+        kwarg = {"duration": duration, "settled": duration}
         return self._must(observer, "xenha_lease.observe", [host], kwarg, duration + CALL_TIMEOUT)
 
     def fence_ipmi(self, host, bmc):

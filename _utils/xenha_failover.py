@@ -25,6 +25,7 @@ import fcntl
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import xenha_placement
 import xenha_store
@@ -41,7 +42,7 @@ ACTIVE = (RECEIVED, VERIFIED, CORROBORATED, FENCED, RESTARTING, BLOCKED)
 HISTORY_KEPT = 200  # state changes kept in a journal (the audit trail keeps them all)
 
 DEFAULTS = {
-    "corroborate_window": 2.5,  # s of watching the suspect's lease for a renewal
+    "corroborate_window": 2.0,  # s the suspect's lease must be seen unchanged (2 renewals)
     "expiry": 10.0,  # xenha:leases:expiry
     "expiry_margin": 1.0,  # extra s of watching before a lease counts as expired
     "retry_base": 5.0,  # blocked: first back-off (s), doubled each attempt ...
@@ -269,6 +270,7 @@ class Engine:
         self.cachedir = cachedir
         self.conf = dict(DEFAULTS)
         self.conf.update({k: v for k, v in (settings or {}).items() if v is not None})
+        self._prefetched = None  # the survivors' snapshot fetched while corroborating
 
     # small helpers
 
@@ -439,25 +441,38 @@ class Engine:
 
     def _corroborate(self, record, members):
         host = record["host"]
-        if self._safe(self.io.ping, host) is True:
+        # the master's ping and the survivors' look at the lease run side by side; meanwhile
+        # the survivors' free memory is fetched for the restart plan (reading changes nothing)
+        with ThreadPoolExecutor(2) as pool:
+            pinged = pool.submit(self._safe, self.io.ping, host)
+            survivors = [h for h in members["vmhosts"] if h != host]
+            self._prefetched = pool.submit(self._safe, self.io.snapshot, survivors)
+            seen, alive = self._watch_lease(record, members)
+            reachable = pinged.result() is True
+        if reachable:
             return self._ignore(record, "the master still reaches the host's minion")
-        seen = []
-        for observer in self._observers(record, members):
-            verdict = self._safe(self.io.observe, observer, host, self.conf["corroborate_window"])
-            seen.append({"observer": observer, "verdict": verdict})
-            if isinstance(verdict, dict):
-                if verdict.get("state") == "advancing":
-                    # alive but cut off: resume() looks again (o2cb may still fence it)
-                    return self._ignore(
-                        record,
-                        f"{host} still renews its storage lease (seen by {observer}): it is"
-                        " alive, maybe isolated; its domUs are not restarted elsewhere",
-                        observations=seen,
-                        recheck=True,
-                    )
-                break  # one observer that can read the lease is enough
+        if alive:
+            # alive but cut off: resume() looks again (o2cb may still fence it)
+            return self._ignore(
+                record,
+                f"{host} still renews its storage lease (seen by {alive}): it is alive,"
+                " maybe isolated; its domUs are not restarted elsewhere",
+                observations=seen,
+                recheck=True,
+            )
         self._set(record, CORROBORATED, observations=seen)
         return True
+
+    def _watch_lease(self, record, members):
+        """([observations], observer that saw the lease advance or None)."""
+        seen = []
+        for observer in self._observers(record, members):
+            window = self.conf["corroborate_window"]
+            verdict = self._safe(self.io.observe, observer, record["host"], window)
+            seen.append({"observer": observer, "verdict": verdict})
+            if isinstance(verdict, dict):
+                return seen, observer if verdict.get("state") == "advancing" else None
+        return seen, None
 
     def _ignore(self, record, reason, recheck=False, **fields):
         self._set(record, IGNORED, reason=reason, recheck=recheck, **fields)
@@ -547,8 +562,11 @@ class Engine:
             self._audit(host, "blocked", failover=record["id"], reason=reason)
             self._emit(record, "blocked", reason=reason)
             return self._wait_or_leave(record)
-        survivors = [h for h in members["vmhosts"] if h != host]
-        snapshot = self._safe(self.io.snapshot, survivors)
+        snapshot = self._prefetched.result() if self._prefetched else None
+        self._prefetched = None  # a retry or a resume asks again
+        if not isinstance(snapshot, dict):
+            survivors = [h for h in members["vmhosts"] if h != host]
+            snapshot = self._safe(self.io.snapshot, survivors)
         if not isinstance(snapshot, dict):
             snapshot = {}
         states = self._safe(self.io.host_states)

@@ -55,10 +55,15 @@ def config(port, bind, peer_id, peer_ip, **extra):
     }
 
 
-def engine(mod, tmp_path, name, cfg, run_all=None):
+def engine(mod, tmp_path, name, cfg, run_all=None, *, fire=None):
     run_all = run_all or mod.__salt__["cmd.run_all"]
     eng = mod._Engine(
-        f"xenha-heartbeat/{name}", hb.parse_config(cfg), name, run_all, str(tmp_path / name)
+        f"xenha-heartbeat/{name}",
+        hb.parse_config(cfg),
+        name,
+        run_all,
+        str(tmp_path / name),
+        fire=fire,
     )
     eng.start()
     return eng
@@ -107,6 +112,33 @@ def test_two_hosts_hear_each_other_then_lost_once_and_recovered(mod, tmp_path):
     b2 = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))
     events = wait_events(a, "recovered")
     assert [(e["tag"], e["peer"]) for e in events] == [("recovered", "hostB")]
+    b2.stop()
+
+
+def test_the_thread_fires_a_loss_at_once_and_poll_does_not_repeat_it(mod, tmp_path):
+    fired, refuse = [], threading.Event()
+
+    def fire(events):
+        if refuse.is_set():
+            return False
+        fired.extend(events)
+        return True
+
+    port = free_port()
+    a = engine(mod, tmp_path, "hostA", config(port, A, "hostB", B), fire=fire)
+    b = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))
+    wait_alive(a, "hostB")
+    b.stop()
+    # nobody polls: the thread itself fires, in the beacon's layout
+    wait_until(lambda: fired, "the thread to fire the loss")
+    assert [(e["tag"], e["peer"], e["reporter"]) for e in fired] == [("lost", "hostB", "hostA")]
+    assert a.poll() == []
+    # a bus that refuses: the event waits for the beacon's poll instead of being lost
+    refuse.set()
+    b2 = engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))
+    events = wait_events(a, "recovered")
+    assert [(e["tag"], e["peer"]) for e in events] == [("recovered", "hostB")]
+    assert len(fired) == 1
     b2.stop()
 
 
