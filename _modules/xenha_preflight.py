@@ -17,8 +17,10 @@ reported as a problem, not an import failure); the ``xenha_xen`` module for the 
 
 import re
 import socket
+import time
 
 import salt.utils.data
+import salt.utils.path
 import xenha_names
 from salt.exceptions import CommandExecutionError
 
@@ -26,6 +28,7 @@ __virtualname__ = "xenha_preflight"
 
 DEFAULT_MAX_OFFSET = 0.5  # seconds; OCFS2 and lease expiry want clocks close together
 SSH_TIMEOUT = 5
+ARRIVAL_POLL = 0.25  # seconds between looks at the toolstack while waiting for a domU to arrive
 
 
 def __virtual__():
@@ -222,50 +225,91 @@ def transport(peers, toolstack=None):
     return results
 
 
-def _xen(function):
+def _xen(function, **kwargs):
     """A xenha_xen call as data: (value, None) or (None, error message)."""
-    if function not in __salt__:
+    # xenha_xen loads only where xl or xm is on PATH; asking Salt's loader for a function it
+    # cannot load makes it rescan every module directory (about a second per report on a
+    # storage host), so look at PATH first, as xenha_xen's __virtual__ does
+    if not any(salt.utils.path.which(tool) for tool in ("xl", "xm")) or function not in __salt__:
         return None, f"{function} is not available on this host"
     try:
-        return __salt__[function](), None
+        return __salt__[function](**kwargs), None
     except CommandExecutionError as err:
         return None, f"{function} failed: {err}"
 
 
-def arrived(name, handover_from=None):
+def _settled_here(row):
+    """A domU row that a live migration has finished bringing here: own name, unpaused."""
+    # xl renames the incoming copy to its own name, then unpauses it; only a failed unpause
+    # makes the target destroy its copy again (and the source resume), so an unpaused row
+    # under its own name is a migration the target will not undo
+    return bool(row) and not row.get("transient") and "paused" not in (row.get("flags") or [])
+
+
+def arrived(name, handover_from=None, wait=0):
     """
     After a live migration, on the target: whether domU ``name`` runs here under its own name
     (not as a migration's transient copy), and if so, with ``handover_from`` (the source), take
     its storage lease over from the source (``xenha_lease.acquire_domu``). One call, so the
     runner confirms a move and hands the lease over in a single round trip. Answers
     ``{"here": bool, "row": list_domains row or None, "lease": "taken" / "not configured" /
-    problem sentence}``.
+    problem sentence, "waited": seconds}``.
+
+    wait
+        Seconds to keep looking (every 0.25 s) until the domU runs here under its own name and
+        unpaused: the runner starts this on the target together with the migration on the
+        source, so the confirmation and the lease handover cost no round trip after the
+        migration. With ``wait``, ``here`` (and the lease handover) needs the domU unpaused
+        and seen arriving: absent or only the incoming copy at some look before. A domU that
+        already ran here at the first look is answered at once with ``arrival`` False and its
+        lease left alone (it did not come from this migration, or the call started too late
+        to tell). A listing that fails while waiting is retried until the time is up.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt ServVirt2 xenha_preflight.arrived web01 handover_from=ServVirt1
+        salt ServVirt2 xenha_preflight.arrived web01 handover_from=ServVirt1 wait=300
     """
     xenha_names.check("domain", name)
-    row = __salt__["xenha_xen.domain"](name)
-    here = bool(row) and not row.get("transient")
+    wait = float(wait)
+    started = time.monotonic()
+    settled = away = False  # away: seen absent or in flight, so a settled row is an arrival
+    while True:
+        try:
+            row = __salt__["xenha_xen.domain"](name)
+        except CommandExecutionError:
+            if time.monotonic() - started >= wait:
+                raise
+            row = None  # e.g. the toolstack busy with the incoming migration: look again
+        else:
+            settled = _settled_here(row)
+            away = away or not settled
+        if wait <= 0 or settled or time.monotonic() - started >= wait:
+            break
+        time.sleep(ARRIVAL_POLL)
+    arrival = wait > 0 and away and settled
+    here = settled if wait > 0 else bool(row) and not row.get("transient")
     lease = "not configured"
-    if here and handover_from and _pillar("xenha:leases"):
+    if here and handover_from and (wait <= 0 or arrival) and _pillar("xenha:leases"):
         try:
             __salt__["xenha_lease.acquire_domu"](name, handover_from=handover_from)
             lease = "taken"
         except CommandExecutionError as err:
             lease = f"lease handover failed: {err}"
-    return {"here": here, "row": row, "lease": lease}
+    elif here and handover_from and _pillar("xenha:leases"):
+        lease = "not taken: it ran here before the migration could have brought it"
+    waited = round(time.monotonic() - started, 3)
+    return {"here": here, "row": row, "lease": lease, "arrival": arrival, "waited": waited}
 
 
-def report(peers=None, checks=True, max_offset=None):
+def report(peers=None, checks=True, max_offset=None, disks=False):
     """
     Everything the master needs to know about this host in one call: the Xen host info and
-    domain list (``xenha_xen.info`` / ``xenha_xen.list_domains``), and the plumbing checks
-    (clock, iscsi, ocfs2; ``transport`` to ``peers`` when given). Problems are reported in the
-    answer, not raised.
+    domain list (``xenha_xen.info`` / ``xenha_xen.list_domains``, with each domU's ``disks``
+    when ``disks=True``), and the plumbing checks (clock, iscsi, ocfs2; ``transport`` to
+    ``peers`` when given). Problems are reported in the answer, not raised.
 
     CLI Example:
 
@@ -273,10 +317,13 @@ def report(peers=None, checks=True, max_offset=None):
 
         salt '*' xenha_preflight.report
         salt ServVirt1 xenha_preflight.report peers='[ServVirt2]'
+        salt ServVirt1 xenha_preflight.report checks=False disks=True
     """
     answer = {"id": __grains__.get("id") or __opts__.get("id")}
     answer["info"], answer["info_error"] = _xen("xenha_xen.info")
-    answer["domains"], answer["domains_error"] = _xen("xenha_xen.list_domains")
+    answer["domains"], answer["domains_error"] = _xen(
+        "xenha_xen.list_domains", **({"disks": True} if disks else {})
+    )
     if checks:
         answer["checks"] = {"clock": clock(max_offset), "iscsi": iscsi(), "ocfs2": ocfs2()}
     if peers:

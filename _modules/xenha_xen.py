@@ -134,7 +134,7 @@ def toolstack():
     raise CommandExecutionError("neither xl nor xm is on PATH")
 
 
-def list_domains():
+def list_domains(disks=False):
     """
     Every domain on this host: ``{"toolstack", "dom0": row, "domus": {name: row}}``. A row has
     name, domid, memory_mib, vcpus, state (the six letters), flags (running, blocked, paused,
@@ -143,18 +143,47 @@ def list_domains():
     under a temporary name (``base_name`` is the domU's own name). Transient rows are listed, not
     hidden: they are a domU in flight.
 
+    disks
+        Also give each domU row ``disks``: the paths backing its disks (``pdev_path`` from
+        ``xl list -l``), or None when the toolstack cannot tell (``xm``, or a domain that left
+        between the two listings); ``disks_error`` says why ``xl list -l`` could not be used.
+
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' xenha_xen.list_domains
+        salt '*' xenha_xen.list_domains disks=True
     """
     tool = toolstack()
     argv = [tool, "list"]
     parser = xenha_xenparse.parse_xl_list if tool == "xl" else xenha_xenparse.parse_xm_list
     result = xenha_xenparse.split_dom0(_parse(parser, _run(argv)["stdout"], argv))
     result["toolstack"] = tool
+    if disks:
+        _add_disks(tool, result)
     return result
+
+
+def _add_disks(tool, result):
+    """Give each domU row of a :func:`list_domains` result its ``disks`` (None: unknown)."""
+    for row in result["domus"].values():
+        row["disks"] = None
+    result["disks_error"] = None
+    if tool != "xl":
+        result["disks_error"] = "xm cannot tell a domain's disks (no xl list -l)"
+        return
+    argv = ["xl", "list", "-l"]
+    try:
+        details = _parse(xenha_xenparse.parse_xl_list_json, _run(argv)["stdout"], argv)
+    except CommandExecutionError as err:
+        # the listing above stands; the runner treats unknown disks as unknown, not as shared
+        result["disks_error"] = str(err)
+        return
+    for name, row in result["domus"].items():
+        # xl list -l names a domain as libxl holds it: the same name as xl list, suffix included
+        if name in details:
+            row["disks"] = details[name]["disks"]
 
 
 def _find(domus, name):

@@ -222,7 +222,8 @@ def summarize_info(fields):
 def parse_xl_list_json(text):
     """
     Parse ``xl list -l`` JSON (an array of ``{"domid": N, "config": {...}}``) into
-    ``{name: {"domid", "uuid", "type", "max_memkb", "target_memkb", "max_vcpus", "config"}}``.
+    ``{name: {"domid", "uuid", "type", "max_memkb", "target_memkb", "max_vcpus", "disks",
+    "config"}}``; ``disks`` is :func:`disk_paths` of the config.
     """
     try:
         data = json.loads(text)
@@ -246,9 +247,35 @@ def parse_xl_list_json(text):
             "max_memkb": b_info.get("max_memkb"),
             "target_memkb": b_info.get("target_memkb"),
             "max_vcpus": b_info.get("max_vcpus"),
+            "disks": disk_paths(config),
             "config": config,
         }
     return result
+
+
+def disk_paths(config):
+    """
+    The backing paths of a domain's disks from its libxl config (``xl list -l``): each
+    ``disks[].pdev_path`` (a file, a block device, or a URL such as ``iscsi://...`` for QEMU's
+    own initiator), in order. An empty CD-ROM drive has no path and is left out. A malformed
+    ``disks`` value is an error: guessing "no disks" would let a local disk pass as none.
+    """
+    disks = config.get("disks") if isinstance(config, dict) else None
+    if disks is None:
+        return []
+    if not isinstance(disks, list):
+        raise XenParseError(f"xl list -l: disks is not a list: {disks!r}"[:200])
+    paths = []
+    for disk in disks:
+        path = disk.get("pdev_path") if isinstance(disk, dict) else None
+        if path is None or path == "":
+            if isinstance(disk, dict) and disk.get("is_cdrom"):
+                continue  # an empty CD-ROM drive
+            raise XenParseError(f"xl list -l: disk without pdev_path: {disk!r}"[:200])
+        if not isinstance(path, str):
+            raise XenParseError(f"xl list -l: pdev_path is not text: {path!r}"[:200])
+        paths.append(path)
+    return paths
 
 
 def _cfg_value(raw):

@@ -141,7 +141,8 @@ def free_memory(host):
     )
 
 
-def add_domain(host, name, memory, vcpus, *, state=RUNNING, dom_uuid=None, config=None):
+def add_domain(host, name, memory, vcpus, *, state=RUNNING, dom_uuid=None, config=None, disks=None):
+    """``disks``: libxl disk records (see :func:`parse_disk`), as ``xl list -l`` shows them."""
     domid = host["next_domid"]
     host["next_domid"] += 1
     host["domains"][name] = {
@@ -151,6 +152,7 @@ def add_domain(host, name, memory, vcpus, *, state=RUNNING, dom_uuid=None, confi
         "state": state,
         "uuid": dom_uuid or str(uuid.uuid4()),
         "config": config,
+        "disks": list(disks or []),
         "started": time.time(),
         "shutdown_at": None,
     }
@@ -167,6 +169,7 @@ def copy_domain(host, name, dom):
         state=PAUSED,
         dom_uuid=dom["uuid"],
         config=dom["config"],
+        disks=dom.get("disks"),
     )
 
 
@@ -186,15 +189,85 @@ def find(host, ident):
 
 
 def parse_cfg(path):
-    """The few keys a stand-in needs from an xl/xm config: name, memory (MiB), vcpus."""
+    """
+    The few keys a stand-in needs from an xl/xm config: name, memory (MiB), vcpus, and the
+    ``disk = [ '...', ... ]`` list as libxl disk records (:func:`parse_disk`).
+    """
     values = {}
     with open(path) as fh:
-        for line in fh:
-            match = re.match(r"\s*([A-Za-z_]\w*)\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|(\d+))", line)
-            if match:
-                key, dq, sq, num = match.groups()
-                values[key] = int(num) if num is not None else (dq if dq is not None else sq)
+        text = fh.read()
+    for line in text.splitlines():
+        match = re.match(r"\s*([A-Za-z_]\w*)\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|(\d+))", line)
+        if match:
+            key, dq, sq, num = match.groups()
+            values[key] = int(num) if num is not None else (dq if dq is not None else sq)
+    disks = re.search(r"^\s*disk\s*=\s*\[(.*?)\]", text, re.M | re.S)
+    if disks:
+        specs = re.findall(r"\"([^\"]*)\"|'([^']*)'", disks.group(1))
+        values["disk"] = [parse_disk(dq or sq) for dq, sq in specs]
     return values
+
+
+DISK_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed")
+# xl's deprecated target prefixes (docs/man/xl-disk-configuration.5.pod): backend, format
+DISK_PREFIXES = {
+    "phy:": ("phy", "raw"),
+    "file:": ("unknown", "raw"),
+    "tap:aio:": ("tap", "raw"),
+    "tap:qcow:": ("tap", "qcow"),
+    "tap:qcow2:": ("tap", "qcow2"),
+    "tap:vhd:": ("tap", "vhd"),
+    "aio:": ("tap", "raw"),
+    "raw:": ("unknown", "raw"),
+    "qcow2:": ("unknown", "qcow2"),
+}
+
+
+def _disk_keyword(disk, key, value):
+    if key in ("vdev", "format"):
+        disk[key] = value
+    elif key == "backendtype":
+        disk["backend"] = value
+    elif key == "access":
+        disk["readwrite"] = 0 if value in ("r", "ro") else 1
+    elif key == "devtype" and value == "cdrom":
+        disk.update(is_cdrom=1, removable=1, readwrite=0)
+
+
+def parse_disk(spec):
+    """
+    One xl disk spec (``phy:/dev/vg/web01,xvda,w`` or ``format=raw, vdev=xvda, access=rw,
+    target=/cluster/web01.img``) as the libxl_device_disk record ``xl list -l`` prints: the
+    subset pdev_path, vdev, backend, format, readwrite, removable, is_cdrom. ``target=`` takes
+    the rest of the spec, as in xl; positional items are target, then format, vdev, access.
+    """
+    disk = {"pdev_path": None, "vdev": None, "backend": "unknown", "format": "raw"}
+    disk.update({"readwrite": 1, "removable": 0, "is_cdrom": 0})
+    head, _, rest = spec.partition("target=")
+    target = rest.strip() if rest else None
+    positional = [] if rest else [None]  # without target=, the first positional is the target
+    for item in (i.strip() for i in head.split(",")) if head.strip() else ():
+        key, eq, value = item.partition("=")
+        if eq:
+            _disk_keyword(disk, key, value)
+        elif item == "cdrom":
+            disk.update(is_cdrom=1, removable=1, readwrite=0)
+        elif positional == [None]:
+            positional, target = [item], item
+        elif item in ("r", "ro", "w", "rw"):
+            disk["readwrite"] = 0 if item in ("r", "ro") else 1
+        elif item in DISK_FORMATS:
+            disk["format"] = item
+        elif item:
+            disk["vdev"] = item
+    for prefix, (backend, fmt) in DISK_PREFIXES.items():
+        if target and target.startswith(prefix):
+            target = target[len(prefix) :]
+            disk["backend"], disk["format"] = backend, fmt
+            break
+    # an empty CD-ROM drive has no backing path: libxl keeps pdev_path null
+    disk["pdev_path"] = target or None
+    return disk
 
 
 # ---------------------------------------------------------------- the tools
@@ -294,6 +367,7 @@ class Tool:
                 cfg.get("vcpus", 1),
                 state=state,
                 config=os.path.abspath(path),
+                disks=cfg.get("disk"),
             )
             self.state.save(host)
         self.created(cfg["name"], dom["domid"])
@@ -487,7 +561,7 @@ class XL(Tool):
                         "max_memkb": host["domains"][n]["memory"] * 1024,
                         "target_memkb": host["domains"][n]["memory"] * 1024,
                     },
-                    "disks": [],
+                    "disks": host["domains"][n].get("disks") or [],
                     "nics": [],
                 },
             }

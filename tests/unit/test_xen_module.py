@@ -4,6 +4,7 @@ answers with Xen's formats and records every command, so each test can check bot
 and exactly what would have run (nothing, for a bad name).
 """
 
+import json
 import shlex
 
 import pytest
@@ -151,6 +152,44 @@ def test_list_domains_xl(xen):
     assert sorted(result["domus"]) == ["db01--incoming", "web01"]
     assert result["domus"]["db01--incoming"]["transient"] == "incoming"
     assert xen.calls == [["xl", "list"]]
+
+
+def test_list_domains_with_disks_from_xl_list_long(xen):
+    xen.on("xl", "list", answers=ok(listing(("web01", 3, "-b----"), ("db01", 4, "-b----"))))
+    long = [
+        {
+            "domid": 3,
+            "config": {
+                "c_info": {"name": "web01"},
+                "disks": [{"pdev_path": "/var/lib/xen/web01.img", "vdev": "xvda"}],
+            },
+        },
+        # db01 left between the two listings: its disks are unknown, not "none"
+    ]
+    xen.on("xl", "list", "-l", answers=ok(json.dumps(long)))
+    result = xenha_xen.list_domains(disks=True)
+    assert result["domus"]["web01"]["disks"] == ["/var/lib/xen/web01.img"]
+    assert result["domus"]["db01"]["disks"] is None
+    assert result["disks_error"] is None
+    assert xen.calls == [["xl", "list"], ["xl", "list", "-l"]]
+    # without disks=True nothing more runs and the rows have no disks key
+    xen.calls.clear()
+    assert "disks" not in xenha_xen.list_domains()["domus"]["web01"]
+    assert xen.calls == [["xl", "list"]]
+
+
+def test_list_domains_disks_unknown_when_the_toolstack_cannot_tell(xen, conf):
+    xen.on("xl", "list", answers=ok(listing(("web01", 3, "-b----"))))
+    xen.on("xl", "list", "-l", answers=ok("not json"))
+    result = xenha_xen.list_domains(disks=True)
+    assert result["domus"]["web01"]["disks"] is None
+    assert "cannot parse the output of xl list -l" in result["disks_error"]
+    conf["toolstack"] = "xm"
+    xen.on("xm", "list", answers=ok(listing(("web01", 3, "-b----"), tool="xm")))
+    result = xenha_xen.list_domains(disks=True)
+    assert result["domus"]["web01"]["disks"] is None
+    assert "xm cannot tell" in result["disks_error"]
+    assert ["xm", "list", "-l"] not in xen.calls
 
 
 def test_list_domains_xm(xen, conf):

@@ -13,6 +13,7 @@ import xenha_xenparse as xp
 from salt.exceptions import CommandExecutionError
 
 from _modules import xenha_xen
+from tests.standins import xenstandin
 from tests.standins.cluster import StandinCluster
 
 A, B = "xen-host-a", "xen-host-b"
@@ -74,6 +75,45 @@ def test_outputs_parse_with_xenhas_parsers(cluster, web01):
         assert (info["total_memory_mib"], info["free_memory_mib"]) == (2048, 2048 - 512 - 256 - 128)
     details = xp.parse_xl_list_json(run(cluster, A, "xl", "list", "-l").stdout)
     assert details["web01"]["max_memkb"] == 256 * 1024
+
+
+@pytest.mark.parametrize(
+    ("spec", "record"),
+    [
+        (
+            "phy:/dev/xenha/disk,xvda,w",
+            {"pdev_path": "/dev/xenha/disk", "vdev": "xvda", "backend": "phy", "readwrite": 1},
+        ),
+        (
+            "format=raw, vdev=xvda, access=rw, target=/cluster/domus/web01.img",
+            {"pdev_path": "/cluster/domus/web01.img", "vdev": "xvda", "format": "raw"},
+        ),
+        (
+            "/var/lib/xen/images/db01.qcow2,qcow2,xvdb,r",
+            {"pdev_path": "/var/lib/xen/images/db01.qcow2", "format": "qcow2", "readwrite": 0},
+        ),
+        (",,xvdc,cdrom", {"pdev_path": None, "vdev": "xvdc", "is_cdrom": 1}),
+    ],
+)
+def test_disk_specs_become_libxl_records(spec, record):
+    parsed = xenstandin.parse_disk(spec)
+    assert {k: parsed[k] for k in record} == record
+
+
+def test_xl_list_long_shows_the_disks_of_the_config_and_keeps_them_on_migration(cluster):
+    cfg = cluster.path / "configs" / "db01.cfg"
+    cfg.parent.mkdir(exist_ok=True)
+    cfg.write_text(
+        'name = "db01"\nmemory = 128\ndisk = [ "phy:/dev/vg0/db01,xvda,w",\n'
+        "         'format=raw, vdev=xvdb, target=/cluster/domus/db01-data.img' ]\n"
+    )
+    assert run(cluster, A, "xl", "create", str(cfg)).returncode == 0
+    details = xp.parse_xl_list_json(run(cluster, A, "xl", "list", "-l").stdout)
+    assert details["db01"]["disks"] == ["/dev/vg0/db01", "/cluster/domus/db01-data.img"]
+    assert details["db01"]["config"]["disks"][0]["backend"] == "phy"
+    assert run(cluster, A, "xl", "migrate", "db01", B).returncode == 0
+    details = xp.parse_xl_list_json(run(cluster, B, "xl", "list", "-l", "db01").stdout)
+    assert details["db01"]["disks"] == ["/dev/vg0/db01", "/cluster/domus/db01-data.img"]
 
 
 def test_create_messages(cluster, web01):

@@ -235,6 +235,7 @@ def test_xl_list_long_json():
     assert parsed["web01"]["max_memkb"] == 524288
     assert parsed["web01"]["max_vcpus"] == 2
     assert parsed["web01"]["config"]["nics"][0]["bridge"] == "br0"
+    assert parsed["web01"]["disks"] == ["/dev/xenha/web01"]
     assert xp.parse_xl_list_json("[]") == {}
     with pytest.raises(xp.XenParseError, match="not JSON"):
         xp.parse_xl_list_json(XL_LIST_L[:-3])
@@ -242,6 +243,43 @@ def test_xl_list_long_json():
         xp.parse_xl_list_json('[{"domid": 1, "config": {}}]')
     with pytest.raises(xp.XenParseError, match="array"):
         xp.parse_xl_list_json('{"domid": 1}')
+
+
+def test_disk_paths_from_libxl_disk_records():
+    config = {
+        "disks": [
+            {"pdev_path": "/cluster/domus/web01.img", "vdev": "xvda", "backend": "qdisk"},
+            # QEMU's own initiator: a URL, not a path on the host
+            {"pdev_path": "iscsi://10.99.0.12:3261/iqn.2025-01.lab.xenha:domu.web01/1"},
+            {"pdev_path": None, "vdev": "xvdc", "is_cdrom": 1, "removable": 1},  # empty CD-ROM
+            {"pdev_path": "/srv/iso/install.iso", "vdev": "xvdd", "is_cdrom": 1},
+        ]
+    }
+    assert xp.disk_paths(config) == [
+        "/cluster/domus/web01.img",
+        "iscsi://10.99.0.12:3261/iqn.2025-01.lab.xenha:domu.web01/1",
+        "/srv/iso/install.iso",
+    ]
+    assert xp.disk_paths({"c_info": {"name": "x"}}) == []  # a domain without disks
+    assert xp.disk_paths({"disks": []}) == []
+
+
+@pytest.mark.parametrize(
+    ("disks", "problem"),
+    [
+        ({"vdev": "xvda"}, "disks is not a list"),
+        ([{"vdev": "xvda"}], "disk without pdev_path"),
+        ([{"pdev_path": 7}], "pdev_path is not text"),
+        ("xvda", "disks is not a list"),
+    ],
+)
+def test_disk_paths_refuse_what_they_cannot_read(disks, problem):
+    # "no disks" would let a local disk pass as shared: a malformed record is an error
+    with pytest.raises(xp.XenParseError, match=problem):
+        xp.disk_paths({"disks": disks})
+    entry = {"domid": 1, "config": {"c_info": {"name": "web01"}, "disks": disks}}
+    with pytest.raises(xp.XenParseError, match=problem):
+        xp.parse_xl_list_json(json.dumps([entry]))
 
 
 def test_parse_cfg():
