@@ -12,7 +12,9 @@ Results are data (lists of flat dicts), so ``--out=table``, ``--out=json`` and `
 all work. See docs/runner.md.
 """
 
+import contextlib
 import logging
+import posixpath
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,7 @@ import salt.client
 import salt.key
 import salt.pillar
 import salt.utils.event
+import salt.utils.jid
 import salt.utils.minions
 import xenha_names
 import xenha_placement
@@ -36,6 +39,10 @@ CALL_TIMEOUT = 30  # seconds to wait for a report from a minion
 MIGRATE_TIMEOUT = 900  # seconds one live migration may take before we stop waiting
 DEFAULT_PARALLEL = 2  # concurrent migrations when pillar xenha:evacuation:parallel is unset
 SETTLE_POLL = 0.5
+# after the migrate call returned, how long the target's arrival watch may still take to answer
+# before the runner asks the target again in a call of its own
+ARRIVAL_GRACE = 15
+KILL_TIMEOUT = 5  # seconds for saltutil.kill_job of a watch the runner no longer needs
 SHUTDOWN_TIMEOUT = 120  # seconds a domU gets to shut down cleanly for a cold move
 MACHINE_OUTPUTS = ("json", "yaml", "raw", "pprint", "newline_values_only")
 MAINTENANCE = "maintenance"
@@ -80,6 +87,47 @@ def _cluster(host=None):
     raise SaltInvocationError("no minion has a xenha pillar with hosts (xenha:hosts)")
 
 
+_CLIENTS = threading.local()  # .client: this thread's LocalClient inside _reused_clients()
+_REUSE = {"on": False, "made": []}
+
+
+@contextlib.contextmanager
+def _reused_clients():
+    """
+    Within, each thread keeps one LocalClient for all its calls instead of making one per
+    call (each reads the master config and opens the event bus anew: tens of ms, more under
+    load, on every round trip of an evacuation). Closed on the way out.
+    """
+    _REUSE["on"] = True
+    try:
+        yield
+    finally:
+        _REUSE["on"] = False
+        made, _REUSE["made"] = _REUSE["made"], []
+        for client in made:
+            with contextlib.suppress(Exception):  # closing is best effort
+                client.destroy()
+        _CLIENTS.__dict__.clear()
+
+
+def _client():
+    if not _REUSE["on"]:
+        return salt.client.get_local_client(__opts__["conf_file"])
+    client = getattr(_CLIENTS, "client", None)
+    if client is None:
+        client = _CLIENTS.client = salt.client.get_local_client(__opts__["conf_file"])
+        _REUSE["made"].append(client)
+    return client
+
+
+def _answer(minion, fun, got, timeout):
+    if not isinstance(got, dict) or "ret" not in got:
+        return False, f"no answer from {minion} to {fun} within {timeout} s"
+    if got.get("retcode", 0) != 0:
+        return False, f"{fun} on {minion} failed: {got['ret']}"
+    return True, got["ret"]
+
+
 def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kwargs):
     """
     Call ``fun`` on each of ``minions``: ``{minion: (ok, value or error text)}``. A minion
@@ -89,7 +137,7 @@ def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kwarg
     minions = sorted(set(minions))
     if not minions:
         return {}
-    client = salt.client.get_local_client(__opts__["conf_file"])
+    client = _client()
     returns = client.cmd(
         minions,
         fun,
@@ -100,16 +148,7 @@ def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kwarg
         full_return=True,
         **client_kwargs,
     )
-    answers = {}
-    for minion in minions:
-        got = returns.get(minion)
-        if not isinstance(got, dict) or "ret" not in got:
-            answers[minion] = (False, f"no answer from {minion} to {fun} within {timeout} s")
-        elif got.get("retcode", 0) != 0:
-            answers[minion] = (False, f"{fun} on {minion} failed: {got['ret']}")
-        else:
-            answers[minion] = (True, got["ret"])
-    return answers
+    return {minion: _answer(minion, fun, returns.get(minion), timeout) for minion in minions}
 
 
 def _call_one(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kwargs):
@@ -136,9 +175,81 @@ def _marks():
     return xenha_store.load(cachedir, MAINTENANCE), xenha_store.load(cachedir, HOSTSTATE)
 
 
-def _snapshot(cluster, checks=False):
-    """Ask every cluster host for its report and build the snapshot."""
-    answers = _call(cluster["hosts"], "xenha_preflight.report", kwarg={"checks": checks})
+class _Watch:
+    """
+    One call started now and collected later, or abandoned: the runner starts the target's
+    arrival watch together with the migration on the source and needs it only if the
+    migration succeeds. Abandoned, the job is killed on the minion, so nothing is left
+    running there.
+    """
+
+    def __init__(self, minion, fun, arg, kwarg, timeout):
+        self.minion, self.fun, self.timeout = minion, fun, timeout
+        self.jid = salt.utils.jid.gen_jid(__opts__)
+        self.answer = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(arg, kwarg), name=f"xenha-watch-{minion}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, arg, kwarg):
+        # a client of its own: an abandoned iteration must not leave a shared one half-read
+        client = salt.client.get_local_client(__opts__["conf_file"])
+        returns = None
+        try:
+            returns = client.cmd_iter_no_block(
+                [self.minion],
+                self.fun,
+                arg=list(arg),
+                kwarg=kwarg,
+                tgt_type="list",
+                timeout=self.timeout,
+                jid=self.jid,
+            )
+            for ret in returns:
+                if ret and self.minion in ret:
+                    self.answer = _answer(self.minion, self.fun, ret[self.minion], self.timeout)
+                    return
+                if self.stop.is_set():
+                    return
+                time.sleep(0.05)  # Salt's non-blocking iterator does not wait by itself
+            self.answer = _answer(self.minion, self.fun, None, self.timeout)
+        except Exception as err:  # noqa: BLE001 - reported as the call's answer, never lost
+            self.answer = (False, f"{self.fun} on {self.minion}: {err}")
+        finally:
+            with contextlib.suppress(Exception):  # best effort: the answer is already kept
+                if returns is not None:
+                    returns.close()  # the generator first: it unsubscribes from the bus
+                client.destroy()
+
+    def result(self, within):
+        """The answer ``(ok, value)`` if it comes ``within`` seconds, else None (abandoned)."""
+        self.thread.join(within)
+        if self.answer is None:
+            self.stop.set()
+            self.thread.join()
+        if self.answer is None:
+            ok, value = _call_one(
+                self.minion,
+                "saltutil.kill_job",
+                [self.jid],
+                timeout=KILL_TIMEOUT,
+                gather_job_timeout=1,
+            )
+            if not ok:
+                log.warning("xenha: could not stop job %s on %s: %s", self.jid, self.minion, value)
+        return self.answer
+
+
+def _snapshot(cluster, checks=False, hosts=None, disks=False):
+    """
+    Ask cluster hosts (all, or ``hosts``) for their report and build the snapshot; a host not
+    asked is left as if it had not answered. ``disks``: with each domU's disk paths.
+    """
+    kwarg = {"checks": checks, **({"disks": True} if disks else {})}
+    asked = cluster["hosts"] if hosts is None else hosts
+    answers = _call(asked, "xenha_preflight.report", kwarg=kwarg)
     reports = {h: value if ok else None for h, (ok, value) in answers.items()}
     maintenance, hoststate = _marks()
     snap = xenha_snapshot.build(cluster, reports, maintenance, hoststate)
@@ -156,6 +267,12 @@ def _vmhost(cluster, host):
     if spec.get("role", "vmhost") != "vmhost":
         raise SaltInvocationError(f"host {host!r} has role {spec.get('role')!r}, not vmhost")
     return spec
+
+
+def _vmhost_names(cluster):
+    return sorted(
+        h for h, spec in cluster["hosts"].items() if spec.get("role", "vmhost") == "vmhost"
+    )
 
 
 def _place(snap, domus, exclude=(), only=None):
@@ -310,9 +427,16 @@ def plan(host, mode="maintenance"):
         raise SaltInvocationError(f"mode must be 'maintenance' or 'failure', got {mode!r}")
     cluster = _cluster(host)
     _vmhost(cluster, host)
-    snap = _snapshot(cluster, checks=True)
+    snap = _snapshot(cluster, checks=True, disks=mode == "maintenance")
     moving = xenha_snapshot.on_host(snap, host)
-    result = _place(snap, moving, exclude=[host])
+    # a live migration needs the disks on shared storage; a restart after a failure is the
+    # failover's business (docs/failover.md)
+    stays = {
+        d: _shared_storage_problem(cluster, snap["domus"][d]) if mode == "maintenance" else None
+        for d in moving
+    }
+    result = _place(snap, [d for d in moving if not stays[d]], exclude=[host])
+    result["unplaced"].update({d: reason for d, reason in stays.items() if reason})
     targets = [
         h for h in xenha_snapshot.vmhosts(snap) if h != host and snap["hosts"][h]["state"] == "up"
     ]
@@ -466,18 +590,34 @@ class _Mover:
         hostname = self.cluster["hosts"][target].get("hostname", target)
         started = time.time()
         self.record(name, **{"from": source, "to": target, "outcome": "migrating", "reason": ""})
+        # the target watches for the domU's arrival while the source migrates it, and takes
+        # its lease over as soon as it runs there: no round trip after the migration
+        watch = _Watch(
+            target,
+            "xenha_preflight.arrived",
+            [name],
+            {"handover_from": self.handover(source), "wait": self.timeout},
+            self.timeout + CALL_TIMEOUT,
+        )
         ok, value = _call_one(
             source, "xenha_xen.migrate", [name, hostname], {"timeout": self.timeout}, self.timeout
         )
-        if ok:
-            # xenha_xen.migrate returns only once the source no longer lists the domU: confirm
-            # the target runs it, and hand its lease over, in one call
+        seen = watch.result(ARRIVAL_GRACE if ok else 0)
+        arrival = seen[1] if seen and seen[0] and isinstance(seen[1], dict) else {}
+        extra = {"toolstack_s": value.get("seconds")} if ok and isinstance(value, dict) else {}
+        if ok and arrival.get("here") and arrival.get("arrival"):
+            # xenha_xen.migrate returned only once the source no longer listed the domU, and
+            # the target saw it arrive and run under its own name
+            where, lease = target, self.lease_problem(arrival)
+        elif ok:  # the watch did not see the arrival (late, paused domU, no answer): ask now
             where, lease = self.arrived(name, source, target)
         else:
             answered = not value.startswith("no answer")
             where, lease = _settle(name, source, target, self.timeout, job_done=answered), ""
             if where == target:
                 lease = self.arrived(name, source, target)[1]
+            elif arrival.get("lease") == "taken":
+                lease = f"{target} took its lease when it saw {name} run there"
         duration = round(time.time() - started, 3)
         if where == target:
             outcome, reason = "migrated", "" if ok else f"confirmed on {target} after: {value}"
@@ -489,8 +629,8 @@ class _Mover:
         else:
             outcome = "UNCERTAIN"
             reason = f"{name} not seen running on exactly one of {source}, {target}: check both"
-            reason += "" if ok else f"; {value}"
-        return self.record(name, outcome=outcome, reason=reason, duration_s=duration)
+            reason += "".join(f"; {r}" for r in ("" if ok else value, lease) if r)
+        return self.record(name, outcome=outcome, reason=reason, duration_s=duration, **extra)
 
     def cold_move(self, name, source, target, why, started):
         """
@@ -531,16 +671,22 @@ class _Mover:
             return f"start on {host} failed: {value}"
         return None
 
+    def handover(self, source):
+        return source if self.cluster.get("leases") else None
+
+    @staticmethod
+    def lease_problem(answer):
+        lease = answer.get("lease", "")
+        return "" if lease in ("taken", "not configured") else lease
+
     def arrived(self, name, source, target):
         """(target or None, lease problem or ""): the domU on the target, lease handed over."""
-        handover = source if self.cluster.get("leases") else None
         ok, value = _call_one(
-            target, "xenha_preflight.arrived", [name], {"handover_from": handover}
+            target, "xenha_preflight.arrived", [name], {"handover_from": self.handover(source)}
         )
         if not ok or not value.get("here"):
             return None, ""
-        lease = value.get("lease", "")
-        return target, "" if lease in ("taken", "not configured") else lease
+        return target, self.lease_problem(value)
 
 
 def _resolve_in_flight(mover, journal):
@@ -584,15 +730,27 @@ def _finish_cold_move(mover, name, source, target):
         )
 
 
+def _on_shared_storage(path, mount):
+    """Whether a disk path (``pdev_path``) is one every VM host reaches the same way."""
+    if path.startswith("iscsi://"):  # QEMU's own iSCSI initiator: network storage
+        return True
+    if not path.startswith("/"):
+        return False
+    path = posixpath.normpath(path)  # "/cluster/../var/x.img" is not under /cluster
+    return path.startswith(mount) or (
+        path.startswith("/dev/disk/by-path/ip-") and "-iscsi-" in path
+    )
+
+
 def _shared_storage_problem(cluster, domu):
-    """Why a domU's disks keep it from moving live, or None (only when disks are known)."""
+    """
+    Why a domU's disks keep it from moving live, or None. Shared: files under the OCFS2 mount
+    point, iSCSI by-path devices, ``iscsi://`` URLs; anything else is local to its host. Known
+    from the toolstack (``xl list -l``); unknown disks (``xm``) are not checked.
+    """
     mount = (cluster.get("ocfs2") or {}).get("mount_point", "/cluster").rstrip("/") + "/"
-    local = [
-        d
-        for d in domu.get("disks") or []
-        if not (str(d).startswith(mount) or str(d).startswith("/dev/disk/by-path/ip-"))
-    ]
-    return f"disk not on shared storage: {', '.join(map(str, local))}" if local else None
+    local = [str(d) for d in domu.get("disks") or [] if not _on_shared_storage(str(d), mount)]
+    return f"disk not on shared storage: {', '.join(local)}" if local else None
 
 
 def _run_moves(mover, moves, parallel):
@@ -675,13 +833,19 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
     parallel = _parallel(cluster, parallel)
     with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
         doc.setdefault(host, {"since": time.time(), "by": "evacuate"})
+    with _reused_clients():
+        return _evacuate(cluster, host, parallel, timeout, cold)
+
+
+def _evacuate(cluster, host, parallel, timeout, cold):
     mover = _Mover(cluster, host, "evacuate", timeout, cold=bool(cold))
     journal = mover.start()
     _fire(f"xenha/evacuate/{host}/start", {"host": host, "parallel": parallel})
     _progress(f"evacuate {host}: in maintenance, planning")
     _resolve_in_flight(mover, journal)
 
-    snap = _snapshot(cluster)
+    # only the VM hosts matter here (the storage host has no domUs), with each domU's disks
+    snap = _snapshot(cluster, hosts=_vmhost_names(cluster), disks=True)
     todo = [d for d in xenha_snapshot.on_host(snap, host) if not snap["domus"][d]["migrating"]]
     stays = {d: _shared_storage_problem(cluster, snap["domus"][d]) for d in todo}
     result = _place(snap, [d for d in todo if not stays[d]], exclude=[host])
@@ -720,28 +884,34 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
     )
     table = []
     if move_back:
-        mover = _Mover(cluster, host, "restore", timeout)
-        journal = xenha_store.load(_cachedir(), mover.journal)
-        # a finished restore journal is history; an unfinished one is resumed
-        _resolve_in_flight(mover, mover.start(fresh=bool(journal.get("finished"))))
-        snap = _snapshot(cluster)
-        left = [
-            d
-            for d, entry in sorted((evacuation.get("domus") or {}).items())
-            if entry.get("outcome") == "migrated"
-            and snap["domus"].get(d, {}).get("host") not in (None, host)
-            and not snap["domus"][d]["migrating"]
-        ]
-        result = _place(snap, left, only=[host])
-        for name, reason in sorted(result["unplaced"].items()):
-            where = snap["domus"][name]["host"]
-            mover.record(name, **{"from": where, "to": None, "outcome": "stayed", "reason": reason})
-        moves = [(d, snap["domus"][d]["host"], host) for d in sorted(result["placement"])]
-        _run_moves(mover, moves, _parallel(cluster, parallel))
-        table = mover.finish()
+        with _reused_clients():
+            table = _move_back(cluster, host, evacuation, parallel, timeout)
     xenha_store.delete(_cachedir(), f"evacuate-{host}")
     _fire(f"xenha/restore/{host}/done", {"host": host, "result": table})
     return table
+
+
+def _move_back(cluster, host, evacuation, parallel, timeout):
+    """restore's move_back: the domUs the evacuation migrated away, back onto ``host``."""
+    mover = _Mover(cluster, host, "restore", timeout)
+    journal = xenha_store.load(_cachedir(), mover.journal)
+    # a finished restore journal is history; an unfinished one is resumed
+    _resolve_in_flight(mover, mover.start(fresh=bool(journal.get("finished"))))
+    snap = _snapshot(cluster, hosts=_vmhost_names(cluster))
+    left = [
+        d
+        for d, entry in sorted((evacuation.get("domus") or {}).items())
+        if entry.get("outcome") == "migrated"
+        and snap["domus"].get(d, {}).get("host") not in (None, host)
+        and not snap["domus"][d]["migrating"]
+    ]
+    result = _place(snap, left, only=[host])
+    for name, reason in sorted(result["unplaced"].items()):
+        where = snap["domus"][name]["host"]
+        mover.record(name, **{"from": where, "to": None, "outcome": "stayed", "reason": reason})
+    moves = [(d, snap["domus"][d]["host"], host) for d in sorted(result["placement"])]
+    _run_moves(mover, moves, _parallel(cluster, parallel))
+    return mover.finish()
 
 
 # =============================================================================================

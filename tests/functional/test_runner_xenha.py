@@ -24,6 +24,7 @@ import salt.utils.schedule
 import yaml
 from pytestshellutils.exceptions import FactoryTimeout
 
+from tests.standins import xenstandin
 from tests.standins.cluster import StandinCluster
 from tests.support.saltconf import REPO, snippet
 
@@ -250,6 +251,88 @@ def test_evacuate_moves_what_fits_and_explains_what_stays(salt_master, xen):
     assert set(placement(xen).values()) == {"ServVirt1"}
     status = run(salt_master, "xenha.status", "leases=False")
     assert {h["host"]: h["state"] for h in status["hosts"]}["ServVirt1"] == "up"
+
+
+def give_disks(cluster, host, name, *specs):
+    """Back a stand-in domU with these xl disk specs, as `xl list -l` will show them."""
+    with cluster.state.lock():
+        data = cluster.state.load(host)
+        data["domains"][name]["disks"] = [xenstandin.parse_disk(spec) for spec in specs]
+        cluster.state.save(data)
+
+
+def test_domu_on_a_local_disk_stays_and_says_so(salt_master, xen):
+    """The toolstack tells the disks (xl list -l); the pillar does not list them."""
+    give_disks(xen, "ServVirt1", "web02", "phy:/dev/vg0/web02,xvda,w")
+    give_disks(xen, "ServVirt1", "db01", "format=raw, vdev=xvda, target=/cluster/domus/db01.img")
+    shared_lun = "/dev/disk/by-path/ip-192.168.25.12:3260-iscsi-iqn.2009-06.br.example:"
+    give_disks(xen, "ServVirt1", "web01", f"{shared_lun}storage.cluster-lun-1,xvda,w")
+    # a path that only looks as if it were under the OCFS2 mount point
+    give_disks(xen, "ServVirt1", "big01", "file:/cluster/../var/lib/xen/big01.img,xvda,w")
+
+    plan = rows_by_domu(run(salt_master, "xenha.plan", "ServVirt1")["placement"])
+    assert plan["web02"]["action"] == "stays"
+    assert plan["web02"]["reason"] == "disk not on shared storage: /dev/vg0/web02"
+    assert plan["big01"]["reason"] == (
+        "disk not on shared storage: /cluster/../var/lib/xen/big01.img"
+    )
+    assert {d: plan[d]["action"] for d in ("db01", "web01")} == dict.fromkeys(
+        ("db01", "web01"), "live-migrate"
+    )
+
+    rows = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1"))
+    assert {d: r["outcome"] for d, r in rows.items()} == {
+        "db01": "migrated",
+        "web01": "migrated",
+        "web02": "stayed",
+        "big01": "stayed",
+    }
+    assert rows["web02"]["reason"] == "disk not on shared storage: /dev/vg0/web02"
+    assert placement(xen)["web02"] == "ServVirt1"
+    assert sorted(c["argv"][-2] for c in migrate_calls(xen)) == ["db01", "web01"]
+
+
+def test_arrival_watch_takes_the_lease_only_for_an_arrival(salt_master, xen):
+    """xenha_preflight.arrived wait=...: what the runner runs on the target during a move."""
+    xen.add_domain("ServVirt2", "web09", memory_mib=128)  # already there, not brought by a move
+    cli = salt_master.salt_cli(timeout=60)
+    ret = cli.run(
+        "xenha_preflight.arrived", "web09", "handover_from=ServVirt1", "wait=5",
+        minion_tgt="ServVirt2",
+    )  # fmt: skip
+    assert ret.data["here"] is True and ret.data["arrival"] is False, ret
+    assert ret.data["lease"].startswith("not taken")
+    assert not (LEASES / "domu-web09.lease").exists()
+
+    ret = cli.run("xenha_preflight.arrived", "db01", "wait=1", minion_tgt="ServVirt2")
+    assert ret.data["here"] is False and ret.data["waited"] >= 1, ret
+
+    # during a real move: the watch sees db01 arrive and takes its lease from the source
+    xen.update_host("ServVirt1", migrate_delay=2.0)
+    watch = subprocess.Popen(
+        cli.cmdline(
+            "xenha_preflight.arrived", "db01", "handover_from=ServVirt1", "wait=60",
+            minion_tgt="ServVirt2",
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(  # the watch has looked at least once before the move starts
+            job.get("fun") == "xenha_preflight.arrived"
+            for job in cli.run("saltutil.running", minion_tgt="ServVirt2").data or []
+        ):
+            assert time.monotonic() < deadline, "the arrival watch never started"
+            time.sleep(0.2)
+        moved = cli.run("xenha_xen.migrate", "db01", "ServVirt2", minion_tgt="ServVirt1")
+        assert moved.returncode == 0, moved
+        out, _ = watch.communicate(timeout=60)
+    finally:
+        watch.kill()
+    answer = json.loads(out)["ServVirt2"]
+    assert (answer["here"], answer["arrival"], answer["lease"]) == (True, True, "taken"), answer
+    assert json.loads((LEASES / "domu-db01.lease").read_text())["owner"] == "ServVirt2"
 
 
 def test_unreachable_target_every_domu_stays_with_the_reason(salt_master, xen):
