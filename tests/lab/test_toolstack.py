@@ -2,12 +2,17 @@
 (read back with xenha's own parsers), the guest image helpers and the BMC templates."""
 
 import gzip
+import json
+import os
+import socket
 import subprocess
+import threading
 
 import pytest
 import xenha_xenparse as xp
 from labxl import cli, migrate
 from labxl.config import ConfigError, domain_settings, iscsi_url, parse_cfg, qemu_argv
+from labxl.qmp import QMP, QMPError
 
 from lab import bmc, guest, vm
 
@@ -101,6 +106,10 @@ def test_qemu_argv_for_a_new_and_an_incoming_domain():
     argv = qemu_argv(HOST, dom, FILES)
     line = " ".join(argv)
     assert argv[argv.index("-m") + 1] == "96" and argv[argv.index("-smp") + 1] == "2"
+    # guest= alone in its -name (lab/failover.py reads it); named threads in a second -name,
+    # which QEMU merges (the migration lowers its stream thread's priority by name)
+    assert argv[argv.index("-name") + 1] == "guest=web01"
+    assert "-name debug-threads=on" in line
     assert argv[argv.index("-append") + 1] == "console=ttyS0 quiet labip=10.0.0.5/24"
     assert "tap,id=net0,ifname=vif7.0,script=/lab/vif-bridge,downscript=no" in argv
     assert "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:05" in argv
@@ -172,6 +181,67 @@ def test_receiver_argv_follows_xls_minus_s():
     assert migrate.receiver_argv("", "ip netns exec b xl migrate-receive") == [
         "ip", "netns", "exec", "b", "xl", "migrate-receive",
     ]  # fmt: skip
+
+
+def _fake_qemu(path, script):
+    """A QMP server on unix socket ``path`` for one client: greets, then for each command
+    received sends the lines ``script`` maps its name to (events first, then the reply)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn, conn.makefile("r") as reader:
+            conn.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            for line in reader:
+                for out in script.get(json.loads(line)["execute"], [{"return": {}}]):
+                    conn.sendall(json.dumps(out).encode() + b"\n")
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def test_qmp_keeps_events_that_come_before_a_reply_and_waits_for_more(tmp_path):
+    event = {"event": "MIGRATION", "data": {"status": "completed"}}
+    _fake_qemu(
+        tmp_path / "q",
+        {
+            "query-migrate": [event, {"return": {"status": "completed", "downtime": 12}}],
+            "cont": [{"error": {"class": "GenericError", "desc": "not paused"}}],
+        },
+    )
+    with QMP(tmp_path / "q", timeout=5) as q:
+        assert q.cmd("query-migrate") == {"status": "completed", "downtime": 12}
+        assert q.event("MIGRATION", 0) == event  # kept while the reply was awaited
+        assert q.event("MIGRATION", 0.05) is None  # a wait that times out ...
+        assert q.cmd("query-status") == {}  # ... leaves the session usable
+        with pytest.raises(QMPError, match="cont: not paused"):
+            q.cmd("cont")
+
+
+def test_channel_tells_silence_from_a_gone_peer():
+    rfd, wfd = os.pipe()
+    chan = migrate.Channel(rfd, -1)
+    assert chan.line(timeout=0.01) is None and not chan.eof
+    os.write(wfd, b'{"ready": true}\n')
+    assert chan.recv(timeout=1) == {"ready": True}
+    os.close(wfd)
+    assert chan.line(timeout=1) is None and chan.eof
+    os.close(rfd)
+
+
+def test_renice_sets_the_threads_it_names():
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert migrate.threads(child.pid) == {child.pid: "sleep"}
+        assert migrate.renice(child.pid, 7, only="live_migration") == 0  # no such thread
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 0
+        assert migrate.renice(child.pid, 7) == 1
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 7
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_lab_domu_config_round_trips(tmp_path):

@@ -168,7 +168,8 @@ def qemu_argv(host, dom, paths, incoming=False):
     """
     s = dom["settings"]
     argv = [
-        host["qemu"], "-name", f"guest={dom['name']}", "-uuid", dom["uuid"],
+        host["qemu"], "-name", f"guest={dom['name']}", "-name", "debug-threads=on",
+        "-uuid", dom["uuid"],
         "-machine", "pc", "-accel", "tcg", "-m", str(s["memory"]), "-smp", str(s["vcpus"]),
         "-display", "none", "-nodefaults", "-no-user-config",
         "-serial", f"file:{paths['console']}",

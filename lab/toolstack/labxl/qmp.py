@@ -1,7 +1,9 @@
 """A minimal QMP (QEMU Machine Protocol) client over a unix socket."""
 
 import json
+import select
 import socket
+import time
 
 
 class QMPError(RuntimeError):
@@ -9,19 +11,24 @@ class QMPError(RuntimeError):
 
 
 class QMP:
-    """One QMP session: ``with QMP(path) as q: q.cmd("query-status")``."""
+    """One QMP session: ``with QMP(path) as q: q.cmd("query-status")``.
+
+    Events that arrive while a command waits for its reply are kept (``events``) for
+    :meth:`event`; the socket is read through our own buffer so a wait may time out and the
+    session still be used."""
 
     def __init__(self, path, timeout=10.0):
         self.path = str(path)
+        self.timeout = timeout
+        self.buf = b""
+        self.events = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
         try:
             self.sock.connect(self.path)
         except OSError as err:
             self.sock.close()
             raise QMPError(f"cannot reach QEMU monitor {self.path}: {err}") from err
-        self.reader = self.sock.makefile("r", encoding="utf-8")
-        self._read()  # greeting
+        self._read(timeout)  # greeting
         self.cmd("qmp_capabilities")
 
     def __enter__(self):
@@ -31,20 +38,30 @@ class QMP:
         self.close()
 
     def close(self):
-        self.reader.close()
         self.sock.close()
 
-    def _read(self):
-        try:
-            line = self.reader.readline()
-        except OSError as err:
-            raise QMPError(f"QEMU monitor {self.path}: {err}") from err
-        if not line:
-            raise QMPError(f"QEMU monitor {self.path} closed the connection")
+    def fileno(self):
+        return self.sock.fileno()
+
+    def _read(self, timeout):
+        """The next message, or None after ``timeout`` seconds without one."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = max(deadline - time.monotonic(), 0)  # 0: what has arrived, no waiting
+            if not select.select([self.sock], [], [], left)[0]:
+                return None
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError as err:
+                raise QMPError(f"QEMU monitor {self.path}: {err}") from err
+            if not chunk:
+                raise QMPError(f"QEMU monitor {self.path} closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
     def cmd(self, execute, **arguments):
-        """Run one command and return its ``return`` value (events are skipped)."""
+        """Run one command and return its ``return`` value (events are kept in ``events``)."""
         msg = {"execute": execute}
         if arguments:
             msg["arguments"] = arguments
@@ -53,8 +70,30 @@ class QMP:
         except OSError as err:
             raise QMPError(f"QEMU monitor {self.path}: {err}") from err
         while True:
-            reply = self._read()
+            reply = self._read(self.timeout)
+            if reply is None:
+                raise QMPError(f"QEMU {execute}: no reply from {self.path} in {self.timeout} s")
             if "return" in reply:
                 return reply["return"]
             if "error" in reply:
                 raise QMPError(f"QEMU {execute}: {reply['error'].get('desc', reply['error'])}")
+            if "event" in reply:
+                self.events.append(reply)
+
+    def pending(self):
+        """Whether a message has arrived that no call has looked at yet (select would not tell:
+        it may sit in our buffer)."""
+        return bool(self.events) or b"\n" in self.buf
+
+    def event(self, name, timeout):
+        """The next event called ``name`` (kept or arriving within ``timeout`` s), or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("event") == name:
+                    return self.events.pop(i)
+            msg = self._read(max(deadline - time.monotonic(), 0))
+            if msg is None:
+                return None
+            if "event" in msg:
+                self.events.append(msg)
