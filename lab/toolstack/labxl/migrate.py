@@ -48,6 +48,7 @@ MAX_BANDWIDTH = 8 << 30
 # which corrupted guest kernels here (list corruption, a spinlock never released) after a few
 # migrations of 3-8 passes each
 MAX_ITERATIONS = 2
+SUSPENDED_LIMIT_MS = 300  # QEMU's default
 # Xen runs a migration in dom0, beside the guest's own vCPUs; here the stream's threads share
 # the host's cores with the TCG guest, so they run at a lower priority than guests: the guest
 # keeps its CPU (and a vCPU held off mid-write while its page is sent is what loses a write)
@@ -263,6 +264,8 @@ class Sender:
                         forced = True  # as Xen's last iteration: suspend, then copy the rest
                         q.cmd("stop")
                         self.mark("suspended")
+                        # nothing gets dirty any more: finish at once, not after another pass
+                        q.cmd("migrate-set-parameters", **{"downtime-limit": SUSPENDED_LIMIT_MS})
                     if why is None and self.proc.poll() is not None:
                         why = "the receiver has gone"
                     elif why is None and time.monotonic() > deadline:
