@@ -40,14 +40,20 @@ def measure(bench, guest, host, out_dir):
     }, lab_common.OTHER[host]
 
 
-def run(runs=4, bench=None, guest=lab_common.GUEST):
-    """``runs`` migrations under a download; returns the result `python -m bench` records."""
+def run(runs=4, bench=None, guest=lab_common.GUEST, *, deadline=None):
+    """``runs`` migrations under a download (a broken run is recorded and the guest started
+    afresh; none starts after ``deadline``); returns the result `python -m bench` records."""
     bench = bench or lab_common.shared()
     host = bench.guest(*guest)
-    rows = []
+    rows, failures, cut = [], [], None
     for i in range(runs):
-        row, host = measure(bench, guest, host, bench.out / "bulk" / f"run-{i}")
-        rows.append(row)
+        if lab_common.out_of_time(deadline):
+            cut = f"time budget: stopped after {i} of {runs} runs"
+            break
+        out = bench.out / "bulk" / f"run-{i}"
+        row, host = bench.attempt(guest, out, failures, measure, bench, guest, host, out)
+        if row:
+            rows.append(row)
     quiet = lab_common.stats([r["quiet_mb_s"] for r in rows])
     during = lab_common.stats([r["migrating_mb_s"] for r in rows])
     ratio = lab_common.stats([r["ratio"] for r in rows])
@@ -60,6 +66,7 @@ def run(runs=4, bench=None, guest=lab_common.GUEST):
             "ratio_mean": ratio["mean"],
             "ratio_min": ratio["min"],
             "window_s_mean": lab_common.stats([r["window_s"] for r in rows])["mean"],
+            "broken_runs": len(failures),
             "download_errors": sum(r["download_errors"] for r in rows),
             "target": f">= {TARGET:.0%}",
             "ok": ratio["mean"] is not None and ratio["mean"] >= TARGET,
@@ -68,6 +75,13 @@ def run(runs=4, bench=None, guest=lab_common.GUEST):
     about = (
         "HTTP downloads of a 16 MiB file held in the guest's RAM, back to back from the lab's "
         "client; rate over a quiet 6 s window vs over the salt xenha_xen.migrate call "
-        f"(includes Salt's job round trip); means of {runs} runs."
+        f"(includes Salt's job round trip); means of {len(rows)} runs."
     )
-    return {"benchmark": "lab_bulk", "about": about, "cases": cases, "runs": rows}
+    return {
+        "benchmark": "lab_bulk",
+        "about": about,
+        "cases": cases,
+        "runs": rows,
+        "broken_runs": failures,
+        "cut": cut,
+    }

@@ -12,6 +12,7 @@ with the lab toolstack, BMCs and automatic failover, and tears it down when the 
 import atexit
 import math
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -25,6 +26,8 @@ V1, V2 = demo.V1, demo.V2
 OTHER = {V1: V2, V2: V1}
 GUEST = ("bench01", "10.99.0.110")  # the guest every lab benchmark moves (name, IP)
 _SHARED = {}  # the process's LabBench, under "bench"
+# what a guest kernel prints when it is broken (its console has only warnings and worse)
+TROUBLE = ("Kernel panic", "BUG:", "kernel BUG", "general protection", "soft lockup", "Oops")
 
 
 class LabBench:
@@ -34,6 +37,7 @@ class LabBench:
         self.lab = lab
         self.fo = fo
         self.out = lab.run_dir.parent / f"{lab.run_dir.name}-bench"
+        self.broken = 0  # broken runs in a row (attempt)
 
     def where(self, name):
         """The powered VM host whose ``xl list`` shows domU ``name``, also mid-migration as
@@ -70,7 +74,7 @@ class LabBench:
     def migrate(self, name, src, dst, ip=None):
         """``xenha_xen.migrate`` run by ``src``'s minion, then the lease handed to ``dst`` as
         the runner does; returns (start, end, xl migrate seconds). With ``ip``, the guest must
-        answer HTTP again within 120 s, or LabError: later runs would measure a dead guest."""
+        answer HTTP again within 60 s, or LabError: later runs would measure a dead guest."""
         start = time.time()
         ret = self.lab.salt(src, "xenha_xen.migrate", name, dst, timeout=300).get(src)
         end = time.time()
@@ -78,12 +82,38 @@ class LabBench:
             raise LabError(f"{src}: xenha_xen.migrate {name} {dst}: {ret}")
         self.lab.salt(dst, "xenha_lease.acquire_domu", name, f"handover_from={src}", timeout=60)
         if ip:
-            try:
-                vm.wait_guest(self.lab.cli, ip, timeout=120)
-            except LabError as err:
-                said = f"{name} runs on {dst} but stopped answering after its live migration"
-                raise LabError(f"{said} ({err}); see its console under {dst}'s xl/") from err
+            self.answering(name, ip, dst, "after its live migration")
         return start, end, ret.get("seconds")
+
+    def answering(self, name, ip, host, when, timeout=60):
+        """Wait until the guest answers HTTP again (it does within a second or two when all is
+        well), or LabError quoting its kernel's complaint as soon as its console shows one."""
+        deadline = time.time() + timeout
+        while True:
+            state = vm.guest_state(self.lab.cli, ip)
+            if "error" not in state:
+                return state
+            trouble = self.console_trouble(name, host)
+            if trouble or time.time() > deadline:
+                said = f"{name} on {host} stopped answering {when}"
+                why = f"its kernel: {trouble}" if trouble else f"{state['error']}, {timeout} s"
+                raise LabError(f"{said} ({why}); console under {host}'s xl/")
+            time.sleep(0.5)
+
+    def console_trouble(self, name, host):
+        """The first line of a kernel panic, BUG or lockup on ``name``'s console on ``host``."""
+        for rec in sorted((self.lab.hosts[host].root / "xl").glob("d*.json")):
+            console = rec.with_suffix(".console")
+            try:
+                if f'"{name}' not in rec.read_text() or not console.exists():
+                    continue
+                lines = console.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                if any(mark in line for mark in TROUBLE):
+                    return line.strip()[:300]
+        return None
 
     def stop(self, name, host):
         """Shut ``name`` down on ``host`` (ACPI; destroyed if still up after 120 s) and release
@@ -113,6 +143,45 @@ class LabBench:
         for host_id in (V1, V2):
             self.power_on(host_id)
 
+    def recover(self, name, ip, out_dir):
+        """After a broken run: keep the consoles of every copy of ``name`` in ``out_dir``,
+        destroy them, release the lease and start it afresh on V1 (a guest that wedged would
+        make every later run measure nothing); returns the host, once it answers HTTP."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.all_up()
+        for host_id in (V1, V2):
+            host = self.lab.hosts[host_id]
+            for rec in sorted((host.root / "xl").glob("d*.json")):
+                console = rec.with_suffix(".console")
+                if f'"{name}' in rec.read_text() and console.exists():
+                    shutil.copy(console, out_dir / f"{host_id}-{console.name}")
+            listed = toolstack.xl(host, "list", check=False).stdout
+            for row in [line.split()[0] for line in listed.splitlines()[1:] if line.strip()]:
+                if row.split("--")[0] == name:
+                    toolstack.xl(host, "destroy", row, check=False)
+            self.lab.salt(host_id, "xenha_lease.release_domu", name, timeout=60)
+        return self.guest(name, ip, V1)
+
+    def attempt(self, guest, out_dir, failures, measure, *args):
+        """``measure(*args)`` (one run; returns (row, host afterwards)) that may break: on an error
+        its reason goes to ``failures``, the guest is started afresh and (None, its host) is
+        returned. Three broken runs in a row stop the benchmark (LabError)."""
+        try:
+            got = measure(*args)
+        except Exception as err:  # noqa: BLE001 -- a broken run is recorded, not fatal
+            self.broken += 1
+            reason = f"{type(err).__name__}: {err}"[:600]
+            failures.append({"run": out_dir.name, "reason": reason, "at": _now()})
+            print(f"bench: run {out_dir} broken ({reason}); starting the guest afresh", flush=True)
+            if self.broken >= 3:
+                raise LabError(f"three broken runs in a row; the last: {reason}") from err
+            try:
+                return None, self.recover(guest[0], guest[1], out_dir / "recovery")
+            except Exception as again:  # noqa: BLE001
+                raise LabError(f"{reason}; then the guest could not be restarted: {again}") from err
+        self.broken = 0
+        return got
+
 
 def _listed(xl_list):
     """Domain names (migration suffixes stripped) in ``xl list`` output, Domain-0 left out."""
@@ -130,6 +199,15 @@ def shared():
         _SHARED["bench"] = LabBench(lab, demo.prepare(lab))
     _SHARED["bench"].all_up()
     return _SHARED["bench"]
+
+
+def _now():
+    return time.strftime("%H:%M:%S", time.gmtime())
+
+
+def out_of_time(deadline):
+    """Whether the benchmark's share of the time budget (an epoch time or None) is used up."""
+    return deadline is not None and time.time() > deadline
 
 
 def stats(values):

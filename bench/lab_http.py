@@ -18,7 +18,7 @@ TARGET = 0.90
 
 
 def measure(bench, guest, host, out_dir):
-    """One run; returns (row, response-time series, host afterwards)."""
+    """One run; returns ((row, response-time series), host afterwards)."""
     opts = {"concurrency": CONCURRENCY, "timeout": 10}
     with Probe(bench.lab.cli, guest[1], out_dir, "load", ping=False, **opts) as probe:
         time.sleep(2)  # clients connected and going
@@ -35,21 +35,25 @@ def measure(bench, guest, host, out_dir):
         if r["t"] >= quiet
     ]
     row = {"normal": normal, "migrating": during, "window": [quiet, start, end], "xl_s": xl_s}
-    return (
-        row,
-        {"t0": quiet, "migration": [start - quiet, end - quiet], "points": series},
-        (lab_common.OTHER[host]),
-    )
+    series = {"t0": quiet, "migration": [start - quiet, end - quiet], "points": series}
+    return (row, series), lab_common.OTHER[host]
 
 
-def run(runs=4, bench=None, guest=lab_common.GUEST):
-    """``runs`` migrations under load; returns the result `python -m bench` records."""
+def run(runs=4, bench=None, guest=lab_common.GUEST, *, deadline=None):
+    """``runs`` migrations under load (a broken run is recorded and the guest started afresh;
+    none starts after ``deadline``); returns the result `python -m bench` records."""
     bench = bench or lab_common.shared()
     host = bench.guest(*guest)
-    rows, series = [], None
+    rows, series, failures, cut = [], None, [], None
     for i in range(runs):
-        row, series, host = measure(bench, guest, host, bench.out / "http" / f"run-{i}")
-        rows.append(row)
+        if lab_common.out_of_time(deadline):
+            cut = f"time budget: stopped after {i} of {runs} runs"
+            break
+        out = bench.out / "http" / f"run-{i}"
+        done, host = bench.attempt(guest, out, failures, measure, bench, guest, host, out)
+        if done:
+            row, series = done
+            rows.append(row)
     cases = []
     for phase in ("normal", "migrating"):
         got = [r[phase] for r in rows]
@@ -83,6 +87,14 @@ def run(runs=4, bench=None, guest=lab_common.GUEST):
     about = (
         f"{CONCURRENCY} concurrent HTTP clients (Python, closed loop, a new connection per "
         "request) against busybox httpd in the QEMU/TCG guest; a quiet 8 s window vs the salt "
-        f"xenha_xen.migrate call window; means of {runs} runs. Series: the last run."
+        f"xenha_xen.migrate call window; means of {len(rows)} runs. Series: the last run."
     )
-    return {"benchmark": "lab_http", "about": about, "cases": cases, "runs": rows, "series": series}
+    return {
+        "benchmark": "lab_http",
+        "about": about,
+        "cases": cases,
+        "runs": rows,
+        "series": series,
+        "broken_runs": failures,
+        "cut": cut,
+    }

@@ -56,20 +56,31 @@ def measure(bench, guest, case, host, out_dir):
     return row, host
 
 
-def run(runs=10, bench=None, guest=lab_common.GUEST, boot_runs=3, cases=CASES):
+def run(runs=10, bench=None, guest=lab_common.GUEST, *, boot_runs=10, cases=CASES, deadline=None):
     """The live migration ``runs`` times, the reboot and the cold move ``boot_runs`` times
-    (each is a full boot of an emulated guest: tens of seconds), only ``cases``; returns the
-    result `python -m bench` records."""
+    (each a full boot of an emulated guest), only ``cases``; a broken run is recorded and the
+    guest started afresh; no new round starts after ``deadline`` (epoch s). Returns the result
+    `python -m bench` records."""
     bench = bench or lab_common.shared()
     host = bench.guest(*guest)
     raw = {case: [] for case in cases}
+    failures, cut = [], None
     for i in range(runs):
+        if lab_common.out_of_time(deadline):
+            cut = f"time budget: stopped after {i} of {runs} rounds"
+            break
         for case in cases if i < boot_runs else [c for c in cases if c == "live migration"]:
             out = bench.out / "unavailability" / f"{case.replace(' ', '-')}-{i}"
-            row, host = measure(bench, guest, case, host, out)
-            raw[case].append(row)
+            row, host = bench.attempt(guest, out, failures, measure, bench, guest, case, host, out)
+            if row:
+                raw[case].append(row)
     cases = []
     for case, rows in raw.items():
+        if not rows:
+            cases.append(
+                {"case": case, "runs": 0, "ok": False if case == "live migration" else None}
+            )
+            continue
         gap = lab_common.stats([r["longest_gap_ms"] for r in rows])
         mean = {
             k: lab_common.stats([r[k] for r in rows])["mean"] for k in rows[0] if k != "stopped_by"
@@ -105,4 +116,11 @@ def run(runs=10, bench=None, guest=lab_common.GUEST, boot_runs=3, cases=CASES):
         "is rebooted, moved cold or live-migrated by xenha_xen.migrate; blackout = the longest "
         "time without a ping reply (one interval when nothing is lost); means over the runs."
     )
-    return {"benchmark": "lab_unavailability", "about": about, "cases": cases, "runs": raw}
+    return {
+        "benchmark": "lab_unavailability",
+        "about": about,
+        "cases": cases,
+        "runs": raw,
+        "broken_runs": failures,
+        "cut": cut,
+    }

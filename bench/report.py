@@ -275,6 +275,24 @@ def targets(results):
     return rows
 
 
+def section_runs(results):
+    """How long each benchmark took, and what it left out: broken runs (with the reason; the
+    guest was started afresh), runs cut by the time budget, benchmarks that did not complete."""
+    rows = []
+    for name, res in results.items():
+        notes = [f"not completed: {res['error']}"] if res.get("error") else []
+        notes += [f"cut: {res['cut']}"] if res.get("cut") else []
+        notes += [f"run {b['run']} broken: {b['reason']}" for b in res.get("broken_runs") or []]
+        wall = res.get("wall_s")
+        rows.append([name, res.get("recorded", "-"), _dur(wall * 1000) if wall else "-",
+                     "; ".join(notes).replace("|", "/") or "complete"])  # fmt: skip
+    return [
+        "## Runs",
+        "",
+        *_table(["benchmark", "recorded", "wall time", "left out"], rows),
+    ]
+
+
 def plots(results, out=RESULTS):
     """PNG plots next to the report; returns the files written (none without matplotlib)."""
     try:
@@ -382,6 +400,8 @@ def write(results_dir=RESULTS):
         ),
         "",
         *section_simple("Planner at scale", results.get("planner")),
+        "",
+        *section_runs(results),
         "",
     ]
     path = results_dir / "REPORT.md"

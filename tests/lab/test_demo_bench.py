@@ -1,6 +1,7 @@
 """The demo's core and a smoke of every lab benchmark (tiny run counts) on one shared lab.
 
-One module-scoped lab (prefix ``xdb``) with the toolstack, BMCs and failover, as ``make demo``
+One module-scoped lab (prefix ``xdb``, or ``$XENHA_BENCH_TEST_PREFIX`` so that two engineers'
+runs never tear down each other's lab) with the toolstack, BMCs and failover, as ``make demo``
 builds it (without applying the formulas). One guest (web01) serves every benchmark. The order
 matters: the crash comes last. The figures are not checked against targets (the machine is
 shared); what is checked is that each script measures what it says: the guest kept running
@@ -31,7 +32,9 @@ def bench():
         pytest.skip("the lab needs root (network namespaces, QEMU taps, tgtd)")
     if missing := demo.missing_tools():
         pytest.fail(f"missing lab tools {missing}: run `make deps`")
-    lab = Lab(RUN_ROOT / "test-demo-bench", prefix="xdb")
+    prefix = os.environ.get("XENHA_BENCH_TEST_PREFIX", "xdb")
+    suffix = "" if prefix == "xdb" else f"-{prefix}"
+    lab = Lab(RUN_ROOT / f"test-demo-bench{suffix}", prefix=prefix)
     try:
         fo = demo.prepare(lab)
         demo.start_guests(lab, fo, V1, dict([WEB01]))
@@ -60,6 +63,7 @@ def test_unavailability_smoke(bench):
     # the reboot is the cold move's code path on the same host: left out to save a boot
     moves = ("cold migration", "live migration")
     result = lab_unavailability.run(runs=1, bench=bench, guest=WEB01, cases=moves)
+    assert not result["broken_runs"], result["broken_runs"]  # a smoke run must not break
     cases = {c["case"]: c for c in result["cases"]}
     assert set(cases) == set(moves)
     cold, live = cases["cold migration"], cases["live migration"]
@@ -71,6 +75,7 @@ def test_unavailability_smoke(bench):
 
 def test_bulk_smoke(bench):
     result = lab_bulk.run(runs=1, bench=bench, guest=WEB01)
+    assert not result["broken_runs"], result["broken_runs"]  # a smoke run must not break
     (case,) = result["cases"]
     assert case["quiet_mb_s"] > 0.5  # 16 MiB downloads flowed
     assert case["migrating_mb_s"] is not None and case["ratio_mean"] is not None
@@ -79,6 +84,7 @@ def test_bulk_smoke(bench):
 
 def test_http_smoke(bench):
     result = lab_http.run(runs=1, bench=bench, guest=WEB01)
+    assert not result["broken_runs"], result["broken_runs"]  # a smoke run must not break
     normal, migrating = result["cases"]
     assert normal["requests"] > 0 and migrating["requests"] > 0
     assert normal["requests_per_s"] > 0
