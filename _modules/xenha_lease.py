@@ -322,6 +322,25 @@ def acquire_domu(name, fenced=None, handover_from=None, wait=0, **overrides):
     return {"acquired": True, "reason": reason, "counter": new["counter"]}
 
 
+def start_domu(name, config, fenced=None, handover_from=None, **overrides):
+    """
+    Take domU ``name``'s lease (as :func:`acquire_domu`) and start it from ``config``
+    (``xenha_xen.start``), in one call: what a failover does on a survivor. Refuses a config
+    that defines another domU (the lease taken would not be the one that guards it).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_lease.start_domu web01 /cluster/domus/web01.cfg fenced=ServVirt1
+    """
+    defined = __salt__["xenha_xen.read_config"](config)["name"]
+    if defined != name:
+        raise CommandExecutionError(f"{config} defines domU {defined!r}, not {name!r}")
+    lease = acquire_domu(name, fenced=fenced, handover_from=handover_from, **overrides)
+    return {"lease": lease, "domu": __salt__["xenha_xen.start"](config)}
+
+
 def release_domu(name, **overrides):
     """
     Release this host's lease on domU ``name`` (after a clean shutdown or a migration away), so

@@ -925,7 +925,7 @@ def _move_back(cluster, host, evacuation, parallel, timeout):
 import xenha_failover  # noqa: E402 - the failover section keeps its imports with it
 import xenha_fence  # noqa: E402
 
-PING_TIMEOUT = 1.5  # s: does the master still reach the suspect's minion? (xenha:failover)
+PING_TIMEOUT = 1.0  # s: does the master still reach the suspect's minion? (xenha:failover)
 START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
 
 
@@ -1009,8 +1009,10 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         return states
 
     def start_domu(self, host, name, spec, fenced):
-        self._must(host, "xenha_lease.acquire_domu", [name], {"fenced": fenced})
-        return self._must(host, "xenha_xen.start", [spec["config"]], timeout=START_TIMEOUT)
+        # lease and start in one round trip: this is the last step before the domU is back
+        kwarg = {"fenced": fenced}
+        arg = [name, spec["config"]]
+        return self._must(host, "xenha_lease.start_domu", arg, kwarg, timeout=START_TIMEOUT)
 
     def fire(self, tag, data):
         # master bus only: progress events would break `salt-run --out=json` for scripts

@@ -461,6 +461,7 @@ class Engine:
                 recheck=True,
             )
         self._set(record, CORROBORATED, observations=seen)
+        self._emit(record, "corroborated", observations=seen)
         return True
 
     def _watch_lease(self, record, members):

@@ -33,8 +33,8 @@ UINT64_MAX = 2**64 - 1
 
 DEFAULTS = {
     "port": 7788,
-    "send_interval": 0.5,  # 6 keepalives per dead_time: 5 may be lost in a row without an alarm
-    "dead_time": 3.0,  # Corosync 3.1 raised its token from 1 s to 3 s after false failovers
+    "send_interval": 0.25,  # 8 keepalives per dead_time: 7 may be lost in a row without an alarm
+    "dead_time": 2.0,  # a hint only: the runner corroborates and fences (docs/detection.md)
     "cluster": "xenha",
     "toolstack": "xl",
     "probe_interval": 5.0,  # 0 disables the toolstack probe

@@ -352,8 +352,8 @@ def _heartbeat(data):
     data = _mapping(data, path, required=False)
     heartbeat = dict(data)
     heartbeat["port"] = _integer(data, "port", path, 1, 65535, default=7788)
-    heartbeat["interval"] = _number(data, "interval", path, 0.5)
-    heartbeat["dead_time"] = _number(data, "dead_time", path, 3.0)
+    heartbeat["interval"] = _number(data, "interval", path, 0.25)
+    heartbeat["dead_time"] = _number(data, "dead_time", path, 2.0)
     if heartbeat["dead_time"] <= 2 * heartbeat["interval"]:
         (path / "dead_time").fail("must exceed two heartbeat intervals")
     key = _string(data, "key", path, required=True, secret=True)

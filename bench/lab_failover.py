@@ -2,8 +2,9 @@
 Automatic failover in the lab: the VM host running the guest is powered off without warning,
 ``runs`` times (alternating hosts). Per crash, from the recorded events (lab/failover.py) and
 the client: detection (crash -> the heartbeat beacon's loss event), verification (-> the
-runner's ``verified``), fencing (-> ``fenced``, IPMI through the host's BMC), restart (-> the
-domU started on the survivor) and HTTP (-> the guest answers again). Median and p90 of each;
+runner's ``corroborated``: claim checked, master ping and lease look), fencing (-> ``fenced``,
+IPMI through the host's BMC), restart (-> the domU started on the survivor) and HTTP (-> the
+guest answers again). Median and p90 of each;
 target crash -> restart <= 5 s median. The crashed host is powered on again after each run.
 """
 
@@ -18,10 +19,10 @@ STEPS = report.STEPS
 
 def split(timeline, name, crash_to_http):
     """The failover's phases in seconds from a :meth:`lab.failover.Failover.timeline` (seconds
-    since the crash for ``lost``, ``verified``, ``fenced``, ``domu_started:<name>``)."""
+    since the crash for ``lost``, ``corroborated``, ``fenced``, ``domu_started:<name>``)."""
     marks = [
         timeline.get("lost"),
-        timeline.get("verified"),
+        timeline.get("corroborated"),
         timeline.get("fenced"),
         timeline.get(f"domu_started:{name}"),
         crash_to_http,
@@ -52,6 +53,7 @@ def run(runs=3, bench=None, guest=lab_common.GUEST):
                 **split(got["timeline"], name, got["crash_to_http_s"]),
                 "back": got["back"],
                 "fence": got["timeline"].get("fence"),
+                "ipmi_s": got["timeline"].get("fence_s"),
                 "doubles": got["doubles"],
                 "crashed": host,
             }

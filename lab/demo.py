@@ -128,7 +128,7 @@ def vm_ip(lab, name):
 def failover(lab, fo, name, crashed, *, out_dir, timeout=FAILOVER_TIMEOUT):
     """Power ``crashed`` off (no warning) and measure until ``name`` answers HTTP again, now
     from a new boot on a survivor: crash -> HTTP seconds, the runner's timeline (heartbeat
-    loss reported, verified, fenced, domU started), and that no two copies ever ran."""
+    loss reported, confirmed unreachable, fenced, domU started), and that no two copies ever ran."""
     ip = GUESTS.get(name) or vm_ip(lab, name)
     before = vm.wait_guest(lab.cli, ip)
     with (
@@ -214,7 +214,7 @@ def report(mig, fo_result, note=""):
             f"{label} +{t[key]} s"
             for key, label in (
                 ("lost", "heartbeat loss reported"),
-                ("verified", "verified dead"),
+                ("corroborated", "confirmed unreachable"),
                 ("fenced", f"fenced ({t.get('fence', '?')})"),
                 (f"domu_started:{fo_result['domu']}", f"{fo_result['domu']} started"),
             )

@@ -255,8 +255,9 @@ class Failover:
     def timeline(self, host_id, since):
         """Seconds from ``since`` (e.g. the crash, time.time()) to each step of the failover
         of ``host_id``, from the recorded events: ``lost`` (first heartbeat loss reported),
-        ``started``, ``verified``, ``fenced``, ``domu_started:<name>``, ``done``, ``blocked``,
-        ``ignored``; plus ``fence`` (method) and ``reporter``."""
+        ``started``, ``verified``, ``corroborated``, ``fenced``, ``domu_started:<name>``,
+        ``done``, ``blocked``, ``ignored``; plus ``fence`` (method), ``fence_s`` (the fence's own
+        seconds) and ``reporter``."""
         steps = {}
         for ev in self.events("", since):
             tag, data = ev["tag"], ev["data"]
@@ -269,6 +270,7 @@ class Failover:
                 steps.setdefault(key, ev["t"] - since)
                 if what == "fenced":
                     steps.setdefault("fence", data.get("method"))
+                    steps.setdefault("fence_s", data.get("seconds"))
         return {k: round(v, 2) if isinstance(v, float) else v for k, v in steps.items()}
 
 

@@ -128,7 +128,7 @@ def test_crash_restarts_its_domus_on_the_survivor_once(lab, bmcs, fo, web01):
     show("crash -> restart", tl, http=round(http, 2))
     assert tl["fence"] == "ipmi"
     assert tl["reporter"] == V2
-    order = ["lost", "started", "verified", "fenced", "domu_started:web01", "done"]
+    order = ["lost", "started", "verified", "corroborated", "fenced", "domu_started:web01", "done"]
     assert [tl[k] for k in order] == sorted(tl[k] for k in order), tl
     assert [e["target"] for e in started(fo, V1, t0)] == [V2]  # exactly once, on the survivor
     journal = fo.journal(V1)

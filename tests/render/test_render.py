@@ -317,8 +317,8 @@ def test_beacon_pillar_for_vm_hosts_only(salt_call):
         "peers": {"ServVirt1": "192.168.25.10"},
         "key": "render-test-heartbeat-key",
         "port": 7788,
-        "send_interval": 0.5,
-        "dead_time": 3.0,
+        "send_interval": 0.25,
+        "dead_time": 2.0,
         "cluster": "ocfs2",
         "toolstack": "xl",
     }

@@ -185,7 +185,7 @@ def test_failover_fences_by_ipmi_and_restarts_by_priority(io, tmp_path):
     assert [name for name, _ in io.starts] == ["db01", "web01", "tiny"]
     assert all(len(hosts) == 1 for hosts in copies(io).values())
     tags = io.tags()
-    assert tags[:4] == ["started", "verified", "fenced", "domu_started"]
+    assert tags[:5] == ["started", "verified", "corroborated", "fenced", "domu_started"]
     assert tags.count("domu_started") == 3 and tags[-1] == "done"
     done = io.events[-1][1]
     assert done["not_restarted"] == {} and done["seconds"] >= 0

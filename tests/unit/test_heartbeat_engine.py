@@ -273,7 +273,7 @@ def iptables(action, port, *match, check=True):
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables"), reason="needs root iptables")
 def test_default_timings_ride_out_heavy_loss_and_catch_a_real_outage(mod, tmp_path):
-    """With the shipped defaults (0.5 s / 3.0 s), losing 3 keepalives in 4 raises no alarm;
+    """With the shipped defaults (0.25 s / 2.0 s), losing 3 keepalives in 4 raises no alarm;
     losing all of them raises exactly one."""
     port = free_port()
     defaults = {k: hb.DEFAULTS[k] for k in ("send_interval", "dead_time")}

@@ -265,7 +265,7 @@ def test_bmc_password_is_a_required_secret(tree):
             "xenha:xen:ssh:host_keys:ServVirt2: missing",
         ),
         (
-            lambda t: t["heartbeat"].update(dead_time=1.0),
+            lambda t: t["heartbeat"].update(dead_time=0.5),
             "xenha:heartbeat:dead_time: must exceed two heartbeat intervals",
         ),
         (
