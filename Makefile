@@ -13,7 +13,7 @@ demo: deps
 
 ## lint + the whole test suite (unit, functional with real salt daemons, hosts harness, lab)
 test: deps lint
-	$(VENV)/bin/pytest -ra tests
+	$(VENV)/bin/pytest -ra --durations=30 tests
 
 lint:
 	$(VENV)/bin/ruff check .
