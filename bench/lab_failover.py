@@ -56,6 +56,7 @@ def run(runs=3, bench=None, guest=lab_common.GUEST):
                 "ipmi_s": got["timeline"].get("fence_s"),
                 "doubles": got["doubles"],
                 "crashed": host,
+                "timeline": got["timeline"],
             }
         )
         bench.power_on(host)
