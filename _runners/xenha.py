@@ -955,8 +955,11 @@ def _answers_ping(minion, timeout):
 class _SaltFailoverIO(xenha_failover.Adapter):
     """The failover engine's I/O through this runner's Salt edge."""
 
-    def __init__(self, cluster):
+    def __init__(self, cluster, early_ping=None):
         self.cluster = cluster
+        # (host, future) of a ping sent as the claim came in, while the pillar compiled: the
+        # first corroboration uses it, every later one (a retry) pings afresh
+        self.early_ping = early_ping
 
     def members(self):
         hosts = self.cluster.get("hosts") or {}
@@ -967,6 +970,9 @@ class _SaltFailoverIO(xenha_failover.Adapter):
 
     def ping(self, host):
         timeout = (self.cluster.get("failover") or {}).get("ping_timeout", PING_TIMEOUT)
+        early, self.early_ping = self.early_ping, None
+        if early and early[0] == host and timeout == PING_TIMEOUT:
+            return early[1].result()
         return _answers_ping(host, timeout)
 
     def _must(self, minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
@@ -1026,10 +1032,10 @@ def _audit_path():
     return xenha_failover.audit_path(_cachedir())
 
 
-def _failover_engine(cluster):
+def _failover_engine(cluster, early_ping=None):
     settings = dict(cluster.get("failover") or {})
     settings.setdefault("expiry", (cluster.get("leases") or {}).get("expiry"))
-    return xenha_failover.Engine(_SaltFailoverIO(cluster), _cachedir(), settings)
+    return xenha_failover.Engine(_SaltFailoverIO(cluster, early_ping), _cachedir(), settings)
 
 
 def failover(host, reporter=None, event=None):
@@ -1056,7 +1062,11 @@ def failover(host, reporter=None, event=None):
         xenha_failover.audit_line(_audit_path(), {**entry, "reason": str(err)})
         _fire("xenha/failover/invalid/ignored", {"reporter": reporter, "reason": str(err)})
         return {"host": host, "state": "ignored", "reason": str(err)}
-    return _failover_engine(_cluster(host)).handle(host, reporter, event)
+    # a ping changes nothing: send it now and compile the pillar (a good part of a second)
+    # while it runs; the engine still verifies the claim before it looks at the answer
+    with ThreadPoolExecutor(1) as pool:
+        early = (host, pool.submit(_answers_ping, host, PING_TIMEOUT))
+        return _failover_engine(_cluster(host), early).handle(host, reporter, event)
 
 
 def ack_fence(host):

@@ -442,11 +442,11 @@ class Engine:
     def _corroborate(self, record, members):
         host = record["host"]
         # the master's ping and the survivors' look at the lease run side by side; meanwhile
-        # the survivors' free memory is fetched for the restart plan (reading changes nothing)
+        # the restart plan's inputs are read (reading changes nothing; the leases are read
+        # again after the fence, see _restart)
         with ThreadPoolExecutor(2) as pool:
             pinged = pool.submit(self._safe, self.io.ping, host)
-            survivors = [h for h in members["vmhosts"] if h != host]
-            self._prefetched = pool.submit(self._safe, self.io.snapshot, survivors)
+            self._prefetched = pool.submit(self._plan_inputs, record, members)
             seen, alive = self._watch_lease(record, members)
             reachable = pinged.result() is True
         if reachable:
@@ -547,14 +547,31 @@ class Engine:
         self._emit(record, "fenced", **fence)
         return True
 
+    def _leased(self, record, members):
+        """The dead host's domU leases as a survivor lists them (sorted), or None."""
+        for observer in self._observers(record, members):
+            got = self._safe(self.io.leased_domus, observer, record["host"])
+            if isinstance(got, (list, dict)):
+                return sorted(got)
+        return None
+
+    def _survivors(self, record, members):
+        """The survivors' snapshot ({} when none answers)."""
+        survivors = [h for h in members["vmhosts"] if h != record["host"]]
+        snapshot = self._safe(self.io.snapshot, survivors)
+        return snapshot if isinstance(snapshot, dict) else {}
+
+    def _plan_inputs(self, record, members):
+        return self._leased(record, members), self._survivors(record, members)
+
     def _plan(self, record, members):
         host = record["host"]
-        leased = None
-        for observer in self._observers(record, members):
-            got = self._safe(self.io.leased_domus, observer, host)
-            if isinstance(got, (list, dict)):
-                leased = sorted(got)
-                break
+        leased, snapshot = self._prefetched.result() if self._prefetched else (None, None)
+        self._prefetched = None  # a retry or a resume reads again
+        if leased is None:
+            leased = self._leased(record, members)
+        else:
+            record["leases_read"] = "before the fence"  # _restart reads them again
         if leased is None:
             # the host stays fenced; only the planning is retried
             reason = "fenced, but no survivor could list the dead host's domU leases"
@@ -563,13 +580,8 @@ class Engine:
             self._audit(host, "blocked", failover=record["id"], reason=reason)
             self._emit(record, "blocked", reason=reason)
             return self._wait_or_leave(record)
-        snapshot = self._prefetched.result() if self._prefetched else None
-        self._prefetched = None  # a retry or a resume asks again
-        if not isinstance(snapshot, dict):
-            survivors = [h for h in members["vmhosts"] if h != host]
-            snapshot = self._safe(self.io.snapshot, survivors)
-        if not isinstance(snapshot, dict):
-            snapshot = {}
+        if snapshot is None:
+            snapshot = self._survivors(record, members)
         states = self._safe(self.io.host_states)
         states = states if isinstance(states, dict) else {}
         plan = restart_plan(host, members, snapshot, states, leased)
@@ -583,6 +595,47 @@ class Engine:
         return True
 
     def _restart(self, record, members):
+        with ThreadPoolExecutor(1) as pool:
+            # leases listed before the fence: list them again (beside the first start) so that
+            # one taken in the meantime is not left behind
+            again = None
+            if record.get("leases_read") == "before the fence":
+                again = pool.submit(self._leased, record, members)
+            self._start_pending(record, members)
+            if again is not None:
+                self._add_missed(record, members, again.result())
+                self._start_pending(record, members)
+        total = round(self.io.now() - record["started"], 3)
+        down = {
+            n: e.get("reason") or e.get("error")
+            for n, e in record["domus"].items()
+            if e["state"] not in ("started", "running")
+        }
+        self._set(record, DONE, seconds=total, not_restarted=down)
+        self._emit(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
+        return True
+
+    def _add_missed(self, record, members, leased):
+        """Plan the domUs whose leases the fenced host held but the first listing missed."""
+        host = record["host"]
+        record["leases_read"] = "after the fence"
+        if leased is None:
+            self._audit(host, "leases_not_reread", failover=record["id"])
+            self._save(record)
+            return
+        missed = sorted(set(leased) - set(record["domus"]))
+        if missed:
+            states = self._safe(self.io.host_states)
+            states = states if isinstance(states, dict) else {}
+            snapshot = self._survivors(record, members)
+            plan = restart_plan(host, members, snapshot, states, missed)
+            record["domus"].update(plan["domus"])
+            record["order"] += plan["order"]
+            self._audit(host, "leases_missed", failover=record["id"], domus=missed)
+        self._save(record)
+
+    def _start_pending(self, record, members):
+        """Start every planned domU not started yet, in order, each step persisted."""
         host = record["host"]
         for name in record["order"]:
             entry = record["domus"][name]
@@ -609,15 +662,6 @@ class Engine:
             self._save(record)
             self._audit(host, "domu_started", domu=name, target=entry["target"], seconds=took)
             self._emit(record, "domu_started", domu=name, target=entry["target"], seconds=took)
-        total = round(self.io.now() - record["started"], 3)
-        down = {
-            n: e.get("reason") or e.get("error")
-            for n, e in record["domus"].items()
-            if e["state"] not in ("started", "running")
-        }
-        self._set(record, DONE, seconds=total, not_restarted=down)
-        self._emit(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
-        return True
 
     def _locate(self, name, members, dead):
         survivors = [h for h in members["vmhosts"] if h != dead]

@@ -199,6 +199,22 @@ def test_failover_fences_by_ipmi_and_restarts_by_priority(io, tmp_path):
     assert hoststate["A"]["state"] == "fenced"
 
 
+def test_a_lease_taken_between_the_first_listing_and_the_fence_is_not_left_behind(io, tmp_path):
+    io.domus["late01"] = {"config": "/c/late01.cfg", "memory_mib": 128, "priority": 5}
+
+    def fence():  # the leases were listed while corroborating; A took one more before it died
+        io.leases_of["A"].append("late01")
+        io.reachable.discard("A")
+        return {"fenced": True, "seconds": 0.1}
+
+    io.ipmi = fence
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done"
+    assert sorted(name for name, _ in io.starts) == ["db01", "late01", "tiny", "web01"]
+    assert any(a["step"] == "leases_missed" and a["domus"] == ["late01"] for a in io.audits)
+    assert io.calls.count("leased_domus") == 2  # before the fence, and again after it
+
+
 def test_operator_request_runs_a_failover(io, tmp_path):
     assert engine(io, tmp_path).handle("A")["state"] == "done"
 
