@@ -39,6 +39,7 @@ DONE = "done"
 BLOCKED = "blocked"
 IGNORED = "ignored"
 ACTIVE = (RECEIVED, VERIFIED, CORROBORATED, FENCED, RESTARTING, BLOCKED)
+PREFETCH_FOR = 30.0  # s a restart plan's inputs read while corroborating stay good for
 HISTORY_KEPT = 200  # state changes kept in a journal (the audit trail keeps them all)
 
 DEFAULTS = {
@@ -270,7 +271,8 @@ class Engine:
         self.cachedir = cachedir
         self.conf = dict(DEFAULTS)
         self.conf.update({k: v for k, v in (settings or {}).items() if v is not None})
-        self._prefetched = None  # the survivors' snapshot fetched while corroborating
+        self._prefetched = None  # (when, leased, snapshot futures): read while corroborating
+        self._pool = None  # the executor of _drive
 
     # small helpers
 
@@ -428,9 +430,11 @@ class Engine:
             RESTARTING: self._restart,
         }
         self._retry_until = self.io.mono() + self.conf["retry_for"]
-        # each step persists its outcome and returns False to stop here (resume continues)
-        while record["state"] in steps and steps[record["state"]](record, members):
-            pass
+        # reads that change nothing run beside the steps (ping, plan inputs, lease re-listing)
+        with ThreadPoolExecutor(4) as self._pool:
+            # each step persists its outcome and returns False to stop here (resume continues)
+            while record["state"] in steps and steps[record["state"]](record, members):
+                pass
         return self._summary(record)
 
     def _verified(self, record, members):
@@ -444,11 +448,14 @@ class Engine:
         # the master's ping and the survivors' look at the lease run side by side; meanwhile
         # the restart plan's inputs are read (reading changes nothing; the leases are read
         # again after the fence, see _restart)
-        with ThreadPoolExecutor(2) as pool:
-            pinged = pool.submit(self._safe, self.io.ping, host)
-            self._prefetched = pool.submit(self._plan_inputs, record, members)
-            seen, alive = self._watch_lease(record, members)
-            reachable = pinged.result() is True
+        pinged = self._pool.submit(self._safe, self.io.ping, host)
+        self._prefetched = (
+            self.io.mono(),
+            self._pool.submit(self._leased, record, members),
+            self._pool.submit(self._survivors, record, members),
+        )
+        seen, alive = self._watch_lease(record, members)
+        reachable = pinged.result() is True
         if reachable:
             return self._ignore(record, "the master still reaches the host's minion")
         if alive:
@@ -561,12 +568,12 @@ class Engine:
         snapshot = self._safe(self.io.snapshot, survivors)
         return snapshot if isinstance(snapshot, dict) else {}
 
-    def _plan_inputs(self, record, members):
-        return self._leased(record, members), self._survivors(record, members)
-
     def _plan(self, record, members):
         host = record["host"]
-        leased, snapshot = self._prefetched.result() if self._prefetched else (None, None)
+        leased = snapshot = None
+        # read while corroborating and fencing; not after a long block (free memory moves on)
+        if self._prefetched and self.io.mono() - self._prefetched[0] < PREFETCH_FOR:
+            leased, snapshot = (future.result() for future in self._prefetched[1:])
         self._prefetched = None  # a retry or a resume reads again
         if leased is None:
             leased = self._leased(record, members)
@@ -595,16 +602,15 @@ class Engine:
         return True
 
     def _restart(self, record, members):
-        with ThreadPoolExecutor(1) as pool:
-            # leases listed before the fence: list them again (beside the first start) so that
-            # one taken in the meantime is not left behind
-            again = None
-            if record.get("leases_read") == "before the fence":
-                again = pool.submit(self._leased, record, members)
+        # leases listed before the fence: list them again (beside the first start) so that one
+        # taken in the meantime is not left behind
+        again = None
+        if record.get("leases_read") == "before the fence":
+            again = self._pool.submit(self._leased, record, members)
+        self._start_pending(record, members)
+        if again is not None:
+            self._add_missed(record, members, again.result())
             self._start_pending(record, members)
-            if again is not None:
-                self._add_missed(record, members, again.result())
-                self._start_pending(record, members)
         total = round(self.io.now() - record["started"], 3)
         down = {
             n: e.get("reason") or e.get("error")
