@@ -33,25 +33,30 @@ from labxl.qmp import QMP, QMPError
 
 BANNER = "xl migration receiver ready, send binary domain data."
 POLL = 0.25  # the receiver's status check between QMP events
-ITERATION_POLL = 0.02  # the sender counts QEMU's passes (no event tells)
+ITERATION_POLL = 0.01  # the sender counts QEMU's passes (no event tells)
 TRANSFER_TIMEOUT = 600.0
 HANDSHAKE_TIMEOUT = 60.0
-# Xen stops the domain for the last copy once about 50 dirty pages are left; QEMU stops it when
-# the rest fits its downtime-limit (default 300 ms) at the measured rate: ask for Xen's few ms
-DOWNTIME_LIMIT_MS = 20
-# QEMU throttles the stream to 32 MiB/s by default; Xen sends as fast as the link goes
-MAX_BANDWIDTH = 8 << 30
-# Xen's sender suspends the domain for its final iteration after a bounded number of passes
-# (5) whatever is still dirty. The lab does so once QEMU has synced its dirty map twice (one
-# pass while the guest runs): every sync while a TCG guest runs risks a lost guest write (a
-# vCPU held off the CPU between marking a page dirty and writing it, while that page is sent),
-# which corrupted guest kernels here (list corruption, a spinlock never released) after a few
-# migrations of 3-8 passes each
+# QEMU throttles the stream to 32 MiB/s by default; Xen sends as fast as the link goes: the
+# lab's veths are as fast as memcpy, so a gigabit segment's 125 MB/s, the speed of a Xen cluster
+# of today (the thesis's was 100 Mbit/s)
+MAX_BANDWIDTH = 125_000_000
+# QEMU stops the guest for the last copy once what is left fits DOWNTIME_LIMIT_MS at that rate
+# (about 10 MB here: the end of the first pass plus what it dirtied, sent at full speed while
+# stopped, a few tens of ms). It checks right after syncing its dirty map while the guest runs:
+# if it goes on instead, the lab's xl stops the guest at once (QMP ``stop``), as Xen suspends
+# the domain for its final iteration (Xen after a few passes, the lab after one). A sync while
+# a TCG guest runs followed by pages sent while it still runs loses guest writes (a vCPU held
+# off the CPU between marking a page dirty and writing it): with the stream unthrottled and 3-8
+# passes per migration, guest kernels broke after a few migrations here (list and slab
+# corruption, a GPF, a spinlock never released). KVM and Xen log dirty pages in the hypervisor
+# and do not race. Once the guest is stopped QEMU finishes at once (its default 300 ms limit).
+DOWNTIME_LIMIT_MS = 80
 MAX_ITERATIONS = 2
-SUSPENDED_LIMIT_MS = 300  # QEMU's default
-# Xen runs a migration in dom0, beside the guest's own vCPUs; here the stream's threads share
-# the host's cores with the TCG guest, so they run at a lower priority than guests: the guest
-# keeps its CPU (and a vCPU held off mid-write while its page is sent is what loses a write)
+SUSPENDED_LIMIT_MS = 300
+# Xen runs a migration in dom0, beside the guest's own vCPUs; here the source's stream thread
+# shares the host's cores with the TCG guest, so it runs at a lower priority while the guest
+# runs: the guest keeps its CPU (fewer held-off vCPUs too). The target QEMU keeps up at 0: a
+# target lagging behind the stream lengthens the blackout.
 MIGRATION_NICE = 10
 # the resumed guest is announced (RARP) at once and again, as netfront's ARP after a Xen resume,
 # so the segment's bridges learn its new port before a client's frame is lost
@@ -266,6 +271,8 @@ class Sender:
                         self.mark("suspended")
                         # nothing gets dirty any more: finish at once, not after another pass
                         q.cmd("migrate-set-parameters", **{"downtime-limit": SUSPENDED_LIMIT_MS})
+                        # the rest is the blackout: the stream at full priority
+                        reniced = renice(self.rec["pid"], 0, "live_migration") >= 0
                     if why is None and self.proc.poll() is not None:
                         why = "the receiver has gone"
                     elif why is None and time.monotonic() > deadline:
@@ -377,7 +384,6 @@ def receive(conf, store):
         err(str(exc), "migration target: Domain creation failed (code -3).")
         chan.send(error=str(exc))
         return 1
-    renice(rec["pid"], MIGRATION_NICE)  # loading the stream; a guest again once it runs
     try:
         return _receive(conf, store, chan, rec, msg.get("paused", False))
     finally:
@@ -416,7 +422,6 @@ def _receive(conf, store, chan, rec, paused):
             if not msg or not msg.get("go"):
                 return 1
             timeline["go"] = time.time()
-            renice(rec["pid"], 0)
             if not paused:
                 q.cmd("cont")
                 timeline["cont"] = time.time()
