@@ -23,17 +23,19 @@ from pathlib import Path
 from bench import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ["planner", "evacuation"]
-BENCHMARKS += ["lab_unavailability", "lab_bulk", "lab_http", "lab_evacuation", "lab_failover"]
+# those that take no deadline first: the lab benchmarks that do take one (their runs stop at
+# their share of the budget) soak up what is left, so the whole run ends within the budget
+BENCHMARKS = ["planner", "evacuation", "lab_evacuation", "lab_failover"]
+BENCHMARKS += ["lab_unavailability", "lab_bulk", "lab_http"]
 # seconds each takes with its default runs on the 2-core machine, quiet (the lab's start-up in
 # the first lab benchmark): the budget is shared out in these proportions
 ESTIMATE_S = {
     "planner": 30,
     "evacuation": 300,
-    "lab_unavailability": 480,
+    "lab_unavailability": 420,
     "lab_bulk": 90,
     "lab_http": 90,
-    "lab_evacuation": 240,
+    "lab_evacuation": 300,
     "lab_failover": 240,
 }
 BUDGET_MIN = 27.0  # make bench must end within 30 minutes, the lab's teardown included
@@ -101,7 +103,7 @@ def main(argv=None):
         if end:  # this benchmark's share of what is left, the rest kept for those after it
             share = ESTIMATE_S[name] / sum(ESTIMATE_S[n] for n in names[i:])
             deadline = started + (end - started) * share
-        if end and started > end:
+        if end and end - started < ESTIMATE_S[name] / 2:  # would overrun the budget
             result = {"benchmark": name, "about": "not run", "cases": [], "error": "time budget"}
         else:
             result = run_one(name, args.runs, deadline)
