@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -65,18 +66,32 @@ def markdown(name, result):
     return "\n".join(lines)
 
 
-def run_one(name, runs, deadline):
-    """One benchmark's result; a failure becomes a result that says why (no cases)."""
+class OutOfBudget(BaseException):  # noqa: N818 -- not an Exception: no run may retry past it
+    """The whole run's time budget ran out while a benchmark was running."""
+
+
+def _out_of_budget(*_):
+    raise OutOfBudget("the time budget ran out while it ran")
+
+
+def run_one(name, runs, deadline, end=None):
+    """One benchmark's result; a failure becomes a result that says why (no cases). At ``end``
+    (epoch s) a benchmark still running is interrupted (SIGALRM), so the run keeps its budget."""
     module = importlib.import_module(f"bench.{name}")
     params = inspect.signature(module.run).parameters
     kwargs = {"runs": runs} if runs and "runs" in params else {}
     if deadline and "deadline" in params:
         kwargs["deadline"] = deadline
+    if end:
+        signal.signal(signal.SIGALRM, _out_of_budget)
+        signal.setitimer(signal.ITIMER_REAL, max(end - time.time(), 1))
     try:
         return module.run(**kwargs)
-    except Exception as err:  # noqa: BLE001 -- recorded; the other benchmarks still run
+    except (Exception, OutOfBudget) as err:  # noqa: BLE001 -- recorded; the others still run
         traceback.print_exc()
         return {"benchmark": name, "about": "did not complete", "cases": [], "error": repr(err)}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def main(argv=None):
@@ -106,7 +121,7 @@ def main(argv=None):
         if end and end - started < ESTIMATE_S[name] / 2:  # would overrun the budget
             result = {"benchmark": name, "about": "not run", "cases": [], "error": "time budget"}
         else:
-            result = run_one(name, args.runs, deadline)
+            result = run_one(name, args.runs, deadline, end)
         timings[name] = round(time.time() - started, 1)
         result["recorded"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         result["machine"] = f"{platform.node()} ({platform.machine()}, {platform.python_version()})"

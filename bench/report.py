@@ -30,9 +30,10 @@ THESIS_TABLE9 = {  # ab -n 200000 -kc 10
 # why a lab figure can miss its target, said once; the report quotes the one that applies
 WHY = {
     "lab_unavailability": (
-        "the guest's new location is announced only after QEMU resumes it on the target "
-        "(lab-facts §6: 45-88 ms of network gap for 3-11 ms of QEMU downtime), and ping itself "
-        "runs late when the shared 2-core machine is loaded"
+        "the guest is stopped for QEMU's last copy, the target's loading of the stream's end "
+        "and xl's ssh handshake (about 110 ms median at load 8-11, migrations.jsonl), then the "
+        "new QEMU translates the guest's code afresh under TCG on two shared cores (about 90 ms "
+        "more); ping itself runs 60-100 ms late at that load (docs/lab.md, migration)"
     ),
     "lab_bulk": (
         "the guest is emulated (TCG): the migration thread and the guest's httpd share the "
