@@ -270,7 +270,8 @@ class Failover:
                 steps.setdefault(key, ev["t"] - since)
                 if what == "fenced":
                     steps.setdefault("fence", data.get("method"))
-                    steps.setdefault("fence_s", data.get("seconds"))
+                    if data.get("seconds") is not None:
+                        steps.setdefault("fence_s", data["seconds"])
         return {k: round(v, 2) if isinstance(v, float) else v for k, v in steps.items()}
 
 

@@ -376,7 +376,7 @@ def test_timeline_reads_the_first_of_each_step_of_one_hosts_failover(tmp_path):
         (103.5, f"salt/beacon/{V2}/xenha_heartbeat/lost", {"peer": V1, "id": V2}),
         (104.0, f"salt/beacon/{V1}/xenha_heartbeat/lost", {"peer": V2, "id": V1}),
         (104.5, f"xenha/failover/{V1}/started", {}),
-        (110.0, f"xenha/failover/{V1}/fenced", {"method": "ipmi"}),
+        (110.0, f"xenha/failover/{V1}/fenced", {"method": "ipmi", "seconds": 0.4}),
         (111.0, f"xenha/failover/{V2}/fenced", {"method": "lease"}),
         (112.25, f"xenha/failover/{V1}/domu_started", {"domu": "web01"}),
         (113.0, f"xenha/failover/{V1}/done", {}),
@@ -389,6 +389,7 @@ def test_timeline_reads_the_first_of_each_step_of_one_hosts_failover(tmp_path):
         "started": 4.5,
         "fenced": 10.0,
         "fence": "ipmi",
+        "fence_s": 0.4,
         "domu_started:web01": 12.25,
         "done": 13.0,
     }
