@@ -623,7 +623,7 @@ class _Mover:
             outcome, reason = "migrated", "" if ok else f"confirmed on {target} after: {value}"
             reason = "; ".join(r for r in (reason, lease) if r)
         elif where == source:
-            outcome, reason = "stayed", _classify(value)
+            outcome, reason = "stayed", "; ".join(r for r in (_classify(value), lease) if r)
             if self.cold:
                 return self.cold_move(name, source, target, reason, started)
         else:
@@ -702,6 +702,7 @@ def _resolve_in_flight(mover, journal):
         _progress(f"resuming: waiting for the interrupted move of {name} to settle")
         source, target = entry["from"], entry["to"]
         where = _settle(name, source, target, mover.timeout)
+        _stop_watches(target, name)
         if where == target:
             lease = mover.arrived(name, source, target)[1]
             reason = "; ".join(r for r in ("completed while the runner was away", lease) if r)
@@ -710,6 +711,16 @@ def _resolve_in_flight(mover, journal):
             mover.record(name, outcome="pending", reason="interrupted; will retry")
         else:
             mover.record(name, outcome="UNCERTAIN", reason="interrupted; not found on either host")
+
+
+def _stop_watches(host, name):
+    """Kill the arrival watches for ``name`` a killed runner left running on ``host``."""
+    ok, jobs = _call_one(host, "saltutil.running")
+    if not ok:  # the target does not answer: its watches end by themselves after their wait
+        return
+    for job in jobs or []:
+        if job.get("fun") == "xenha_preflight.arrived" and (job.get("arg") or [None])[0] == name:
+            _call_one(host, "saltutil.kill_job", [job["jid"]], timeout=KILL_TIMEOUT)
 
 
 def _finish_cold_move(mover, name, source, target):

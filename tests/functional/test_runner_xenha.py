@@ -398,6 +398,9 @@ def test_interrupted_evacuation_completes_on_rerun(salt_master, xen):
     }
     moved = sorted(c["argv"][-2] for c in migrate_calls(xen))
     assert moved == ["db01", "web01", "web02"]
+    # and no arrival watch of the killed runner is left running on the target
+    running = salt_master.salt_cli(timeout=60).run("saltutil.running", minion_tgt="ServVirt2")
+    assert [j["fun"] for j in running.data or [] if j["fun"] != "saltutil.running"] == []
 
 
 def test_bad_host_is_refused_with_its_name(salt_master, xen):
