@@ -257,7 +257,7 @@ class Failover:
         of ``host_id``, from the recorded events: ``lost`` (first heartbeat loss reported),
         ``started``, ``verified``, ``corroborated``, ``fenced``, ``domu_started:<name>``,
         ``done``, ``blocked``, ``ignored``; plus ``fence`` (method), ``fence_s`` (the fence's own
-        seconds) and ``reporter``."""
+        seconds), ``start_s:<name>`` (the start call's own seconds) and ``reporter``."""
         steps = {}
         for ev in self.events("", since):
             tag, data = ev["tag"], ev["data"]
@@ -268,6 +268,8 @@ class Failover:
                 what = tag.rsplit("/", 1)[1]
                 key = f"{what}:{data.get('domu')}" if what == "domu_started" else what
                 steps.setdefault(key, ev["t"] - since)
+                if what == "domu_started" and data.get("seconds") is not None:
+                    steps.setdefault(f"start_s:{data.get('domu')}", data["seconds"])
                 if what == "fenced":
                     steps.setdefault("fence", data.get("method"))
                     if data.get("seconds") is not None:

@@ -378,7 +378,7 @@ def test_timeline_reads_the_first_of_each_step_of_one_hosts_failover(tmp_path):
         (104.5, f"xenha/failover/{V1}/started", {}),
         (110.0, f"xenha/failover/{V1}/fenced", {"method": "ipmi", "seconds": 0.4}),
         (111.0, f"xenha/failover/{V2}/fenced", {"method": "lease"}),
-        (112.25, f"xenha/failover/{V1}/domu_started", {"domu": "web01"}),
+        (112.25, f"xenha/failover/{V1}/domu_started", {"domu": "web01", "seconds": 1.5}),
         (113.0, f"xenha/failover/{V1}/done", {}),
     ]
     lines = [json.dumps({"t": t, "tag": tag, "data": data}) for t, tag, data in rows]
@@ -391,6 +391,7 @@ def test_timeline_reads_the_first_of_each_step_of_one_hosts_failover(tmp_path):
         "fence": "ipmi",
         "fence_s": 0.4,
         "domu_started:web01": 12.25,
+        "start_s:web01": 1.5,
         "done": 13.0,
     }
     assert [e["t"] for e in fo.events("xenha/failover/", since=105)] == [
