@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.support.daemons import synced_minion
 from tests.support.saltconf import REPO, snippet
 
 
@@ -18,8 +19,5 @@ def salt_master(salt_factories):
 
 @pytest.fixture(scope="package")
 def salt_minion(salt_master):
-    minion = salt_master.salt_minion_daemon("xenha-func-minion", overrides=snippet("minion"))
-    with minion.started():
-        ret = salt_master.salt_cli(timeout=120).run("saltutil.sync_all", minion_tgt=minion.id)
-        assert ret.returncode == 0, ret
+    with synced_minion(salt_master, "xenha-func-minion") as minion:
         yield minion

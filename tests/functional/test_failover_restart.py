@@ -17,6 +17,7 @@ import pytest
 import xenha_lease
 
 from tests.standins.cluster import StandinCluster
+from tests.support.daemons import synced_minion
 from tests.support.saltconf import snippet
 
 pytestmark = pytest.mark.skipif(not shutil.which("ipmitool"), reason="needs ipmitool")
@@ -80,11 +81,7 @@ def standins(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def survivor(master, standins):
-    minion = master.salt_minion_daemon(SURVIVOR, overrides=snippet("minion"))
-    minion.environ = {**minion.environ, **standins.env(SURVIVOR)}
-    with minion.started():
-        ret = master.salt_cli(timeout=600).run("saltutil.sync_all", minion_tgt=SURVIVOR)
-        assert ret.returncode == 0, ret
+    with synced_minion(master, SURVIVOR, standins.env(SURVIVOR)) as minion:
         yield minion
 
 

@@ -16,7 +16,7 @@ import pytest
 import xenha_lease
 
 from tests.standins.cluster import StandinCluster
-from tests.support.saltconf import snippet
+from tests.support.daemons import synced_minion
 
 pytestmark = pytest.mark.skipif(not shutil.which("ipmitool"), reason="needs ipmitool")
 
@@ -37,12 +37,7 @@ def standins(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def survivor(salt_master, standins):
-    minion = salt_master.salt_minion_daemon(SURVIVOR, overrides=snippet("minion"))
-    minion.environ = {**minion.environ, **standins.env(SURVIVOR)}
-    with minion.started():
-        # generous: sync_all walks the whole checkout, slow on a loaded machine
-        ret = salt_master.salt_cli(timeout=600).run("saltutil.sync_all", minion_tgt=SURVIVOR)
-        assert ret.returncode == 0, ret
+    with synced_minion(salt_master, SURVIVOR, standins.env(SURVIVOR)) as minion:
         yield minion
 
 
