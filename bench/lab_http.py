@@ -43,6 +43,7 @@ def run(runs=4, bench=None, guest=lab_common.GUEST, *, deadline=None):
     """``runs`` migrations under load (a broken run is recorded and the guest started afresh;
     none starts after ``deadline``); returns the result `python -m bench` records."""
     bench = bench or lab_common.shared()
+    bench.alone(guest[0])
     host = bench.guest(*guest)
     rows, series, failures, cut = [], None, [], None
     for i in range(runs):

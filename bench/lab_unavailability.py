@@ -62,6 +62,7 @@ def run(runs=10, bench=None, guest=lab_common.GUEST, *, boot_runs=10, cases=CASE
     guest started afresh; no new round starts after ``deadline`` (epoch s). Returns the result
     `python -m bench` records."""
     bench = bench or lab_common.shared()
+    bench.alone(guest[0])
     host = bench.guest(*guest)
     raw = {case: [] for case in cases}
     failures, cut = [], None
