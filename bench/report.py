@@ -148,7 +148,7 @@ def section_table5(res):
 
 
 def section_table7(res):
-    c = (res or {}).get("cases", [{}])[0] if res else {}
+    c = ((res or {}).get("cases") or [{}])[0]
     t = THESIS_TABLE7
     rows = [
         ["thesis (FTP, 102 MB, Fast Ethernet)", t["normal_mb_s"], t["migrating_mb_s"],
@@ -202,7 +202,9 @@ def section_failover(res):
         "Thesis: automatic failover did not work (the author could not make it run stably).",
         "",
     ]
-    if res:
+    if res and not res.get("cases"):
+        lines += [f"No results: {res.get('error', 'no cases')}."]
+    elif res:
         head = ["phase", "measured", "median s", "p90 s", "min s", "max s"]
         rows = [
             [c["case"], c["measured"], c["median_s"], c["p90_s"], c["min_s"], c["max_s"]]
@@ -222,7 +224,9 @@ def section_simple(title, res):
     if not res:
         return [f"## {title}", "", "Not run."]
     cases = res.get("cases") or []
-    cols = [k for k in cases[0] if k != "ok"] if cases else []
+    if not cases:
+        return [f"## {title}", "", f"No results: {res.get('error', 'no cases')}."]
+    cols = [k for k in cases[0] if k != "ok"]
     return [
         f"## {title}",
         "",
@@ -253,7 +257,7 @@ def targets(results):
         measured = f"{kept:.0f} % kept, {http['failed']} failed"
         add("lab_http", ">= 90 % requests/s kept during migration, 0 failed", measured,
             http["ok"], f"{90 - kept:.0f} points")  # fmt: skip
-    bulk = (results.get("lab_bulk") or {}).get("cases", [{}])[0]
+    bulk = ((results.get("lab_bulk") or {}).get("cases") or [{}])[0]
     if bulk:
         kept = 100 * (bulk.get("ratio_mean") or 0)
         add("lab_bulk", ">= 80 % bulk throughput kept", f"{kept:.0f} %", bulk["ok"],
