@@ -55,6 +55,11 @@ def run(runs=3, bench=None, guest=lab_common.GUEST):
                 "fence": got["timeline"].get("fence"),
                 "ipmi_s": got["timeline"].get("fence_s"),
                 "doubles": got["doubles"],
+                # a host fenced that was not the one crashed: a false failover
+                "false_failovers": sum(
+                    "/fenced" in e["tag"] and not e["tag"].startswith(f"xenha/failover/{host}/")
+                    for e in bench.fo.events("xenha/failover/", got["crash_at"])
+                ),
                 "crashed": host,
                 "timeline": got["timeline"],
             }
@@ -90,6 +95,7 @@ def run(runs=3, bench=None, guest=lab_common.GUEST):
         "beacon -> reactor -> salt-run xenha failover -> IPMI fence -> restart on the survivor. "
         f"Phases from the master's recorded events and the client's HTTP probe; {runs} crashes; "
         f"{sum(r['back'] for r in rows)} came back, {sum(r['doubles'] for r in rows)} samples "
-        "with two copies."
+        f"with two copies, {sum(r['false_failovers'] for r in rows)} false failovers (a host "
+        "fenced that was not crashed)."
     )
     return {"benchmark": "lab_failover", "about": about, "cases": cases, "runs": rows}

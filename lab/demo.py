@@ -160,6 +160,7 @@ def failover(lab, fo, name, crashed, *, out_dir, timeout=FAILOVER_TIMEOUT):
     return {
         "domu": name,
         "crashed": crashed,
+        "crash_at": crash,
         "back": back is not None,
         "on": sorted(lab_failover.running_on(lab, name)),
         "crash_to_http_s": round((first_ok or answered) - crash, 2) if back else None,
