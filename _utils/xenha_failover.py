@@ -648,8 +648,12 @@ class Engine:
             if entry["state"] == "starting":
                 where = self._locate(name, members, host)
                 if where:
-                    entry.update(state="started", host=where, note="found running on resume")
+                    # started just before the runner died: no second start, but the same event
+                    note = "found running on resume"
+                    entry.update(state="started", host=where, note=note)
                     self._save(record)
+                    self._audit(host, "domu_started", domu=name, target=where, note=note)
+                    self._emit(record, "domu_started", domu=name, target=where, note=note)
                     continue
             if entry["state"] not in ("pending", "starting"):
                 continue

@@ -443,6 +443,9 @@ def test_crash_at_every_step_resumes_and_completes_exactly_once(tmp_path):
         assert len(io.starts) == 3, (point, clean.calls[point - 1], io.starts)
         assert io.calls.count("fence_ipmi") <= 2  # a crash may repeat the fence, never a start
         assert io.tags().count("done") == 1
+        # every restart is announced, also one the runner died right after
+        announced = {d["domu"] for t, d in io.events if t.endswith("/domu_started")}
+        assert announced == {"db01", "tiny", "web01"}, (point, clean.calls[point - 1])
 
 
 def test_resume_with_nothing_to_do(io, tmp_path):
