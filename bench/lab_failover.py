@@ -36,7 +36,7 @@ def split(timeline, name, crash_to_http):
     return phases
 
 
-def run(runs=3, bench=None, guest=lab_common.GUEST):
+def run(runs=10, bench=None, guest=lab_common.GUEST):
     """``runs`` crashes; returns the result `python -m bench` records."""
     bench = bench or lab_common.shared()
     name, ip = guest
