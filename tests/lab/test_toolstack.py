@@ -15,6 +15,7 @@ from labxl.config import ConfigError, domain_settings, iscsi_url, parse_cfg, qem
 from labxl.qmp import QMP, QMPError
 
 from lab import bmc, guest, vm
+from lab.hosts import wait_for
 
 KERNEL = 'kernel = "/k"\nramdisk = "/r"\n'
 
@@ -234,7 +235,8 @@ def test_channel_tells_silence_from_a_gone_peer():
 def test_renice_sets_the_threads_it_names():
     child = subprocess.Popen(["sleep", "30"])
     try:
-        assert migrate.threads(child.pid) == {child.pid: "sleep"}
+        # until the child has exec'd, its one thread still carries the forking process's name
+        wait_for(lambda: migrate.threads(child.pid) == {child.pid: "sleep"}, 10, "sleep's exec")
         assert migrate.renice(child.pid, 7, only="live_migration") == 0  # no such thread
         assert os.getpriority(os.PRIO_PROCESS, child.pid) == 0
         assert migrate.renice(child.pid, 7) == 1
