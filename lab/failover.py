@@ -161,11 +161,14 @@ class Failover:
         self._write_pillar(data)
         return cfg
 
-    def start_domu(self, name, host_id, timeout=120):
-        """Start ``name`` on ``host_id`` as the product does (take its lease, then
-        ``xenha_xen.start``); returns the xl row."""
+    def start_domu(self, name, host_id, timeout=120, lease_wait=0):
+        """Start ``name`` on ``host_id`` as the product does (take its lease, waiting up to
+        ``lease_wait`` s for a stalled one to expire, then ``xenha_xen.start``); returns the
+        xl row."""
         spec = self._pillar()["xenha"]["domus"][name]
-        taken = self.lab.salt(host_id, "xenha_lease.acquire_domu", name, timeout=timeout)
+        taken = self.lab.salt(
+            host_id, "xenha_lease.acquire_domu", name, f"wait={lease_wait}", timeout=timeout
+        )
         if not isinstance(taken.get(host_id), dict):
             raise LabError(f"{host_id}: xenha_lease.acquire_domu {name}: {taken}")
         row = self.lab.salt(host_id, "xenha_xen.start", spec["config"], timeout=timeout)
