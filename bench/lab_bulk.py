@@ -45,16 +45,7 @@ def run(runs=4, bench=None, guest=lab_common.GUEST, *, deadline=None):
     afresh; none starts after ``deadline``); returns the result `python -m bench` records."""
     bench = bench or lab_common.shared()
     bench.alone(guest[0])
-    host = bench.guest(*guest)
-    rows, failures, cut = [], [], None
-    for i in range(runs):
-        if lab_common.out_of_time(deadline):
-            cut = f"time budget: stopped after {i} of {runs} runs"
-            break
-        out = bench.out / "bulk" / f"run-{i}"
-        row, host = bench.attempt(guest, out, failures, measure, bench, guest, host, out)
-        if row:
-            rows.append(row)
+    rows, failures, cut = bench.repeat("bulk", runs, guest, measure, deadline)
     quiet = lab_common.stats([r["quiet_mb_s"] for r in rows])
     during = lab_common.stats([r["migrating_mb_s"] for r in rows])
     ratio = lab_common.stats([r["ratio"] for r in rows])

@@ -176,6 +176,23 @@ class LabBench:
             self.lab.salt(host_id, "xenha_lease.release_domu", name, timeout=60)
         return self.guest(name, ip, V1)
 
+    def repeat(self, kind, runs, guest, measure, deadline=None):
+        """``measure(self, guest, host, out_dir)`` ``runs`` times (each through :meth:`attempt`,
+        into ``<out>/<kind>/run-<i>``), from wherever the guest runs; none starts after
+        ``deadline``. Returns (what the unbroken runs returned, failures, why cut short or
+        None)."""
+        host = self.guest(*guest)
+        results, failures, cut = [], [], None
+        for i in range(runs):
+            if out_of_time(deadline):
+                cut = f"time budget: stopped after {i} of {runs} runs"
+                break
+            out = self.out / kind / f"run-{i}"
+            got, host = self.attempt(guest, out, failures, measure, self, guest, host, out)
+            if got:
+                results.append(got)
+        return results, failures, cut
+
     def attempt(self, guest, out_dir, failures, measure, *args):
         """``measure(*args)`` (one run; returns (row, host afterwards)) that may break: on an error
         its reason goes to ``failures``, the guest is started afresh and (None, its host) is

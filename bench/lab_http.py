@@ -44,17 +44,9 @@ def run(runs=4, bench=None, guest=lab_common.GUEST, *, deadline=None):
     none starts after ``deadline``); returns the result `python -m bench` records."""
     bench = bench or lab_common.shared()
     bench.alone(guest[0])
-    host = bench.guest(*guest)
-    rows, series, failures, cut = [], None, [], None
-    for i in range(runs):
-        if lab_common.out_of_time(deadline):
-            cut = f"time budget: stopped after {i} of {runs} runs"
-            break
-        out = bench.out / "http" / f"run-{i}"
-        done, host = bench.attempt(guest, out, failures, measure, bench, guest, host, out)
-        if done:
-            row, series = done
-            rows.append(row)
+    done, failures, cut = bench.repeat("http", runs, guest, measure, deadline)
+    rows = [row for row, _ in done]
+    series = done[-1][1] if done else None  # the last unbroken run's response times
     cases = []
     for phase in ("normal", "migrating"):
         got = [r[phase] for r in rows]
