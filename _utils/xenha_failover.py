@@ -568,6 +568,10 @@ class Engine:
         snapshot = self._safe(self.io.snapshot, survivors)
         return snapshot if isinstance(snapshot, dict) else {}
 
+    def _host_states(self):
+        states = self._safe(self.io.host_states)
+        return states if isinstance(states, dict) else {}
+
     def _plan(self, record, members):
         host = record["host"]
         leased = snapshot = None
@@ -589,9 +593,7 @@ class Engine:
             return self._wait_or_leave(record)
         if snapshot is None:
             snapshot = self._survivors(record, members)
-        states = self._safe(self.io.host_states)
-        states = states if isinstance(states, dict) else {}
-        plan = restart_plan(host, members, snapshot, states, leased)
+        plan = restart_plan(host, members, snapshot, self._host_states(), leased)
         self._set(record, RESTARTING, domus=plan["domus"], order=plan["order"])
         return True
 
@@ -631,10 +633,8 @@ class Engine:
             return
         missed = sorted(set(leased) - set(record["domus"]))
         if missed:
-            states = self._safe(self.io.host_states)
-            states = states if isinstance(states, dict) else {}
             snapshot = self._survivors(record, members)
-            plan = restart_plan(host, members, snapshot, states, missed)
+            plan = restart_plan(host, members, snapshot, self._host_states(), missed)
             record["domus"].update(plan["domus"])
             record["order"] += plan["order"]
             self._audit(host, "leases_missed", failover=record["id"], domus=missed)
@@ -646,7 +646,7 @@ class Engine:
         for name in record["order"]:
             entry = record["domus"][name]
             if entry["state"] == "starting":
-                where = self._locate(name, members, host)
+                where = self._locate(name, record, members)
                 if where:
                     # started just before the runner died: no second start, but the same event
                     note = "found running on resume"
@@ -673,11 +673,8 @@ class Engine:
             self._audit(host, "domu_started", domu=name, target=entry["target"], seconds=took)
             self._emit(record, "domu_started", domu=name, target=entry["target"], seconds=took)
 
-    def _locate(self, name, members, dead):
-        survivors = [h for h in members["vmhosts"] if h != dead]
-        snapshot = self._safe(self.io.snapshot, survivors)
-        if isinstance(snapshot, dict):
-            for where, info in snapshot.items():
-                if name in info.get("domus", ()):
-                    return where
+    def _locate(self, name, record, members):
+        for where, info in self._survivors(record, members).items():
+            if name in info.get("domus", ()):
+                return where
         return None
