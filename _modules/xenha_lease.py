@@ -163,19 +163,23 @@ def _look(conf, kind, name, records):
     return lease, verdict
 
 
-def _watch_peers(conf):
-    """One look at every peer's host lease, recorded in watch.json (see above)."""
-    me = _me()
-    names = _with_timeout(
+def _named(conf, kind):
+    """The names that have a ``kind`` lease in the lease directory (a hung listing times out)."""
+    filenames = _with_timeout(
         lambda: sorted(os.listdir(conf["dir"])), READ_TIMEOUT, f"listing {conf['dir']}"
     )
+    parsed = filter(None, map(xenha_lease.parse_lease_name, filenames))
+    return [name for found, name in parsed if found == kind]
+
+
+def _watch_peers(conf):
+    """One look at every peer's host lease, recorded in watch.json (see above)."""
     records = _obs_load("watch")
-    peers = set()
-    for parsed in map(xenha_lease.parse_lease_name, names):
-        if parsed and parsed[0] == "host" and parsed[1] != me:
-            peers.add(f"host:{parsed[1]}")
-            _look(conf, *parsed, records)
-    _obs_save({k: v for k, v in records.items() if k in peers}, "watch")
+    peers = [name for name in _named(conf, "host") if name != _me()]
+    for name in peers:
+        _look(conf, "host", name, records)
+    keys = {f"host:{name}" for name in peers}
+    _obs_save({k: v for k, v in records.items() if k in keys}, "watch")
 
 
 def observe(host, duration=0, kind="host", settled=None, **overrides):
@@ -236,15 +240,10 @@ def owned(host, **overrides):
     conf = _settings(**overrides)
     xenha_names.check("host", host)
     found = {}
-    for filename in _with_timeout(
-        lambda: sorted(os.listdir(conf["dir"])), READ_TIMEOUT, f"listing {conf['dir']}"
-    ):
-        parsed = xenha_lease.parse_lease_name(filename)
-        if not parsed or parsed[0] != "domu":
-            continue
-        lease = _read(conf, "domu", parsed[1])
+    for name in _named(conf, "domu"):
+        lease = _read(conf, "domu", name)
         if lease and lease["owner"] == host and not lease.get("released"):
-            found[parsed[1]] = lease["counter"]
+            found[name] = lease["counter"]
     return found
 
 
