@@ -85,16 +85,24 @@ def watch(lab):
     assert not w.doubles, f"web01 ran on two hosts at once: {w.doubles[:3]}"
 
 
-def new_boot(lab, old, timeout=FAILOVER_TIMEOUT):
-    """Wait until web01 answers HTTP with another boot id than ``old``; its state."""
-    return wait_for(
-        lambda: (
-            (s := vm.guest_state(lab.cli, WEB01_IP)) and s.get("bootid") not in (None, old) and s
-        ),
-        timeout,
-        "web01 to answer HTTP from a new boot",
-        interval=0.3,
-    )
+def new_boot(lab, old, timeout=FAILOVER_TIMEOUT, fo=None):
+    """Wait until web01 answers HTTP with another boot id than ``old``; its state. On a
+    timeout, fail with what explains it: where web01's QEMU runs, its last answer and (with
+    ``fo``) the failover journals' domU entries and the audit trail's tail."""
+    last = {}
+
+    def answered():
+        last.update(vm.guest_state(lab.cli, WEB01_IP))
+        return last.get("bootid") not in (None, old) and dict(last)
+
+    try:
+        return wait_for(answered, timeout, "web01 to answer HTTP from a new boot", interval=0.3)
+    except LabError as err:
+        facts = {"running_on": sorted(running_on(lab, "web01")), "last_answer": last}
+        if fo is not None:
+            facts["journals"] = {h: fo.journal(h).get("domus") for h in (V1, V2)}
+            facts["audit"] = fo.audit()[-10:]
+        pytest.fail(f"{err}: {json.dumps(facts, indent=1)}")
 
 
 def started(fo, host_id, since):
@@ -122,7 +130,7 @@ def test_crash_restarts_its_domus_on_the_survivor_once(lab, bmcs, fo, web01):
         t0 = time.time()
         lab.hosts[V1].power_off()  # `python -m lab crash ServVirt1`
         fo.wait_event(f"xenha/failover/{V1}/done", t0, FAILOVER_TIMEOUT)
-        after = new_boot(lab, before["bootid"])
+        after = new_boot(lab, before["bootid"], fo=fo)
         http = time.time() - t0
     tl = fo.timeline(V1, t0)
     show("crash -> restart", tl, http=round(http, 2))
@@ -186,7 +194,7 @@ def test_fence_failure_blocks_until_the_operator_acknowledges(lab, bmcs, fo):
             assert fenced["data"]["method"] == "manual"
             fo.restore_storage(V1)
             fo.wait_event(f"xenha/failover/{V2}/done", t_ack, FAILOVER_TIMEOUT)
-            new_boot(lab, before["bootid"])
+            new_boot(lab, before["bootid"], fo=fo)
         tl = fo.timeline(V2, t0)
         show("blocked -> ack_fence -> restart", tl, ack=round(t_ack - t0, 2))
         assert [e["target"] for e in started(fo, V2, t0)] == [V1]
@@ -233,7 +241,7 @@ def test_partitioned_host_that_loses_storage_self_fences_before_the_takeover(lab
             # the loss claim was ignored while it renewed; resume (also scheduled) looks again
             lab.salt_run("xenha.failover_resume", timeout=FAILOVER_TIMEOUT)
             fo.wait_event(f"xenha/failover/{V1}/done", t0, FAILOVER_TIMEOUT)
-            new_boot(lab, before["bootid"])
+            new_boot(lab, before["bootid"], fo=fo)
         tl = fo.timeline(V1, t0)
         show("partition + storage lost -> self-fence -> takeover", tl, self_fenced=t_self - t0)
         assert tl["fence"] == "lease"
@@ -351,7 +359,7 @@ def test_a_burst_of_claims_and_a_master_killed_mid_failover_give_one_restart(lab
         except LabError as err:
             tail = "\n".join(fo.audit()[-8:])
             pytest.fail(f"{err}; journal state {fo.journal(V2).get('state')}; audit:\n{tail}")
-        new_boot(lab, before["bootid"])
+        new_boot(lab, before["bootid"], fo=fo)
     tl = fo.timeline(V2, t0)
     show("burst + master killed -> resumed", tl, master_killed=round(t_kill - t0, 2))
     assert [e["target"] for e in started(fo, V2, t0)] == [V1]
