@@ -163,13 +163,18 @@ def _look(conf, kind, name, records):
     return lease, verdict
 
 
-def _named(conf, kind):
-    """The names that have a ``kind`` lease in the lease directory (a hung listing times out)."""
+def _listing(conf):
+    """``[(filename, (kind, name))]`` of the lease directory (a hung listing times out)."""
     filenames = _with_timeout(
         lambda: sorted(os.listdir(conf["dir"])), READ_TIMEOUT, f"listing {conf['dir']}"
     )
-    parsed = filter(None, map(xenha_lease.parse_lease_name, filenames))
-    return [name for found, name in parsed if found == kind]
+    parsed = ((f, xenha_lease.parse_lease_name(f)) for f in filenames)
+    return [(filename, lease) for filename, lease in parsed if lease]
+
+
+def _named(conf, kind):
+    """The names that have a ``kind`` lease in the lease directory."""
+    return [name for _, (found, name) in _listing(conf) if found == kind]
 
 
 def _watch_peers(conf):
@@ -258,12 +263,7 @@ def show(**overrides):
         salt ServVirt1 xenha_lease.show
     """
     conf = _settings(**overrides)
-    leases = {}
-    for filename in sorted(os.listdir(conf["dir"])):
-        parsed = xenha_lease.parse_lease_name(filename)
-        if parsed:
-            leases[filename] = _read(conf, *parsed)
-    return leases
+    return {filename: _read(conf, *parsed) for filename, parsed in _listing(conf)}
 
 
 def check_start(name, fenced=None, handover_from=None, **overrides):

@@ -350,6 +350,24 @@ def test_self_fence_happens_even_when_a_write_hangs(hosts, monkeypatch):
     assert result["self_fenced"]["destroyed"] == ["web01"]
 
 
+def test_show_lists_every_lease_and_a_hung_listing_times_out(hosts, monkeypatch):
+    a, b = hosts
+    a.domus = ["web01"]
+    a.mod.renew()
+    b.mod.renew()
+    shown = a.mod.show()
+    assert sorted(shown) == ["domu-web01.lease", "host-A.lease", "host-B.lease"]
+    assert shown["domu-web01.lease"]["owner"] == "A"
+    monkeypatch.setattr(a.mod, "READ_TIMEOUT", 0.05)
+    release = threading.Event()
+    monkeypatch.setattr(a.mod.os, "listdir", lambda path: release.wait(5) and [])
+    try:
+        with pytest.raises(CommandExecutionError, match="listing"):
+            a.mod.show()
+    finally:
+        release.set()
+
+
 def test_serve_reports_to_the_systemd_watchdog(hosts, tmp_path, monkeypatch):
     a, _ = hosts
     address = str(tmp_path / "notify")
