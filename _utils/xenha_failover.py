@@ -49,6 +49,7 @@ DEFAULTS = {
     "retry_base": 5.0,  # blocked: first back-off (s), doubled each attempt ...
     "retry_max": 300.0,  # ... up to this
     "retry_for": 600.0,  # one runner call keeps retrying this long, then leaves it to resume
+    "start_tries": 3,  # starts of one domU (a survivor that did not answer, e.g. reconnecting)
 }
 
 
@@ -276,9 +277,28 @@ class Engine:
 
     # small helpers
 
-    def _emit(self, record, what, **data):
+    def _queue(self, record, what, **data):
+        """Add an event to the journal's outbox; the next :meth:`_set` saves it with the new
+        state and then fires it. A master killed in between fires it on resume (_flush): no
+        event is lost (one may come twice)."""
         data = {"host": record["host"], "failover": record["id"], **data}
-        self.io.fire(f"xenha/failover/{record['host']}/{what}", data)
+        record.setdefault("outbox", []).append([what, data])
+
+    def _emit(self, record, what, **data):
+        """An event on its own: saved with the journal, then fired."""
+        self._queue(record, what, **data)
+        self._save(record)
+        self._flush(record)
+
+    def _flush(self, record):
+        """Fire the journal's events not fired yet, then record them as fired."""
+        outbox = record.get("outbox")
+        if not outbox:
+            return
+        for what, data in outbox:
+            self.io.fire(f"xenha/failover/{record['host']}/{what}", data)
+        outbox.clear()
+        self._save(record)
 
     def _audit(self, host, step, **details):
         self.io.audit({"time": self.io.now(), "host": host, "step": step, **details})
@@ -295,6 +315,7 @@ class Engine:
         del history[:-HISTORY_KEPT]  # a long-blocked failover must not grow without bound
         self._save(record)
         self._audit(record["host"], state, failover=record["id"], **fields)
+        self._flush(record)
 
     def _host_state(self, host, state):
         with xenha_store.edit(self.cachedir, "hoststate") as doc:
@@ -321,6 +342,7 @@ class Engine:
                 self._audit(host, "joined", reporter=reporter, reason="failover in progress")
                 return {"host": host, "state": "in_progress", "joined": True}
             record = load(self.cachedir, host)
+            self._flush(record)
             if record.get("state") == DONE:
                 if not self._recovered(record, members):
                     self._audit(host, "repeat", reporter=reporter, failover=record["id"])
@@ -339,6 +361,7 @@ class Engine:
             if not mine:
                 return {"host": host, "state": "in_progress", "joined": True}
             record = load(self.cachedir, host)
+            self._flush(record)
             members = self.io.members()
             if record.get("state") == DONE:
                 self._recovered(record, members)
@@ -376,8 +399,8 @@ class Engine:
             "history": [],
         }
         xenha_store.delete(self.cachedir, ack_name(host))  # an old ack is not for this failover
+        self._queue(record, "started", reporter=reporter)
         self._set(record, RECEIVED, reporter=reporter)
-        self._emit(record, "started", reporter=reporter)
         return record
 
     def _recovered(self, record, members):
@@ -392,9 +415,9 @@ class Engine:
                     break
         if back:
             record["state_before"] = record["state"]
-            self._set(record, "recovered")
             self._host_state(host, None)
-            self._emit(record, "recovered")
+            self._queue(record, "recovered")
+            self._set(record, "recovered")
         return back
 
     def _acked(self, host):
@@ -439,8 +462,8 @@ class Engine:
 
     def _verified(self, record, members):
         self._host_state(record["host"], "suspect")
+        self._queue(record, "verified", reporters=record["reporters"])
         self._set(record, VERIFIED)
-        self._emit(record, "verified", reporters=record["reporters"])
         return True
 
     def _corroborate(self, record, members):
@@ -467,8 +490,8 @@ class Engine:
                 observations=seen,
                 recheck=True,
             )
+        self._queue(record, "corroborated", observations=seen)
         self._set(record, CORROBORATED, observations=seen)
-        self._emit(record, "corroborated", observations=seen)
         return True
 
     def _watch_lease(self, record, members):
@@ -483,9 +506,9 @@ class Engine:
         return seen, None
 
     def _ignore(self, record, reason, recheck=False, **fields):
-        self._set(record, IGNORED, reason=reason, recheck=recheck, **fields)
         self._host_state(record["host"], None)
-        self._emit(record, "ignored", reason=reason)
+        self._queue(record, "ignored", reason=reason)
+        self._set(record, IGNORED, reason=reason, recheck=recheck, **fields)
         return True
 
     def _fence(self, record, members):
@@ -524,9 +547,9 @@ class Engine:
         record["attempts"] = record.get("attempts", 0) + 1
         wait = backoff(record["attempts"], self.conf["retry_base"], self.conf["retry_max"])
         reason = "not fenced, nothing restarted: " + "; ".join(tried)
-        self._set(record, BLOCKED, reason=reason, retry_in=wait)
         self._host_state(host, "suspect")
-        self._emit(record, "blocked", reason=reason, attempt=record["attempts"], retry_in=wait)
+        self._queue(record, "blocked", reason=reason, attempt=record["attempts"], retry_in=wait)
+        self._set(record, BLOCKED, reason=reason, retry_in=wait)
         return True
 
     def _retry(self, record, members):
@@ -549,9 +572,9 @@ class Engine:
         return True
 
     def _fenced(self, record, fence):
-        self._set(record, FENCED, fence=fence, reason=None)
         self._host_state(record["host"], "fenced")
-        self._emit(record, "fenced", **fence)
+        self._queue(record, "fenced", **fence)
+        self._set(record, FENCED, fence=fence, reason=None)
         return True
 
     def _leased(self, record, members):
@@ -584,18 +607,24 @@ class Engine:
         else:
             record["leases_read"] = "before the fence"  # _restart reads them again
         if leased is None:
-            # the host stays fenced; only the planning is retried
-            reason = "fenced, but no survivor could list the dead host's domU leases"
-            record["reason"] = reason
-            self._save(record)
-            self._audit(host, "blocked", failover=record["id"], reason=reason)
-            self._emit(record, "blocked", reason=reason)
-            return self._wait_or_leave(record)
-        if snapshot is None:
+            return self._plan_blocked(record, "no survivor could list the dead host's leases")
+        if not snapshot:
             snapshot = self._survivors(record, members)
+        if not snapshot:
+            # e.g. a master restarted before its minions reconnected: "no room anywhere" now
+            # would end the failover with nothing restarted
+            return self._plan_blocked(record, "no survivor answered with its free memory")
         plan = restart_plan(host, members, snapshot, self._host_states(), leased)
         self._set(record, RESTARTING, domus=plan["domus"], order=plan["order"])
         return True
+
+    def _plan_blocked(self, record, why):
+        """The host stays fenced; only the planning is retried (now, or by a resume)."""
+        reason = f"fenced, but {why}"
+        record["reason"] = reason
+        self._audit(record["host"], "blocked", failover=record["id"], reason=reason)
+        self._emit(record, "blocked", reason=reason)
+        return self._wait_or_leave(record)
 
     def _wait_or_leave(self, record):
         if self.io.mono() + self.conf["retry_base"] > self._retry_until:
@@ -613,15 +642,45 @@ class Engine:
         if again is not None:
             self._add_missed(record, members, again.result())
             self._start_pending(record, members)
+        while self._retry_failed(record, members):
+            self._start_pending(record, members)
         total = round(self.io.now() - record["started"], 3)
         down = {
             n: e.get("reason") or e.get("error")
             for n, e in record["domus"].items()
             if e["state"] not in ("started", "running")
         }
+        self._queue(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
         self._set(record, DONE, seconds=total, not_restarted=down)
-        self._emit(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
         return True
+
+    def _retry_failed(self, record, members):
+        """
+        After a back-off, look for each domU whose start failed (the call may have started it
+        and lost the answer): found running, it is started; else it is tried again, up to
+        ``start_tries`` starts. True if any is to be started again.
+        """
+        failed = [
+            (name, entry)
+            for name, entry in record["domus"].items()
+            if entry["state"] == "failed" and entry.get("tries", 1) < self.conf["start_tries"]
+        ]
+        if not failed or self.io.mono() + self.conf["retry_base"] > self._retry_until:
+            return False
+        self.io.sleep(self.conf["retry_base"])
+        again = False
+        for name, entry in failed:
+            where = self._locate(name, record, members)
+            if where:
+                note = f"found running after a failed start: {entry.get('error')}"
+                entry.update(state="started", host=where, note=note)
+                self._announce(record, name, target=where, note=note)
+            else:
+                error = entry.pop("error", None)
+                entry.update(state="pending", tries=entry.get("tries", 1) + 1, last_error=error)
+                again = True
+        self._save(record)
+        return again
 
     def _add_missed(self, record, members, leased):
         """Plan the domUs whose leases the fenced host held but the first listing missed."""
@@ -651,9 +710,7 @@ class Engine:
                     # started just before the runner died: no second start, but the same event
                     note = "found running on resume"
                     entry.update(state="started", host=where, note=note)
-                    self._save(record)
-                    self._audit(host, "domu_started", domu=name, target=where, note=note)
-                    self._emit(record, "domu_started", domu=name, target=where, note=note)
+                    self._announce(record, name, target=where, note=note)
                     continue
             if entry["state"] not in ("pending", "starting"):
                 continue
@@ -669,9 +726,15 @@ class Engine:
                 self._audit(host, "domu_failed", domu=name, target=entry["target"], error=result)
                 continue
             entry.update(state="started", host=entry["target"], seconds=took)
-            self._save(record)
-            self._audit(host, "domu_started", domu=name, target=entry["target"], seconds=took)
-            self._emit(record, "domu_started", domu=name, target=entry["target"], seconds=took)
+            self._announce(record, name, target=entry["target"], seconds=took)
+
+    def _announce(self, record, name, **data):
+        """Audit and fire ``domu_started``, then persist it: a master killed in between leaves
+        the domU ``starting``, so the resume finds it running and announces it again (at least
+        once; persisted first, a kill there would lose the event)."""
+        self._audit(record["host"], "domu_started", domu=name, **data)
+        self._emit(record, "domu_started", domu=name, **data)
+        self._save(record)
 
     def _locate(self, name, record, members):
         for where, info in self._survivors(record, members).items():

@@ -375,6 +375,25 @@ def _leases(data, ocfs2):
     return leases
 
 
+FAILOVER_SECONDS = (
+    "corroborate_window", "ping_timeout", "expiry_margin", "retry_base", "retry_max", "retry_for",
+)  # fmt: skip
+
+
+def _failover(data):
+    """The failover engine's settings: only those given (the engine has the defaults)."""
+    path = ROOT / "failover"
+    data = _mapping(data, path, required=False)
+    unknown = sorted(set(data) - {*FAILOVER_SECONDS, "start_tries"})
+    if unknown:
+        known = ", ".join((*FAILOVER_SECONDS, "start_tries"))
+        (path / unknown[0]).fail(f"unknown setting (known: {known})")
+    failover = {key: _number(data, key, path, None) for key in FAILOVER_SECONDS if key in data}
+    if "start_tries" in data:
+        failover["start_tries"] = _integer(data, "start_tries", path, 1, 100)
+    return failover
+
+
 def _domus(data, hosts, vmhosts):
     path = ROOT / "domus"
     data = _mapping(data, path, required=False)
@@ -441,6 +460,7 @@ def check(tree):
         xen=_xen(tree.get("xen"), vmhosts),
         heartbeat=_heartbeat(tree.get("heartbeat")),
         leases=_leases(tree.get("leases"), ocfs2),
+        failover=_failover(tree.get("failover")),
         domus=_domus(tree.get("domus"), hosts, vmhosts),
     )
     return result

@@ -126,7 +126,7 @@ def test_master_killed_mid_failover_finishes_it_after_restart(master, survivor, 
         done = journal_state(journal)
     assert done["id"] == record["id"]  # the same failover, resumed, not a new one
     assert done["fence"]["method"] == "lease"
-    assert sorted(standins.domains(SURVIVOR)) == sorted(DOMUS)
+    assert sorted(standins.domains(SURVIVOR)) == sorted(DOMUS), done.get("domus")
     creates = [c for c in standins.calls() if c["argv"][:1] == ["create"]]
     assert len(creates) == len(DOMUS)  # each domU started exactly once
     audit = (journal.parent / "audit.log").read_text()

@@ -103,6 +103,7 @@ class FakeIO(xf.Adapter):
 
     def audit(self, entry):
         self.audits.append(entry)
+        self._call("audit")  # the audit line is written: the master may die right after
 
     def now(self):
         return 1_700_000_000.0 + self.clock
@@ -236,7 +237,54 @@ def test_unknown_domu_and_failed_start_are_reported(io, tmp_path):
     assert result["state"] == "done"
     assert "not in pillar" in result["not_restarted"]["stray"]
     assert "xl create /c/web01.cfg failed" in result["not_restarted"]["web01"]
+    assert result["domus"]["web01"]["tries"] == 3  # start_tries, each after a back-off
     assert sorted(n for n, _ in io.starts) == ["db01", "tiny"]
+
+
+def test_a_start_whose_answer_was_lost_is_found_running_not_started_twice(io, tmp_path):
+    start = io.start_domu
+
+    def answer_lost(host, name, spec, fenced):
+        start(host, name, spec, fenced)
+        if name == "web01" and len(io.starts) <= 3:  # the first start of web01: no answer
+            raise RuntimeError(f"no answer from {host} to xenha_lease.start_domu within 20 s")
+        return {"started": True}
+
+    io.start_domu = answer_lost
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done" and result["not_restarted"] == {}
+    assert [n for n, _ in io.starts].count("web01") == 1
+    assert "found running after a failed start: no answer" in result["domus"]["web01"]["note"]
+    announced = [d["domu"] for t, d in io.events if t.endswith("/domu_started")]
+    assert sorted(announced) == ["db01", "tiny", "web01"]
+
+
+def test_a_start_that_failed_while_the_survivor_was_away_is_tried_again(io, tmp_path):
+    io.start_fail.add("web01")
+    start, tried = io.start_domu, []
+
+    def back_later(host, name, spec, fenced):
+        tried.append(name)
+        if tried.count("web01") == 3:  # the survivor's minion is back for the last try
+            io.start_fail.discard("web01")
+        return start(host, name, spec, fenced)
+
+    io.start_domu = back_later
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done" and result["not_restarted"] == {}
+    assert result["domus"]["web01"]["state"] == "started"
+    assert "xl create" in result["domus"]["web01"]["last_error"]
+    assert sorted(copies(io)) == ["db01", "tiny", "web01"]
+
+
+def test_no_survivor_answering_the_plan_blocks_and_retries_instead_of_ending(io, tmp_path):
+    snapshot, silent = io.snapshot, [{}, {}]  # the prefetch and the plan's own read
+    io.snapshot = lambda hosts: silent.pop() if silent else snapshot(hosts)
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done" and result["not_restarted"] == {}
+    assert sorted(copies(io)) == ["db01", "tiny", "web01"]
+    blocked = [d["reason"] for t, d in io.events if t.endswith("/blocked")]
+    assert blocked == ["fenced, but no survivor answered with its free memory"]
 
 
 def test_domu_already_running_elsewhere_is_not_started_again(io, tmp_path):
@@ -442,8 +490,11 @@ def test_crash_at_every_step_resumes_and_completes_exactly_once(tmp_path):
         assert all(len(h) == 1 for h in copies(io).values()), (point, io.running)
         assert len(io.starts) == 3, (point, clean.calls[point - 1], io.starts)
         assert io.calls.count("fence_ipmi") <= 2  # a crash may repeat the fence, never a start
-        assert io.tags().count("done") == 1
-        # every restart is announced, also one the runner died right after
+        # no event is lost; one comes twice only if the master died right after firing it
+        tags = io.tags()
+        twice = {t for t in set(tags) if tags.count(t) > clean.tags().count(t)}
+        assert tags.count("done") >= 1
+        assert len(twice) <= (clean.calls[point - 1] == "fire"), (point, twice)
         announced = {d["domu"] for t, d in io.events if t.endswith("/domu_started")}
         assert announced == {"db01", "tiny", "web01"}, (point, clean.calls[point - 1])
 
@@ -505,7 +556,7 @@ def test_a_failover_held_by_another_process_is_joined(io, tmp_path):
         assert holder.stdout.readline().strip() == "True"
         result = engine(io, tmp_path).handle("A", "B", EVENT)
         assert result == {"host": "A", "state": "in_progress", "joined": True}
-        assert io.calls == [] and io.starts == []
+        assert set(io.calls) <= {"audit"} and io.starts == []  # audited as joined, nothing done
     finally:
         holder.kill()
         holder.wait()

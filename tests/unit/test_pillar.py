@@ -67,6 +67,7 @@ def test_defaults_fill_a_minimal_tree(tree):
     assert cluster["xen"]["ssh"]["identity_file"] == "/root/.ssh/xenha_migrate"
     assert cluster["xen"]["ssh"]["user"] == "root"
     assert cluster["domus"] == {}
+    assert cluster["failover"] == {}  # the failover engine's own defaults apply
 
 
 def test_vmhosts_are_ordered_by_node_number(tree):
@@ -267,6 +268,19 @@ def test_bmc_password_is_a_required_secret(tree):
         (
             lambda t: t["heartbeat"].update(dead_time=0.5),
             "xenha:heartbeat:dead_time: must exceed two heartbeat intervals",
+        ),
+        (
+            lambda t: t.update(failover={"retry_bse": 5}),
+            "xenha:failover:retry_bse: unknown setting (known: corroborate_window, ping_timeout,"
+            " expiry_margin, retry_base, retry_max, retry_for, start_tries)",
+        ),
+        (
+            lambda t: t.update(failover={"retry_base": "five"}),
+            "xenha:failover:retry_base: must be a positive number, got 'five'",
+        ),
+        (
+            lambda t: t.update(failover={"start_tries": 0}),
+            "xenha:failover:start_tries: 0 is out of range 1..100",
         ),
         (
             lambda t: t["domus"]["web01"].update(anti_affinity=["mail01"]),
