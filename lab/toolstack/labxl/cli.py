@@ -1,14 +1,12 @@
 """``xl`` verbs over QEMU: list, info, create, shutdown, destroy, pause, unpause, domid, domname,
 migrate and migrate-receive, with the output formats and messages of Xen's tools/xl."""
 
-import getopt
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from labxl import migrate
 from labxl.config import ConfigError, domain_settings, load_host_config, parse_cfg
 from labxl.domains import Store, XLError, alive, cpu_seconds, running_now
 from labxl.qmp import QMP, QMPError
@@ -272,6 +270,8 @@ def verb_domname(conf, store, args):
 
 
 def verb_migrate(conf, store, args):
+    from labxl import migrate  # noqa: PLC0415 - only these two verbs need it (start-up time)
+
     opts, params = _opts(args, "FC:s:epD", ["debug", "live"])
     if len(params) != 2:
         raise XLError("Usage: xl [-vf] migrate <Domain> <host>")
@@ -287,6 +287,8 @@ def verb_migrate(conf, store, args):
 
 
 def verb_migrate_receive(conf, store, args):
+    from labxl import migrate  # noqa: PLC0415 - only these two verbs need it (start-up time)
+
     _opts(args, "Fedp", ["debug"])
     return migrate.receive(conf, store)
 
@@ -307,6 +309,10 @@ VERBS = {
 
 
 def _opts(args, short, long):
+    if not any(arg.startswith("-") for arg in args):
+        return {}, list(args)  # what getopt says of no options, without its start-up cost
+    import getopt  # noqa: PLC0415 - it brings gettext and locale: only when there are options
+
     try:
         pairs, params = getopt.gnu_getopt(args, short, long)
     except getopt.GetoptError as exc:

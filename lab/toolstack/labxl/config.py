@@ -1,10 +1,8 @@
 """Pure helpers: xl domain config files, the lab host's toolstack settings, QEMU's command line."""
 
-import ast
 import json
 import os
 import re
-from urllib.parse import unquote, urlsplit
 
 HOST_CONFIG = "/etc/xen/lab-toolstack.json"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -20,6 +18,8 @@ def parse_cfg(text, source="<config>"):
 
     Values may be strings, numbers or lists, and a list may span lines. Comments start with ``#``.
     """
+    import ast  # noqa: PLC0415 - only the verbs that read a config need it (start-up time)
+
     cfg, pending, start = {}, "", 0
     for lineno, line in enumerate(text.splitlines(), 1):
         pending += _strip_comment(line) + "\n"
@@ -126,6 +126,8 @@ def _disk(spec, source):
 
 def iscsi_url(url):
     """``iscsi://[user%secret@]host[:port]/iqn/lun`` → portal, target, lun, user, secret."""
+    from urllib.parse import unquote, urlsplit  # noqa: PLC0415 - only create and migrate need it
+
     parts = urlsplit(url)
     path = parts.path.strip("/").split("/")
     if parts.scheme != "iscsi" or not parts.hostname or len(path) != 2 or not path[1].isdigit():

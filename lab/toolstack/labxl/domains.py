@@ -8,10 +8,7 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
-import subprocess
 import time
-import uuid
 from pathlib import Path
 
 from labxl.config import qemu_argv
@@ -112,6 +109,9 @@ class Store:
         Call with the lock held. QEMU daemonises only once it is set up (disk opened, tap on
         the bridge), so its own error message comes back here when it cannot start.
         """
+        import subprocess  # noqa: PLC0415 - here, not for every verb: xl list starts faster
+        import uuid  # noqa: PLC0415
+
         self.ensure_unused(name)
         if settings["memory"] > self.free_memory():
             raise XLError("failed to free memory for the domain")
@@ -164,6 +164,8 @@ class Store:
 
     def kill(self, rec, timeout=10):
         """SIGKILL the domain's QEMU, wait for it to be gone, forget the record."""
+        import signal  # noqa: PLC0415 - here, not for every verb: xl list starts faster
+
         if alive(rec):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec["pid"], signal.SIGKILL)
