@@ -520,6 +520,27 @@ def _whereabouts(name, domus, target):
     return f"{name} is still running on the source as {_describe(row)}"
 
 
+# what xl (find_domain) and xm (xend) say of a domain name they do not know: they stop there
+_UNKNOWN_DOMAIN = {
+    "xl": "{name} is an invalid domain identifier",
+    "xm": "Domain '{name}' does not exist",
+}
+
+
+def _refused(name, tool, ret, timed_out, domus):
+    """
+    Why the toolstack would not even start migrating ``name`` (it does not know that name
+    here), from its message and the listing after; None when it tried.
+    """
+    said = (ret.get("stderr") or "") + (ret.get("stdout") or "")
+    if timed_out or _UNKNOWN_DOMAIN[tool].format(name=name) not in said:
+        return None
+    row = _find(domus or {}, name)
+    if row is not None and row["transient"]:
+        return f"domU {name} is mid-migration here as {_describe(row)}: leaving it alone"
+    return f"domU {name} is not on this host"
+
+
 def migrate(name, target, live=True, timeout=300):
     """
     Live-migrate a domU from this host to ``target`` and confirm it left. xl: ``xl migrate -s
@@ -530,9 +551,12 @@ def migrate(name, target, live=True, timeout=300):
     Returns only when the toolstack reported success and this host no longer lists the domU,
     not even as ``NAME--migratedaway``: ``{"result": True, "name", "source", "target",
     "toolstack", "source_state": "gone", "confirmed_on_target": False, "seconds", "stderr",
-    "command"}``. This module runs on the source and cannot see the target: the caller (the
-    xenha runner) confirms with ``xenha_xen.domain`` on the target. On failure it raises with
-    the toolstack's stderr verbatim and where the domU now is on this host.
+    "command", "timeline"}`` (``timeline``: epoch seconds of the call's start, the toolstack's
+    end and the listing's end). The toolstack itself refuses a domU that is not here or only
+    here as a migration's transient copy; the error then says so. This module runs on the
+    source and cannot see the target: the caller (the xenha runner) confirms the arrival on
+    the target (``xenha_preflight.arrived``). On failure it raises with the toolstack's stderr
+    verbatim and where the domU now is on this host.
 
     CLI Example:
 
@@ -546,14 +570,20 @@ def migrate(name, target, live=True, timeout=300):
         raise CommandExecutionError(f"cannot migrate {name} to {target}: that is this host")
     tool = toolstack()
     argv = _migrate_argv(tool, name, target, live)
-    _running_row(name)
+    # no listing first: the toolstack looks the domain up by name before anything else and
+    # refuses one that is not here (a migration's transient copy has another name); the one
+    # listing afterwards tells what happened, so a move costs one listing, not two
+    entered = time.time()
     started = time.monotonic()
     ret, timed_out = _exec(argv, timeout)
     seconds = round(time.monotonic() - started, 2)
+    toolstack_done = time.time()
     try:
-        where = _whereabouts(name, list_domains()["domus"], target)
+        domus = list_domains()["domus"]
     except CommandExecutionError as err:
-        where = f"where {name} is now is unknown: listing this host failed ({err})"
+        domus, where = None, f"where {name} is now is unknown: listing this host failed ({err})"
+    else:
+        where = _whereabouts(name, domus, target)
     if not timed_out and ret.get("retcode") == 0 and where is None:
         return {
             "result": True,
@@ -566,7 +596,13 @@ def migrate(name, target, live=True, timeout=300):
             "seconds": seconds,
             "stderr": ret.get("stderr", ""),
             "command": argv,
+            # epoch seconds on this host: the job's start, the toolstack's end, the listing's
+            # end (the runner's per-move timeline, docs/runner.md "where the time goes")
+            "timeline": {"entry": entered, "toolstack_done": toolstack_done, "listed": time.time()},
         }
+    refused = _refused(name, tool, ret, timed_out, domus)
+    if refused:
+        raise CommandExecutionError(f"{refused}: {_failure(argv, ret, timed_out, timeout)}")
     if not timed_out and ret.get("retcode") == 0:
         problem = f"{_show(argv)} reported success, but {where}: {ret.get('stderr', '')}"
     else:

@@ -486,7 +486,7 @@ def test_ssh_settings_with_shell_metacharacters_are_refused(xen, conf, ssh, prob
 
 def test_migrate_xl_success(xen, conf):
     conf["ssh"] = {"port": 2222}
-    xen.on("xl", "list", answers=[ok(listing(("web01", 3, "-b----"))), ok(listing())])
+    xen.on("xl", "list", answers=ok(listing()))
     xen.on(
         "xl",
         "migrate",
@@ -503,7 +503,8 @@ def test_migrate_xl_success(xen, conf):
         "web01",
         "ServVirt2",
     ]
-    assert xen.calls[1] == argv
+    # one listing per move: the one after xl, which must no longer show the domU
+    assert xen.calls == [argv, ["xl", "list"]]
     assert result["result"] is True and result["source_state"] == "gone"
     assert result["confirmed_on_target"] is False
     assert (result["source"], result["target"], result["command"]) == (
@@ -512,18 +513,19 @@ def test_migrate_xl_success(xen, conf):
         argv,
     )
     assert result["stderr"].endswith("Migration successful.\n")
+    timeline = result["timeline"]
+    assert timeline["entry"] <= timeline["toolstack_done"] <= timeline["listed"]
 
 
 def test_migrate_xm_uses_the_relocation_server(xen, conf):
     conf.update(toolstack="xm", relocation={"port": 8002, "ssl": True, "ssl_port": 8443})
-    here, gone = ok(listing(("web01", 3, "-b----"), tool="xm")), ok(listing(tool="xm"))
-    xen.on("xm", "list", answers=[here, gone, here, gone])
+    xen.on("xm", "list", answers=ok(listing(tool="xm")))
     xen.on("xm", "migrate", answers=ok())
     xenha_xen.migrate("web01", "ServVirt2")
-    assert xen.calls[1] == ["xm", "migrate", "-l", "-p", "8443", "-s", "web01", "ServVirt2"]
+    assert xen.calls[0] == ["xm", "migrate", "-l", "-p", "8443", "-s", "web01", "ServVirt2"]
     conf["relocation"] = {}
     xenha_xen.migrate("web01", "ServVirt2", live=False)
-    assert xen.calls[4] == ["xm", "migrate", "-p", "8002", "web01", "ServVirt2"]
+    assert xen.calls[2] == ["xm", "migrate", "-p", "8002", "web01", "ServVirt2"]
 
 
 def test_migrate_failure_reports_stderr_and_the_domain_still_on_source(xen):
@@ -538,14 +540,7 @@ def test_migrate_failure_reports_stderr_and_the_domain_still_on_source(xen):
 
 
 def test_migrate_failure_leaving_migratedaway_says_so(xen):
-    xen.on(
-        "xl",
-        "list",
-        answers=[
-            ok(listing(("web01", 3, "-b----"))),
-            ok(listing(("web01--migratedaway", 3, "---ss-"))),
-        ],
-    )
+    xen.on("xl", "list", answers=ok(listing(("web01--migratedaway", 3, "---ss-"))))
     xen.on("xl", "migrate", answers=failed("** Migration failed during final handshake **\n"))
     with pytest.raises(CommandExecutionError) as exc:
         xenha_xen.migrate("web01", "ServVirt2")
@@ -565,7 +560,7 @@ def test_migrate_success_but_still_listed_is_an_error(xen):
 
 
 def test_migrate_failed_but_gone_points_at_the_target(xen):
-    xen.on("xl", "list", answers=[ok(listing(("web01", 3, "-b----"))), ok(listing())])
+    xen.on("xl", "list", answers=ok(listing()))
     xen.on("xl", "migrate", answers=TIMED_OUT)
     with pytest.raises(
         CommandExecutionError, match=r"timed out after 300 s(.|\n)*may be running on ServVirt2"
@@ -576,12 +571,28 @@ def test_migrate_failed_but_gone_points_at_the_target(xen):
 def test_migrate_refuses_self_absent_and_migrating(xen):
     with pytest.raises(CommandExecutionError, match="that is this host"):
         xenha_xen.migrate("web01", "ServVirt1")
+    assert xen.calls == []
+    # xl looks the name up first and stops there (tools/xl find_domain): a domU that is not
+    # here, or only as a migration's transient copy, is never sent anywhere
+    unknown = failed("web01 is an invalid domain identifier (rc=-6)\n")
+    xen.on("xl", "migrate", answers=unknown)
     xen.on("xl", "list", answers=[ok(listing()), ok(listing(("web01--incoming", 3, "--p---")))])
-    with pytest.raises(CommandExecutionError, match="not on this host"):
+    with pytest.raises(CommandExecutionError, match="domU web01 is not on this host: xl migrate"):
         xenha_xen.migrate("web01", "ServVirt2")
-    with pytest.raises(CommandExecutionError, match="mid-migration"):
+    with pytest.raises(
+        CommandExecutionError, match=r"mid-migration here as web01--incoming \(domid 3"
+    ) as exc:
         xenha_xen.migrate("web01", "ServVirt2")
-    assert "migrate" not in xen.verbs()
+    assert "invalid domain identifier" in str(exc.value)
+    assert "may be running on ServVirt2" not in str(exc.value)
+
+
+def test_migrate_of_a_domain_xm_does_not_know(xen, conf):
+    conf["toolstack"] = "xm"
+    xen.on("xm", "migrate", answers=failed("Error: Domain 'web01' does not exist.\n"))
+    xen.on("xm", "list", answers=ok(listing(tool="xm")))
+    with pytest.raises(CommandExecutionError, match="domU web01 is not on this host: xm migrate"):
+        xenha_xen.migrate("web01", "ServVirt2")
 
 
 def test_info_and_details_errors_name_the_command(xen):
@@ -618,11 +629,7 @@ def test_read_config_that_is_not_text(tmp_path):
 
 
 def test_migrate_when_the_source_cannot_be_listed_afterwards(xen):
-    xen.on(
-        "xl",
-        "list",
-        answers=[ok(listing(("web01", 3, "-b----"))), failed("libxl_list_domain failed.")],
-    )
+    xen.on("xl", "list", answers=failed("libxl_list_domain failed."))
     xen.on("xl", "migrate", answers=failed("Migration failed, failed to suspend at sender.\n"))
     with pytest.raises(CommandExecutionError) as exc:
         xenha_xen.migrate("web01", "ServVirt2")
