@@ -253,7 +253,7 @@ def arrived(name, handover_from=None, wait=0):
     its storage lease over from the source (``xenha_lease.acquire_domu``). One call, so the
     runner confirms a move and hands the lease over in a single round trip. Answers
     ``{"here": bool, "row": list_domains row or None, "lease": "taken" / "not configured" /
-    problem sentence, "waited": seconds}``.
+    problem sentence, "arrival": bool, "waited": seconds, "looks": listings made}``.
 
     wait
         Seconds to keep looking (every 0.25 s) until the domU runs here under its own name and
@@ -276,7 +276,9 @@ def arrived(name, handover_from=None, wait=0):
     wait = float(wait)
     started = time.monotonic()
     settled = away = False  # away: seen absent or in flight, so a settled row is an arrival
+    looks = 0
     while True:
+        looks += 1
         try:
             row = __salt__["xenha_xen.domain"](name)
         except CommandExecutionError:
@@ -301,7 +303,14 @@ def arrived(name, handover_from=None, wait=0):
     elif here and handover_from and _pillar("xenha:leases"):
         lease = "not taken: it ran here before the migration could have brought it"
     waited = round(time.monotonic() - started, 3)
-    return {"here": here, "row": row, "lease": lease, "arrival": arrival, "waited": waited}
+    return {
+        "here": here,
+        "row": row,
+        "lease": lease,
+        "arrival": arrival,
+        "waited": waited,
+        "looks": looks,
+    }
 
 
 def report(peers=None, checks=True, max_offset=None, disks=False):

@@ -43,6 +43,7 @@ SETTLE_POLL = 0.5
 # before the runner asks the target again in a call of its own
 ARRIVAL_GRACE = 15
 KILL_TIMEOUT = 5  # seconds for saltutil.kill_job of a watch the runner no longer needs
+WATCH_POLL = 0.01  # seconds between looks for the arrival watch's answer on the master bus
 SHUTDOWN_TIMEOUT = 120  # seconds a domU gets to shut down cleanly for a cold move
 MACHINE_OUTPUTS = ("json", "yaml", "raw", "pprint", "newline_values_only")
 MAINTENANCE = "maintenance"
@@ -213,7 +214,9 @@ class _Watch:
                     return
                 if self.stop.is_set():
                     return
-                time.sleep(0.05)  # Salt's non-blocking iterator does not wait by itself
+                # Salt's non-blocking iterator does not wait by itself; the answer is the end of
+                # a move when it comes after the migration's, so look often (a cheap check)
+                time.sleep(WATCH_POLL)
             self.answer = _answer(self.minion, self.fun, None, self.timeout)
         except Exception as err:  # noqa: BLE001 - reported as the call's answer, never lost
             self.answer = (False, f"{self.fun} on {self.minion}: {err}")
@@ -602,9 +605,9 @@ class _Mover:
         ok, value = _call_one(
             source, "xenha_xen.migrate", [name, hostname], {"timeout": self.timeout}, self.timeout
         )
+        returned = time.time()
         seen = watch.result(ARRIVAL_GRACE if ok else 0)
         arrival = seen[1] if seen and seen[0] and isinstance(seen[1], dict) else {}
-        extra = {"toolstack_s": value.get("seconds")} if ok and isinstance(value, dict) else {}
         if ok and arrival.get("here") and arrival.get("arrival"):
             # xenha_xen.migrate returned only once the source no longer listed the domU, and
             # the target saw it arrive and run under its own name
@@ -618,6 +621,10 @@ class _Mover:
                 lease = self.arrived(name, source, target)[1]
             elif arrival.get("lease") == "taken":
                 lease = f"{target} took its lease when it saw {name} run there"
+        extra = {}
+        if ok and isinstance(value, dict):
+            extra["toolstack_s"] = value.get("seconds")
+            extra["timeline"] = _timeline(started, value.get("timeline"), returned, arrival)
         duration = round(time.time() - started, 3)
         if where == target:
             outcome, reason = "migrated", "" if ok else f"confirmed on {target} after: {value}"
@@ -687,6 +694,24 @@ class _Mover:
         if not ok or not value.get("here"):
             return None, ""
         return target, self.lease_problem(value)
+
+
+def _timeline(started, job, returned, arrival):
+    """
+    Where a move's time went, seconds from its start (docs/runner.md, "where the time goes"):
+    the migrate job's start on the source, the toolstack's end, the source's listing (these
+    three by the source's clock), the answer back in the runner, the move confirmed on the
+    target (the arrival watch's answer, or the call after it), and the watch's looks there.
+    """
+    now = time.time()
+    marks = {"job_started": "entry", "toolstack_done": "toolstack_done", "listed": "listed"}
+    job = job if isinstance(job, dict) else {}
+    line = {mark: job.get(key) for mark, key in marks.items() if isinstance(job.get(key), float)}
+    line.update(migrate_returned=returned, confirmed=now)
+    line = {mark: round(at - started, 3) for mark, at in line.items()}
+    if arrival.get("looks") is not None:
+        line["target_looks"] = arrival["looks"]
+    return line
 
 
 def _resolve_in_flight(mover, journal):
@@ -860,6 +885,8 @@ def _evacuate(cluster, host, parallel, timeout, cold):
     todo = [d for d in xenha_snapshot.on_host(snap, host) if not snap["domus"][d]["migrating"]]
     stays = {d: _shared_storage_problem(cluster, snap["domus"][d]) for d in todo}
     result = _place(snap, [d for d in todo if not stays[d]], exclude=[host])
+    with xenha_store.edit(_cachedir(), mover.journal) as doc:
+        doc["planned"] = time.time()  # the snapshot and the plan took from "started" to here
     stays.update(result["unplaced"])
     for name, reason in sorted(stays.items()):
         if reason:

@@ -205,7 +205,9 @@ def test_plan_failure_mode_and_unreachable_transport(salt_master, xen):
 
 
 def test_evacuate_moves_what_fits_and_explains_what_stays(salt_master, xen):
+    calls_before = len(xen.calls())
     table = run(salt_master, "xenha.evacuate", "ServVirt1")
+    source_calls = [c["argv"] for c in xen.calls()[calls_before:] if c["host"] == "ServVirt1"]
 
     rows = rows_by_domu(table)
     assert {d: r["outcome"] for d, r in rows.items()} == {
@@ -222,6 +224,20 @@ def test_evacuate_moves_what_fits_and_explains_what_stays(salt_master, xen):
         "web02": "ServVirt2",
         "big01": "ServVirt1",
     }
+
+    # the source listed its domains once for the plan and once after each migration: no
+    # listing before xl migrate (xl refuses a domain it does not have by itself)
+    assert source_calls.count(["list"]) == 1 + 3, source_calls
+    assert source_calls.count(["list", "-l"]) == 1, source_calls
+    # each migrated move's timeline in the journal, in the order things happened
+    journal = json.loads((store_dir(salt_master) / "evacuate-ServVirt1.json").read_text())
+    for name in ("db01", "web01", "web02"):
+        line = journal["domus"][name]["timeline"]
+        marks = ["job_started", "toolstack_done", "listed", "migrate_returned", "confirmed"]
+        assert [line[m] for m in marks] == sorted(line[m] for m in marks), line
+        assert line["confirmed"] <= journal["domus"][name]["duration_s"] + 0.01, line
+        assert line["target_looks"] >= 1, line
+    assert "timeline" not in journal["domus"]["big01"]
 
     # the migrated domUs' leases were handed over to the target
     for name in ("db01", "web01", "web02"):
