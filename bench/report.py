@@ -44,13 +44,15 @@ WHY = {
         "CPU is the bottleneck and any CPU the migration takes is lost to requests"
     ),
     "lab_failover": (
-        "detection waits for the heartbeat's dead_time (3 s in the lab pillar), and the runner "
-        "then verifies, fences over IPMI and starts QEMU on a loaded machine"
+        "detection waits for the heartbeat's dead_time (2 s by default), and the runner then "
+        "verifies, fences over IPMI and starts QEMU; under load each Salt round trip of those "
+        "steps takes longer"
     ),
     "lab_evacuation": (
-        "each move costs Salt round trips (job publication, the migration job's return, the "
-        "confirming xl list on both hosts, the lease hand-over): a few seconds of fixed cost "
-        "against lab migrations of a few seconds"
+        "the call has a fixed part (salt-run start-up and pillar, the snapshot and plan, exit: "
+        "about 3 s) and each move a Salt job round trip and the confirming listing (about "
+        "0.6-0.8 s), against lab migrations of about 2 s each (fixed_s and per_move_s in "
+        "the result)"
     ),
     "evacuation": "see bench/evacuation.py (stand-in toolstack with a fixed migration delay)",
     "planner": "see bench/planner.py",
