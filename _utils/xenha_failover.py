@@ -21,6 +21,7 @@ the audit trail are files on the master under ``<cachedir>/xenha/`` (``xenha_sto
 """
 
 import contextlib
+import datetime
 import fcntl
 import json
 import time
@@ -147,6 +148,17 @@ def verify_claim(vmhosts, host, reporter, event):
         if refused:
             return False, reason
     return True, accepted
+
+
+def claim_time(event, default):
+    """When the reporter fired ``event`` (its ``_stamp``, UTC if no zone given), or ``default``."""
+    try:
+        fired = datetime.datetime.fromisoformat(event["_stamp"])
+    except (KeyError, TypeError, ValueError):
+        return default
+    if fired.tzinfo is None:
+        fired = fired.replace(tzinfo=datetime.timezone.utc)
+    return fired.timestamp()
 
 
 def backoff(attempt, base, cap):
@@ -344,7 +356,8 @@ class Engine:
             record = load(self.cachedir, host)
             self._flush(record)
             if record.get("state") == DONE:
-                if not self._recovered(record, members):
+                back = self._heard_since(record, event) or self._recovered(record, members)
+                if not back:
                     self._audit(host, "repeat", reporter=reporter, failover=record["id"])
                     return {"host": host, "state": DONE, "duplicate": True, "id": record["id"]}
                 record = {}
@@ -414,11 +427,31 @@ class Engine:
                     back = True
                     break
         if back:
-            record["state_before"] = record["state"]
-            self._host_state(host, None)
-            self._queue(record, "recovered")
-            self._set(record, "recovered")
+            self._mark_recovered(record)
         return back
+
+    def _heard_since(self, record, event):
+        """
+        True (and the old failover marked recovered) if the claim's reporter last heard the
+        host after that failover began: the host was back in between and died again, a new
+        incident. A late copy of the old claim heard it before. Without the master's schedule
+        having marked the return yet, the new loss would otherwise pass for a repeat.
+        """
+        age = (event or {}).get("age")
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0:
+            return False
+        # the event's own time (Salt's _stamp, the reporter's clock, NTP-synced): a copy of the
+        # old claim handled late must not look recent; the margin is the dead time (>= 0.5 s)
+        if claim_time(event, self.io.now()) - age <= record["started"]:
+            return False
+        self._mark_recovered(record, reason=f"heard again {age} s before a new loss")
+        return True
+
+    def _mark_recovered(self, record, **fields):
+        record["state_before"] = record["state"]
+        self._host_state(record["host"], None)
+        self._queue(record, "recovered", **fields)
+        self._set(record, "recovered", **fields)
 
     def _acked(self, host):
         """The operator's manual-fence acknowledgement (written by :meth:`ack`) or None."""

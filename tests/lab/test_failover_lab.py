@@ -366,8 +366,11 @@ def test_a_burst_of_claims_and_a_master_killed_mid_failover_give_one_restart(lab
     assert {e["target"] for e in started(fo, V2, t0)} == {V1}
     journal = fo.journal(V2)
     assert journal["state"] == "done"
-    ids = {json.loads(line.split(" ", 3)[3]).get("failover") for line in fo.audit(t0)}
-    assert ids - {None} == {journal["id"]}  # one failover for every claim
+    # one failover for every claim; the first claim may first mark the previous failover of
+    # V2 (done, V2 back since) as recovered, if the master's schedule had not done so yet
+    lines = [line.split(" ", 3) for line in fo.audit(t0)]
+    ids = {json.loads(rest).get("failover") for _, _, step, rest in lines if step != "recovered"}
+    assert ids - {None} == {journal["id"]}
     steps = [line.split(" ")[2] for line in fo.audit(t0)]
     assert "resume" in steps
     assert steps.count("received") == 1

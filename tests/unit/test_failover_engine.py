@@ -1,6 +1,7 @@
 """The failover engine with a fake I/O adapter: every path, concurrency, and crash/resume."""
 
 import contextlib
+import datetime
 import os
 import subprocess
 import sys
@@ -427,6 +428,38 @@ def test_repeated_events_after_done_are_one_failover(io, tmp_path):
     again = eng.handle("A", "C", {"id": "C", "peer": "A"})
     assert again == {"host": "A", "state": "done", "duplicate": True, "id": first["id"]}
     assert len(io.starts) == 3 and io.tags().count("started") == 1
+
+
+def _stamped(seconds, **data):
+    """A claim as the reactor hands it over: Salt's _stamp (the reporter's clock, UTC)."""
+    stamp = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+    return {"id": "B", "reporter": "B", "peer": "A", "_stamp": stamp, **data}
+
+
+def test_a_new_loss_after_the_host_came_back_is_not_taken_for_a_repeat(io, tmp_path):
+    eng = engine(io, tmp_path)
+    first = eng.handle("A", "B", EVENT)
+    io.leases_of["A"] = []  # the survivors hold those leases now
+    io.clock += 120  # A came back, nobody marked it recovered yet (the schedule runs later)
+    # a late copy of the old claim: the reporter last heard A before that failover began
+    late = eng.handle("A", "C", {**_stamped(io.now() - 60, age=70.0), "id": "C", "reporter": "C"})
+    assert late["duplicate"] is True and late["id"] == first["id"]
+    # a new loss: the reporter heard A 2.1 s before it fired, long after the first failover
+    again = eng.handle("A", "B", _stamped(io.now(), age=2.1))
+    assert again["state"] == "done" and again["id"] != first["id"]
+    assert io.calls.count("fence_ipmi") == 2  # corroborated and fenced afresh
+    journal = xenha_store.load(str(tmp_path), xf.journal_name("A"))
+    assert [h["state"] for h in journal["history"]][-1] == "done"
+    recovered = [d for t, d in io.events if t.endswith("/recovered")]
+    assert recovered == [{"host": "A", "failover": first["id"], "reason": recovered[0]["reason"]}]
+    assert "heard again 2.1 s before a new loss" in recovered[0]["reason"]
+
+
+def test_claim_time_reads_salts_stamp_or_falls_back():
+    assert xf.claim_time({"_stamp": "2026-11-26T15:11:04.5+00:00"}, 0) == 1795705864.5
+    assert xf.claim_time({"_stamp": "2026-11-26T15:11:04.5"}, 0) == 1795705864.5  # naive: UTC
+    assert xf.claim_time({"_stamp": "yesterday"}, 7.0) == 7.0
+    assert xf.claim_time(None, 7.0) == 7.0
 
 
 def test_host_back_after_failover_rejoins_healthy(io, tmp_path):
