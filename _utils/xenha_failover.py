@@ -647,7 +647,16 @@ class Engine:
             # e.g. a master restarted before its minions reconnected: "no room anywhere" now
             # would end the failover with nothing restarted
             return self._plan_blocked(record, "no survivor answered with its free memory")
-        plan = restart_plan(host, members, snapshot, self._host_states(), leased)
+        states = self._host_states()
+        plan = restart_plan(host, members, snapshot, states, leased)
+        unplaced = any(e["state"] == "unplaced" for e in plan["domus"].values())
+        suspects = sorted(h for h in snapshot if states.get(h) == "suspect")
+        if unplaced and suspects:
+            # a survivor under a claim still being checked (e.g. one an isolated host made):
+            # it is cleared or fenced within seconds, so wait for that, not "no room"
+            return self._plan_blocked(
+                record, f"survivors {', '.join(suspects)} are suspect (their check runs)"
+            )
         self._set(record, RESTARTING, domus=plan["domus"], order=plan["order"])
         return True
 

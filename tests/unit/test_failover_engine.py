@@ -278,6 +278,19 @@ def test_a_start_that_failed_while_the_survivor_was_away_is_tried_again(io, tmp_
     assert sorted(copies(io)) == ["db01", "tiny", "web01"]
 
 
+def test_a_suspect_survivor_is_waited_for_not_taken_for_no_room(io, tmp_path):
+    # an isolated host also claimed B and C lost: their own checks run while A's plan is made
+    looks = []
+    io.host_states = lambda: (
+        looks.append(1) or ({"B": "suspect", "C": "suspect"} if len(looks) < 2 else {})
+    )
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done" and result["not_restarted"] == {}
+    assert sorted(copies(io)) == ["db01", "tiny", "web01"]
+    blocked = [d["reason"] for t, d in io.events if t.endswith("/blocked")]
+    assert blocked == ["fenced, but survivors B, C are suspect (their check runs)"]
+
+
 def test_no_survivor_answering_the_plan_blocks_and_retries_instead_of_ending(io, tmp_path):
     snapshot, silent = io.snapshot, [{}, {}]  # the prefetch and the plan's own read
     io.snapshot = lambda hosts: silent.pop() if silent else snapshot(hosts)
