@@ -771,12 +771,10 @@ class Engine:
             self._announce(record, name, target=entry["target"], seconds=took)
 
     def _announce(self, record, name, **data):
-        """Audit and fire ``domu_started``, then persist it: a master killed in between leaves
-        the domU ``starting``, so the resume finds it running and announces it again (at least
-        once; persisted first, a kill there would lose the event)."""
+        """Audit ``domu_started`` and fire it; the entry's new state is saved together with
+        the event (see _emit), so a master killed in between fires it on resume."""
         self._audit(record["host"], "domu_started", domu=name, **data)
         self._emit(record, "domu_started", domu=name, **data)
-        self._save(record)
 
     def _locate(self, name, record, members):
         for where, info in self._survivors(record, members).items():

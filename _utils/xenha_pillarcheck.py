@@ -378,16 +378,16 @@ def _leases(data, ocfs2):
 FAILOVER_SECONDS = (
     "corroborate_window", "ping_timeout", "expiry_margin", "retry_base", "retry_max", "retry_for",
 )  # fmt: skip
+FAILOVER_KEYS = (*FAILOVER_SECONDS, "start_tries")
 
 
 def _failover(data):
     """The failover engine's settings: only those given (the engine has the defaults)."""
     path = ROOT / "failover"
     data = _mapping(data, path, required=False)
-    unknown = sorted(set(data) - {*FAILOVER_SECONDS, "start_tries"})
+    unknown = sorted(set(data) - set(FAILOVER_KEYS))
     if unknown:
-        known = ", ".join((*FAILOVER_SECONDS, "start_tries"))
-        (path / unknown[0]).fail(f"unknown setting (known: {known})")
+        (path / unknown[0]).fail(f"unknown setting (known: {', '.join(FAILOVER_KEYS)})")
     failover = {key: _number(data, key, path, None) for key in FAILOVER_SECONDS if key in data}
     if "start_tries" in data:
         failover["start_tries"] = _integer(data, "start_tries", path, 1, 100)
