@@ -430,6 +430,12 @@ class Engine:
             self._mark_recovered(record)
         return back
 
+    def _revived(self, host, members):
+        """True (and ``host`` marked healthy) if its finished failover's host is back."""
+        with run_lock(self.cachedir, host) as mine:
+            record = load(self.cachedir, host) if mine else {}
+            return record.get("state") == DONE and self._recovered(record, members)
+
     def _heard_since(self, record, event):
         """
         True (and the old failover marked recovered) if the claim's reporter last heard the
@@ -648,6 +654,10 @@ class Engine:
             # would end the failover with nothing restarted
             return self._plan_blocked(record, "no survivor answered with its free memory")
         states = self._host_states()
+        # a survivor still marked fenced by its own, finished failover answered: if it is back
+        # (as the scheduled resume would find a minute later), it is a target again now
+        if any([self._revived(h, members) for h in snapshot if states.get(h) == FENCED]):
+            states = self._host_states()
         plan = restart_plan(host, members, snapshot, states, leased)
         unplaced = any(e["state"] == "unplaced" for e in plan["domus"].values())
         suspects = sorted(h for h in snapshot if states.get(h) == "suspect")

@@ -414,11 +414,17 @@ def test_timeline_reads_the_first_of_each_step_of_one_hosts_failover(tmp_path):
     ]
 
 
+def ran(log):
+    """How often the service ran: 0 until the background shell (it outlives the launcher)
+    has opened its log."""
+    return log.read_text().count("ran") if log.exists() else 0
+
+
 def test_a_lab_service_is_restarted_when_it_exits(tmp_path):
     pidfile, log = tmp_path / "pid", tmp_path / "log"
     subprocess.run(_daemon(["echo", "ran"], pidfile, log), check=True, timeout=10)
     pid = int(pidfile.read_text())
     try:
-        wait_for(lambda: log.read_text().count("ran") >= 2, 20, "the service to run twice")
+        wait_for(lambda: ran(log) >= 2, 20, "the service to run twice")
     finally:
         os.killpg(pid, signal.SIGKILL)  # the loop is its own session: its group is ours

@@ -291,6 +291,40 @@ def test_a_suspect_survivor_is_waited_for_not_taken_for_no_room(io, tmp_path):
     assert blocked == ["fenced, but survivors B, C are suspect (their check runs)"]
 
 
+def fenced_earlier(io, tmp_path, host):
+    """``host`` fenced by an earlier, finished failover, as the store keeps it; the store dir."""
+    cachedir = str(tmp_path)
+    xenha_store.save(cachedir, "hoststate", {host: {"state": "fenced", "by": "failover"}})
+    old = {"host": host, "id": f"{host}-old", "state": "done", "started": 1.0, "history": []}
+    xenha_store.save(cachedir, xf.journal_name(host), old)
+    io.host_states = lambda: {
+        h: m["state"] for h, m in xenha_store.load(cachedir, "hoststate").items()
+    }
+    return cachedir
+
+
+def test_a_survivor_back_from_its_own_failover_is_a_target_before_the_resume_sees_it(io, tmp_path):
+    # B was fenced by an earlier failover and powered on again; the scheduled resume has not
+    # marked it healthy yet when A dies: without B, C has room for only part of A's domUs
+    cachedir = fenced_earlier(io, tmp_path, "B")
+    result = engine(io, tmp_path).handle("A", "C", {**EVENT, "id": "C", "reporter": "C"})
+    assert result["state"] == "done" and result["not_restarted"] == {}
+    assert sorted(copies(io)) == ["db01", "tiny", "web01"]
+    assert xf.load(cachedir, "B")["state"] == "recovered"
+    assert ("xenha/failover/B/recovered", {"host": "B", "failover": "B-old"}) in io.events
+    assert xenha_store.load(cachedir, "hoststate")["A"]["state"] == "fenced"
+
+
+def test_a_survivor_still_down_after_its_failover_stays_out_of_the_plan(io, tmp_path):
+    cachedir = fenced_earlier(io, tmp_path, "B")
+    io.ping = lambda host: False  # B's snapshot answer came, but B does not answer pings
+    io.lease_state["B"] = "expired"
+    result = engine(io, tmp_path).handle("A", "C", {**EVENT, "id": "C", "reporter": "C"})
+    assert xf.load(cachedir, "B")["state"] == "done"
+    assert not any(host == "B" for _, host in io.starts)
+    assert result["not_restarted"]
+
+
 def test_no_survivor_answering_the_plan_blocks_and_retries_instead_of_ending(io, tmp_path):
     snapshot, silent = io.snapshot, [{}, {}]  # the prefetch and the plan's own read
     io.snapshot = lambda hosts: silent.pop() if silent else snapshot(hosts)
