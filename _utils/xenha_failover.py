@@ -516,10 +516,13 @@ class Engine:
             self._pool.submit(self._leased, record, members),
             self._pool.submit(self._survivors, record, members),
         )
-        seen, alive = self._watch_lease(record, members)
-        reachable = pinged.result() is True
-        if reachable:
+        watched = self._pool.submit(self._watch_lease, record, members)
+        # an answered ping clears the suspicion without waiting for the lease watch, which
+        # (through a reporter that may itself be cut off) can take its whole timeout: another
+        # host's failover does not target a suspect host meanwhile
+        if pinged.result() is True:
             return self._ignore(record, "the master still reaches the host's minion")
+        seen, alive = watched.result()
         if alive:
             # alive but cut off: resume() looks again (o2cb may still fence it)
             return self._ignore(

@@ -354,6 +354,28 @@ def test_host_answering_the_master_is_not_fenced(io, tmp_path):
     assert "A" not in xenha_store.load(str(tmp_path), "hoststate")
 
 
+def test_an_answered_ping_clears_the_suspicion_before_the_lease_watch_ends(io, tmp_path):
+    # the reporter is cut off: its look at the lease hangs until its call times out
+    io.reachable.add("A")
+    order, released = [], threading.Event()
+    observe = io.observe
+
+    def slow_observe(observer, host, duration):
+        released.wait(10)
+        order.append("lease watch ended")
+        return observe(observer, host, duration)
+
+    def fire(tag, data):
+        order.append(tag)
+        if tag.endswith("/ignored"):
+            released.set()
+
+    io.observe, io.fire = slow_observe, fire
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "ignored" and "reaches the host" in result["reason"]
+    assert order.index("xenha/failover/A/ignored") < order.index("lease watch ended")
+
+
 def test_isolated_host_that_still_renews_keeps_its_domus(io, tmp_path):
     io.lease_state["A"] = "advancing"
     result = engine(io, tmp_path).handle("A", "B", EVENT)
