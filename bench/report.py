@@ -31,9 +31,9 @@ THESIS_TABLE9 = {  # ab -n 200000 -kc 10
 WHY = {
     "lab_unavailability": (
         "the guest is stopped for QEMU's last copy, the target's loading of the stream's end "
-        "and xl's ssh handshake (about 110 ms median at load 8-11, migrations.jsonl), then the "
-        "new QEMU translates the guest's code afresh under TCG on two shared cores (about 90 ms "
-        "more); ping itself runs 60-100 ms late at that load (docs/lab.md, migration)"
+        "and xl's ssh handshake (each migration's phases: migrations.jsonl), then the new QEMU "
+        "translates the guest's code afresh under TCG on two shared cores; ping itself runs "
+        "late on a loaded machine (docs/lab.md, migration)"
     ),
     "lab_bulk": (
         "the guest is emulated (TCG): the migration thread and the guest's httpd share the "
@@ -50,9 +50,9 @@ WHY = {
     ),
     "lab_evacuation": (
         "the call has a fixed part (salt-run start-up and pillar, the snapshot and plan, exit: "
-        "about 3 s) and each move a Salt job round trip and the confirming listing (about "
-        "0.6-0.8 s), against lab migrations of about 2 s each (fixed_s and per_move_s in "
-        "the result)"
+        "fixed_median_s) and each move a Salt job round trip and the confirming listing "
+        "(per_move_median_s), seconds that do not shrink with the lab's migrations of one to "
+        "two seconds each (raw_sum_s)"
     ),
     "evacuation": "see bench/evacuation.py (stand-in toolstack with a fixed migration delay)",
     "planner": "see bench/planner.py",
