@@ -1127,9 +1127,10 @@ def ack_fence(host):
 def failover_resume():
     """
     Continue every failover left unfinished (master restart, blocked past its retry window),
-    look again at isolated hosts that still renewed their lease, and mark failed-over hosts
-    that are back as healthy. Safe to run at any time (e.g. from the master's schedule);
-    returns one row per journal.
+    look again at isolated hosts that still renewed their lease, mark failed-over hosts that
+    are back as healthy, and start the domUs of a host still down that fitted nowhere once a
+    survivor has room. Safe to run at any time (e.g. from the master's schedule); returns one
+    row per journal.
 
     CLI Example:
 

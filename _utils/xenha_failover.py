@@ -377,7 +377,8 @@ class Engine:
             self._flush(record)
             members = self.io.members()
             if record.get("state") == DONE:
-                self._recovered(record, members)
+                if not self._recovered(record, members) and self._replanned(record, members):
+                    return self._drive(record, members)
                 return self._summary(load(self.cachedir, host) or record)
             if record.get("state") == IGNORED and record.get("recheck"):
                 # an isolated host that still renewed: is it still unreachable, lease stopped?
@@ -671,6 +672,29 @@ class Engine:
                 record, f"survivors {', '.join(suspects)} are suspect (their check runs)"
             )
         self._set(record, RESTARTING, domus=plan["domus"], order=plan["order"])
+        return True
+
+    def _replanned(self, record, members):
+        """
+        True (journal back to ``restarting``) if domUs of a finished failover that fitted
+        nowhere now have room, e.g. after an operator freed memory. Only while the dead host
+        stays down: once it is back, its domUs are its operator's again.
+        """
+        unplaced = [
+            name
+            for name, entry in (record.get("domus") or {}).items()
+            if entry["state"] == "unplaced" and name in members["domus"]
+        ]
+        snapshot = self._survivors(record, members) if unplaced else {}
+        if not snapshot:
+            return False
+        plan = restart_plan(record["host"], members, snapshot, self._host_states(), unplaced)
+        placed = {n: e for n, e in plan["domus"].items() if e["state"] != "unplaced"}
+        if not placed:
+            return False
+        record["domus"].update(placed)
+        self._audit(record["host"], "replanned", failover=record["id"], domus=sorted(placed))
+        self._set(record, RESTARTING, reason="room for domUs that fitted nowhere")
         return True
 
     def _plan_blocked(self, record, why):

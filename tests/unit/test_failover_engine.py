@@ -231,6 +231,31 @@ def test_domus_that_fit_nowhere_are_reported_not_dropped(io, tmp_path):
     assert "db01" in io.events[-1][1]["not_restarted"]
 
 
+def test_a_domu_that_fitted_nowhere_is_started_by_a_resume_once_there_is_room(io, tmp_path):
+    io.free = {"B": 600, "C": 200}
+    engine(io, tmp_path).handle("A", "B", EVENT)
+    # no room yet: the resume changes nothing and fires nothing
+    fired = len(io.events)
+    assert engine(io, tmp_path).resume("A")["not_restarted"].keys() == {"db01"}
+    assert len(io.events) == fired and xf.load(str(tmp_path), "A")["state"] == "done"
+    io.free["C"] += 1024  # the operator stopped something on C
+    result = engine(io, tmp_path).resume("A")
+    assert result["state"] == "done" and result["not_restarted"] == {}
+    assert result["domus"]["db01"]["state"] == "started" and result["domus"]["db01"]["host"] == "C"
+    assert sorted(copies(io).items()) == [("db01", ["C"]), ("tiny", ["C"]), ("web01", ["B"])]
+    assert [d["domu"] for t, d in io.events if t.endswith("/domu_started")][-1] == "db01"
+    assert xenha_store.load(str(tmp_path), "hoststate")["A"]["state"] == "fenced"
+
+
+def test_a_domu_that_fitted_nowhere_stays_down_once_its_host_is_back(io, tmp_path):
+    io.free = {"B": 600, "C": 200}
+    engine(io, tmp_path).handle("A", "B", EVENT)
+    io.free["C"] += 1024
+    io.reachable.add("A")  # powered on again: its domUs are its operator's again
+    assert engine(io, tmp_path).resume("A")["state"] == "recovered"
+    assert "db01" not in copies(io)
+
+
 def test_unknown_domu_and_failed_start_are_reported(io, tmp_path):
     io.leases_of["A"].append("stray")
     io.start_fail.add("web01")
