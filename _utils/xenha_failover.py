@@ -638,6 +638,17 @@ class Engine:
         states = self._safe(self.io.host_states)
         return states if isinstance(states, dict) else {}
 
+    def _target_states(self, snapshot, members):
+        """
+        The host marks a restart plan reads. A survivor in ``snapshot`` still marked fenced by
+        its own, finished failover answered: if it is back (as the scheduled resume would find
+        a minute later), it is marked healthy and is a target now.
+        """
+        states = self._host_states()
+        if any([self._revived(h, members) for h in snapshot if states.get(h) == FENCED]):
+            states = self._host_states()
+        return states
+
     def _plan(self, record, members):
         host = record["host"]
         leased = snapshot = None
@@ -657,11 +668,7 @@ class Engine:
             # e.g. a master restarted before its minions reconnected: "no room anywhere" now
             # would end the failover with nothing restarted
             return self._plan_blocked(record, "no survivor answered with its free memory")
-        states = self._host_states()
-        # a survivor still marked fenced by its own, finished failover answered: if it is back
-        # (as the scheduled resume would find a minute later), it is a target again now
-        if any([self._revived(h, members) for h in snapshot if states.get(h) == FENCED]):
-            states = self._host_states()
+        states = self._target_states(snapshot, members)
         plan = restart_plan(host, members, snapshot, states, leased)
         unplaced = any(e["state"] == "unplaced" for e in plan["domus"].values())
         suspects = sorted(h for h in snapshot if states.get(h) == "suspect")
@@ -688,7 +695,8 @@ class Engine:
         snapshot = self._survivors(record, members) if unplaced else {}
         if not snapshot:
             return False
-        plan = restart_plan(record["host"], members, snapshot, self._host_states(), unplaced)
+        states = self._target_states(snapshot, members)
+        plan = restart_plan(record["host"], members, snapshot, states, unplaced)
         placed = {n: e for n, e in plan["domus"].items() if e["state"] != "unplaced"}
         if not placed:
             return False
@@ -706,6 +714,8 @@ class Engine:
         return self._wait_or_leave(record)
 
     def _wait_or_leave(self, record):
+        """Sleep ``retry_base`` and return True, or False if that passes this call's retry
+        window (the journal stays as saved; a resume goes on from there)."""
         if self.io.mono() + self.conf["retry_base"] > self._retry_until:
             return False
         self.io.sleep(self.conf["retry_base"])
@@ -744,9 +754,8 @@ class Engine:
             for name, entry in record["domus"].items()
             if entry["state"] == "failed" and entry.get("tries", 1) < self.conf["start_tries"]
         ]
-        if not failed or self.io.mono() + self.conf["retry_base"] > self._retry_until:
+        if not failed or not self._wait_or_leave(record):
             return False
-        self.io.sleep(self.conf["retry_base"])
         again = False
         for name, entry in failed:
             where = self._locate(name, record, members)

@@ -22,7 +22,6 @@ and the maintenance mark; planning: the snapshot and the plan; other; exit: salt
 """
 
 import json
-import statistics
 import time
 
 from bench import lab_common
@@ -133,11 +132,8 @@ def measure(bench, guests):
 def _medians(split):
     """{phase: median seconds} over the moves' phase splits ({} when there are none)."""
     names = [name for name, _, _ in PHASES] + ["journal", "target_looks"]
-    return {
-        n: round(statistics.median(p[n] for p in split if p.get(n) is not None), 3)
-        for n in names
-        if any(p.get(n) is not None for p in split)
-    }
+    medians = {n: lab_common.stats([p.get(n) for p in split])["median"] for n in names}
+    return {n: m for n, m in medians.items() if m is not None}
 
 
 def run(runs=2, bench=None, guests=GUESTS):
