@@ -10,8 +10,9 @@ Inputs:
 - ``maintenance``: the store's maintenance document, ``{host: {...}}``.
 - ``hoststate``: the store's hoststate document (failover), ``{host: {"state": ...}}``.
 
-Host state, most serious first: ``fenced`` (failover fenced it), ``down`` (no answer, or no
-working toolstack on a VM host), ``suspect`` (failover suspects it), ``maintenance``, ``up``.
+Host state, most serious first: ``fenced`` (failover fenced it), ``degraded`` (its toolstack
+failed: no target), ``down`` (no answer, or no working toolstack on a VM host), ``suspect``
+(failover suspects it), ``maintenance``, ``up``.
 Only ``up`` hosts are placement targets.
 """
 
@@ -28,8 +29,8 @@ def split_name(name):
 
 def _host_state(name, spec, report, maintenance, hoststate):
     marked = (hoststate.get(name) or {}).get("state")
-    if marked == "fenced":
-        return "fenced"
+    if marked in ("fenced", "degraded"):
+        return marked
     if report is None:
         return "down"
     if spec.get("role") == "vmhost" and not report.get("info"):
@@ -116,9 +117,33 @@ def build(cluster, reports, maintenance=None, hoststate=None):
             entry["memory_mib"] = 0
             problems.append(f"domU {name}: memory unknown (set xenha:domus:{name}:memory_mib)")
     for name, host in sorted(hosts.items()):
-        if host["state"] == "down" and host["role"] == "vmhost":
-            problems.append(f"host {name} is down: {host['error'] or 'no working toolstack'}")
+        problems += _host_problems(name, host)
+    silent = sorted(h for h, host in hosts.items() if host["error"] == "no answer")
+    for name, entry in sorted(domus.items()):
+        if entry["managed"] and not entry["running_on"]:
+            unknown = f" (no answer from {', '.join(silent)})" if silent else ""
+            problems.append(f"domU {name} is not running anywhere{unknown}")
     return {"hosts": hosts, "domus": domus, "problems": problems}
+
+
+# the plumbing checks that matter per role (a storage host has no iSCSI session or OCFS2 mount)
+ROLE_CHECKS = {"vmhost": ("clock", "iscsi", "ocfs2"), "storage": ("clock",)}
+
+
+def _host_problems(name, host):
+    """Every reason a host is not a healthy member: its state, then each failed check."""
+    problems = []
+    if host["state"] == "down" and host["role"] == "vmhost":
+        problems.append(f"host {name} is down: {host['error'] or 'no working toolstack'}")
+    elif host["state"] in ("fenced", "suspect", "degraded"):
+        problems.append(f"host {name} is {host['state']} (failover)")
+    elif host["state"] == "down":
+        problems.append(f"host {name} does not answer")
+    for check in ROLE_CHECKS.get(host["role"], ()):
+        result = host["checks"].get(check)
+        if result and not result.get("ok"):
+            problems.append(f"host {name}: {check}: {result.get('detail', 'failed')}")
+    return problems
 
 
 def _locate(name, entry, where):

@@ -53,7 +53,10 @@ def test_hosts_states_and_memory():
     assert hosts["ServVirt2"]["maintenance"] is True
     assert hosts["ServDB"]["error"] is None
     assert hosts["ServVirt3"]["error"] == "no answer"
-    assert snap["problems"] == ["host ServVirt3 is down: no answer"]
+    assert snap["problems"] == [
+        "host ServVirt3 is down: no answer",
+        "domU idle01 is not running anywhere (no answer from ServVirt3)",
+    ]
 
     domus = snap["domus"]
     assert domus["web01"]["host"] == "ServVirt1"
@@ -183,3 +186,22 @@ def test_parse_sessions_and_mounts():
     ]
     mounts = "/dev/sdc /cluster ocfs2 rw,relatime 0 0\n/dev/sdd /mnt/with\\040space ext4 rw 0 0\n"
     assert pre.parse_mounts(mounts) == {"/cluster": "ocfs2", "/mnt/with space": "ext4"}
+
+
+def test_problems_name_every_failed_check_and_every_marked_host():
+    bad = report(2000, domus={"web01": 512, "db01": 768, "idle01": 128})
+    bad["checks"] = {
+        "clock": {"ok": True, "detail": "offset +0.000001 s"},
+        "iscsi": {"ok": False, "detail": "no iSCSI session"},
+        "ocfs2": {"ok": True, "detail": "/cluster mounted (ocfs2)"},
+    }
+    reports = {"ServVirt1": bad, "ServVirt2": report(3000), "ServVirt3": report(3000)}
+    reports["ServDB"] = {"info": None, "domains": None, "checks": {"clock": {"ok": False}}}
+    hoststate = {"ServVirt2": {"state": "fenced"}, "ServVirt3": {"state": "suspect"}}
+    snap = xenha_snapshot.build(CLUSTER, reports, hoststate=hoststate)
+    assert snap["problems"] == [
+        "host ServDB: clock: failed",
+        "host ServVirt1: iscsi: no iSCSI session",
+        "host ServVirt2 is fenced (failover)",
+        "host ServVirt3 is suspect (failover)",
+    ]
