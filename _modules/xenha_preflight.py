@@ -28,6 +28,8 @@ __virtualname__ = "xenha_preflight"
 
 DEFAULT_MAX_OFFSET = 0.5  # seconds; OCFS2 and lease expiry want clocks close together
 SSH_TIMEOUT = 5
+# what `xl migrate-receive` prints first (tools/xl/xl_migrate.c, migrate_receiver_banner)
+MIGRATE_BANNER = "xl migration receiver ready, send binary domain data."
 ARRIVAL_POLL = 0.25  # seconds between looks at the toolstack while waiting for a domU to arrive
 
 
@@ -80,11 +82,16 @@ def _result(ok, detail):
     return {"ok": bool(ok), "detail": detail}
 
 
-def _run(argv, timeout=None):
+def _run(argv, timeout=None, stdin=None):
     """cmd.run_all without raising: (retcode, stdout, stderr); a missing binary is rc 127."""
     try:
         ret = __salt__["cmd.run_all"](
-            argv, python_shell=False, ignore_retcode=True, timeout=timeout, output_loglevel="quiet"
+            argv,
+            python_shell=False,
+            ignore_retcode=True,
+            timeout=timeout,
+            output_loglevel="quiet",
+            stdin=stdin,
         )
     except CommandExecutionError as err:  # e.g. the command is not on PATH
         return 127, "", str(err)
@@ -179,13 +186,26 @@ def ocfs2(mount_point=None):
     return _result(True, f"{point} mounted (ocfs2)")
 
 
-def _ssh(peer, port):
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_TIMEOUT}"]
-    argv += ["-p", str(port), peer, "true"]
-    retcode, out, err = _run(argv, timeout=SSH_TIMEOUT * 2)
-    if retcode:
-        return _cmd_problem(argv, retcode, err or out)
-    return _result(True, f"ssh to {peer} works")
+def _ssh(peer):
+    """
+    The check a live migration's own transport passes: ssh with the migration key and options
+    (``xenha_xen.ssh_command``) to ``xl migrate-receive`` on the peer, which the peer's forced
+    command allows and which answers with xl's receiver banner; with no domain data on stdin it
+    then gives up and starts nothing. A plain ``ssh peer true`` is refused by that forced
+    command although migrations work.
+    """
+    if "xenha_xen.ssh_command" not in __salt__:
+        return _result(False, "no migration transport: xenha_xen is not loaded here (no xl)")
+    try:
+        argv = __salt__["xenha_xen.ssh_command"]().split()
+    except CommandExecutionError as err:
+        return _result(False, f"no migration transport: {err}")
+    argv += [peer, "xl", "migrate-receive"]
+    # no domain data on stdin: the receiver stops after its banner
+    _, out, err = _run(argv, timeout=SSH_TIMEOUT * 3, stdin="")
+    if MIGRATE_BANNER in out:
+        return _result(True, f"xl migrate-receive on {peer} answers over ssh")
+    return _result(False, f"{' '.join(argv)}: no receiver banner: {(err or out).strip()[:200]}")
 
 
 def _tcp(peer, port):
@@ -199,8 +219,9 @@ def _tcp(peer, port):
 def transport(peers, toolstack=None):
     """
     Whether live migration from this host can reach each of ``peers`` (host names as the
-    toolstack addresses them): ``{peer: {"ok", "detail"}}``. ``xl`` migrates over root ssh,
-    ``xm`` over the xend relocation port (pillar ``xenha:xen``).
+    toolstack addresses them): ``{peer: {"ok", "detail"}}``. ``xl`` migrates over root ssh
+    with the migration key, so the check asks the peer's ``xl migrate-receive`` for its banner
+    the same way; ``xm`` migrates over the xend relocation port (pillar ``xenha:xen``).
 
     CLI Example:
 
@@ -221,7 +242,7 @@ def transport(peers, toolstack=None):
             port = relocation.get("ssl_port", 8003) if ssl else relocation.get("port", 8002)
             results[peer] = _tcp(peer, port)
         else:
-            results[peer] = _ssh(peer, (xen.get("ssh") or {}).get("port", 22))
+            results[peer] = _ssh(peer)
     return results
 
 

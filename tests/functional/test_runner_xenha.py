@@ -58,8 +58,11 @@ elif tool == "iscsiadm":
     print("tcp: [1] 192.168.25.12:3260,1 iqn.2009-06.br.example:storage.cluster (non-flash)")
 elif tool == "ssh":
     if not me.get("ssh", True):
-        print("ssh: connect to host %s port 22: No route to host" % sys.argv[-2], file=sys.stderr)
+        print("ssh: connect to host %s port 22: No route to host" % sys.argv[-3], file=sys.stderr)
         sys.exit(255)
+    if sys.argv[-1] == "migrate-receive":  # the forced command lets only this through
+        print("xl migration receiver ready, send binary domain data.")
+        sys.exit(1)  # no domain data on stdin
 """
 
 
