@@ -389,14 +389,25 @@ class Engine:
             return self._drive(record, members)
 
     def ack(self, host, by="operator"):
-        """Record an operator's manual fence of ``host``, then complete a blocked failover."""
+        """
+        Record an operator's manual fence of ``host``, then complete a blocked failover. Only
+        while a failover of ``host`` is under way: an ack is for that failover (a new one
+        forgets old acks), so one given with none running would be a false record.
+        """
+        record = load(self.cachedir, host)
+        if record.get("state") not in ACTIVE:
+            state = record.get("state") or "none recorded"
+            reason = f"no failover of {host} is waiting for a fence (last failover: {state})"
+            return {
+                "host": host,
+                "acknowledged": False,
+                "state": record.get("state"),
+                "reason": reason,
+            }
         xenha_store.save(
             self.cachedir, ack_name(host), {"host": host, "time": self.io.now(), "by": by}
         )
         self._audit(host, "ack_fence", by=by)
-        record = load(self.cachedir, host)
-        if record.get("state") not in ACTIVE:
-            return {"host": host, "acknowledged": True, "state": record.get("state")}
         return {"acknowledged": True, **self.resume(host)}
 
     # the machine
@@ -706,19 +717,27 @@ class Engine:
         return True
 
     def _plan_blocked(self, record, why):
-        """The host stays fenced; only the planning is retried (now, or by a resume)."""
+        """
+        The host stays fenced; only the planning is retried, after a back-off that doubles up
+        to ``retry_max`` (now, or by a resume). ``blocked`` fires when the reason is new: the
+        audit trail has every retry, the bus is not flooded with the same news.
+        """
         reason = f"fenced, but {why}"
-        record["reason"] = reason
+        record["plan_attempts"] = record.get("plan_attempts", 0) + 1
         self._audit(record["host"], "blocked", failover=record["id"], reason=reason)
-        self._emit(record, "blocked", reason=reason)
-        return self._wait_or_leave(record)
+        if record.get("reason") != reason:
+            record["reason"] = reason
+            self._emit(record, "blocked", reason=reason)
+        wait = backoff(record["plan_attempts"], self.conf["retry_base"], self.conf["retry_max"])
+        return self._wait_or_leave(record, wait)
 
-    def _wait_or_leave(self, record):
-        """Sleep ``retry_base`` and return True, or False if that passes this call's retry
-        window (the journal stays as saved; a resume goes on from there)."""
-        if self.io.mono() + self.conf["retry_base"] > self._retry_until:
+    def _wait_or_leave(self, record, wait=None):
+        """Sleep ``wait`` (default ``retry_base``) and return True, or False if that passes
+        this call's retry window (the journal stays as saved; a resume goes on from there)."""
+        wait = self.conf["retry_base"] if wait is None else wait
+        if self.io.mono() + wait > self._retry_until:
             return False
-        self.io.sleep(self.conf["retry_base"])
+        self.io.sleep(wait)
         return True
 
     def _restart(self, record, members):
@@ -739,9 +758,22 @@ class Engine:
             for n, e in record["domus"].items()
             if e["state"] not in ("started", "running")
         }
+        down.update(self._unaccounted(record, members))
         self._queue(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
         self._set(record, DONE, seconds=total, not_restarted=down)
         return True
+
+    def _unaccounted(self, record, members):
+        """
+        Pillar domUs that run on no survivor and that the dead host held no lease for: maybe
+        stopped on purpose, maybe lost with it (started without a lease). Never restarted on
+        that doubt, never left silent: ``done`` names them.
+        """
+        others = sorted(set(members["domus"]) - set(record.get("domus") or {}))
+        snapshot = self._survivors(record, members) if others else {}
+        running = {d for info in snapshot.values() for d in info.get("domus", ())}
+        why = f"running nowhere, and {record['host']} held no lease for it: not restarted"
+        return {name: why for name in others if snapshot and name not in running}
 
     def _retry_failed(self, record, members):
         """

@@ -688,3 +688,45 @@ def test_a_failover_held_by_another_process_is_joined(io, tmp_path):
         holder.kill()
         holder.wait()
     assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "done"  # lock gone with it
+
+
+# --- operator-facing truth ---
+
+
+def test_an_ack_with_no_failover_under_way_is_refused_and_not_recorded(io, tmp_path):
+    result = engine(io, tmp_path).ack("B")
+    assert result["acknowledged"] is False
+    assert "no failover of B is waiting for a fence" in result["reason"]
+    assert io.audits == [] and io.events == []
+    assert xenha_store.load(str(tmp_path), xf.ack_name("B")) == {}
+    engine(io, tmp_path).handle("A", "B", EVENT)  # a finished failover takes no ack either
+    audits = len(io.audits)
+    assert engine(io, tmp_path).ack("A")["acknowledged"] is False
+    assert len(io.audits) == audits
+
+
+def test_a_blocked_planning_backs_off_and_fires_blocked_once_per_reason(io, tmp_path):
+    def unreadable(observer, host):
+        raise RuntimeError("lease directory unreadable")
+
+    io.leased_domus = unreadable
+    eng = engine(io, tmp_path, retry_base=5, retry_max=40, retry_for=120)
+    result = eng.handle("A", "B", EVENT)
+    assert result["state"] == "fenced"  # fenced, planning left to a resume
+    blocked = [d["reason"] for t, d in io.events if t.endswith("/blocked")]
+    assert blocked == ["fenced, but no survivor could list the dead host's leases"]
+    audited = [a for a in io.audits if a["step"] == "blocked"]
+    assert len(audited) >= 4  # 5 + 10 + 20 + 40 s fit in 120 s; every retry is audited
+    assert io.starts == []
+
+
+def test_done_names_pillar_domus_that_run_nowhere_and_had_no_lease(io, tmp_path):
+    io.domus["orphan"] = {"config": "/c/orphan.cfg", "memory_mib": 64}
+    io.domus["elsewhere"] = {"config": "/c/elsewhere.cfg", "memory_mib": 64}
+    io.running["C"].append("elsewhere")
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done"
+    assert sorted(result["not_restarted"]) == ["orphan"]
+    assert "A held no lease for it: not restarted" in result["not_restarted"]["orphan"]
+    assert io.events[-1][1]["not_restarted"] == result["not_restarted"]
+    assert "orphan" not in [name for name, _ in io.starts]
