@@ -8,11 +8,15 @@ cluster description from the master's pillar view, calls the minions (``xenha_pr
 ``xenha_xen.migrate`` ...), fires events and keeps what must survive a master restart (the
 maintenance flags and each evacuation's journal) in ``xenha_store`` under the master cachedir.
 
-Results are data (lists of flat dicts), so ``--out=table``, ``--out=json`` and ``--out=yaml``
-all work. See docs/runner.md.
+Every command answers with a dict of data. Without ``--out`` salt-run prints it through the
+``xenha`` outputter (``_output/xenha.py``: one-line errors, aligned tables, a summary line);
+``--out=json|yaml`` gives the data itself. A bad argument or an outcome short of what was asked
+sets ``retcode`` in the data, which salt-run turns into its exit code. See docs/runner.md.
 """
 
 import contextlib
+import functools
+import inspect
 import logging
 import posixpath
 import threading
@@ -35,7 +39,10 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "xenha"
 
-CALL_TIMEOUT = 30  # seconds to wait for a report from a minion
+CALL_TIMEOUT = 30  # seconds to wait for a minion's answer to a call that does work
+# seconds status and plan wait for a host's report; hosts the failover marked fenced or suspect
+# are not waited for at all (an incident is when an operator needs a quick, true answer)
+REPORT_WAIT = 5
 MIGRATE_TIMEOUT = 900  # seconds one live migration may take before we stop waiting
 DEFAULT_PARALLEL = 2  # concurrent migrations when pillar xenha:evacuation:parallel is unset
 SETTLE_POLL = 0.5
@@ -46,6 +53,8 @@ KILL_TIMEOUT = 5  # seconds for saltutil.kill_job of a watch the runner no longe
 WATCH_POLL = 0.01  # seconds between looks for the arrival watch's answer on the master bus
 SHUTDOWN_TIMEOUT = 120  # seconds a domU gets to shut down cleanly for a cold move
 MACHINE_OUTPUTS = ("json", "yaml", "raw", "pprint", "newline_values_only")
+BAD_ARGUMENT, SHORT_OF_ASKED = 2, 1  # exit codes: the call was wrong; it did not achieve all
+MARKED_DOWN = ("fenced", "suspect")  # failover marks of hosts a report is not waited for
 MAINTENANCE = "maintenance"
 # plan's action per mode, for a domU that fits somewhere (True) or nowhere (False)
 ACTIONS = {
@@ -156,14 +165,65 @@ def _call_one(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kw
     return _call([minion], fun, arg, kwarg, timeout, **client_kwargs)[minion]
 
 
+_PRINT = threading.Lock()
+
+
+def _for_people():
+    """Whether salt-run prints for a person (no ``--out`` naming a machine format)."""
+    return __opts__.get("output") not in MACHINE_OUTPUTS
+
+
 def _progress(message, **data):
+    """
+    One progress line for the operator, and the same as an event under the runner's job tag.
+    Never through ``__jid_event__``: the movers' worker threads report here, and that shared
+    event object's loop is not thread-safe (fired from two threads at once it stopped the
+    loop under salt-run's own final event: "RuntimeError: Event loop stopped before Future
+    completed", the run lost with its result table).
+    """
     log.info("xenha: %s", message)
-    jid_event = globals().get("__jid_event__")
-    # salt-run prints progress events through the outputter: with --out=json/yaml that would
-    # interleave documents with the result, so scripts get the result alone (the named events
-    # on the bus still fire)
-    if jid_event is not None and __opts__.get("output") not in MACHINE_OUTPUTS:
-        jid_event.fire_event({"message": message, **data}, "progress")
+    jid = globals().get("__jid__")
+    if jid:
+        _fire(f"salt/run/{jid}/progress", {"message": message, **data})
+    if _for_people():
+        with _PRINT:
+            print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def _answer_for(data):
+    """A command's answer: its data, printed by the xenha outputter unless --out says else."""
+    return {"outputter": "xenha", "data": data}
+
+
+def _command(fun):
+    """
+    A public command: arguments bound before it runs, SaltInvocationError (a bad argument) and
+    CommandExecutionError (a failure) turned into one line with an exit code, instead of Salt's
+    docstring dump or traceback.
+    """
+    signature = inspect.signature(fun)
+
+    @functools.wraps(fun)
+    def command(*args, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as err:
+            error = f"xenha.{fun.__name__}: {err} (salt-run -d xenha.{fun.__name__} shows usage)"
+            return _answer_for({"error": error, "retcode": BAD_ARGUMENT})
+        try:
+            return _answer_for(fun(*args, **kwargs))
+        except SaltInvocationError as err:
+            return _answer_for({"error": f"xenha.{fun.__name__}: {err}", "retcode": BAD_ARGUMENT})
+        except CommandExecutionError as err:
+            return _answer_for({"error": f"xenha.{fun.__name__}: {err}", "retcode": SHORT_OF_ASKED})
+
+    return command
+
+
+def _short_of(data, summary):
+    """``data`` with its one-line ``summary`` and the exit code of an outcome short of asked."""
+    return {**data, "summary": summary, "retcode": SHORT_OF_ASKED}
 
 
 def _fire(tag, data):
@@ -245,31 +305,121 @@ class _Watch:
         return self.answer
 
 
-def _snapshot(cluster, checks=False, hosts=None, disks=False):
+def _reports(hosts, kwarg, wait=REPORT_WAIT, patient=False):
+    """
+    Each host's ``xenha_preflight.report``, asked of all at once: ``{host: (ok, value, s)}``
+    with the seconds its answer took. Waits at most ``wait`` s, and (unless ``patient``) not
+    at all for a host the failover marked fenced or suspect (its answer counts if it comes
+    while others are awaited).
+    """
+    hosts = sorted(set(hosts))
+    marks = {} if patient else _marks()[1]
+    needed = {h for h in hosts if (marks.get(h) or {}).get("state") not in MARKED_DOWN}
+    with _client_for_call() as client:
+        return _gather(client, hosts, needed, kwarg=kwarg, wait=wait, marks=marks)
+
+
+@contextlib.contextmanager
+def _client_for_call():
+    """This thread's reused client (inside _reused_clients), else one closed after the call."""
+    client = _client()
+    try:
+        yield client
+    finally:
+        if not _REUSE["on"]:
+            client.destroy()
+
+
+def _gather(client, hosts, needed, *, kwarg, wait, marks):
+    """Publish the report call once and collect answers until ``needed`` all came, or ``wait``."""
+    started = time.monotonic()
+    pub = client.run_job(
+        hosts, "xenha_preflight.report", kwarg=kwarg, tgt_type="list", timeout=wait, listen=True
+    )
+    if not pub or "jid" not in pub:
+        return {h: (False, "the master could not publish the report call", None) for h in hosts}
+    prefix = f"salt/job/{pub['jid']}/ret/"
+    got = {}
+    while not needed <= set(got) and (left := started + wait - time.monotonic()) > 0:
+        # wait must stay above 0: get_event(wait=0) blocks for ever
+        event = client.event.get_event(wait=max(min(left, 0.5), 0.01), tag=prefix, full=True)
+        minion = (event or {}).get("tag", "")[len(prefix) :]
+        if minion in hosts and minion not in got:
+            data = {"ret": event["data"].get("return"), **event["data"]}
+            answer = _answer(minion, "xenha_preflight.report", data, wait)
+            got[minion] = (*answer, round(time.monotonic() - started, 2))
+    for host in hosts:
+        if host not in got:
+            mark = (marks.get(host) or {}).get("state")
+            why = (
+                f"not waited for: marked {mark} by the failover"
+                if mark in MARKED_DOWN
+                else (f"no answer within {wait} s")
+            )
+            got[host] = (False, why, None)
+    return got
+
+
+def _snapshot(cluster, checks=False, hosts=None, disks=False, wait=CALL_TIMEOUT):
     """
     Ask cluster hosts (all, or ``hosts``) for their report and build the snapshot; a host not
-    asked is left as if it had not answered. ``disks``: with each domU's disk paths.
+    asked is left as if it had not answered. ``disks``: with each domU's disk paths. Each host
+    gets ``answered_s`` (how long its answer took; None: none came). ``wait``: seconds for the
+    answers (status and plan: REPORT_WAIT; moves, which need every target: CALL_TIMEOUT).
     """
     kwarg = {"checks": checks, **({"disks": True} if disks else {})}
     asked = cluster["hosts"] if hosts is None else hosts
-    answers = _call(asked, "xenha_preflight.report", kwarg=kwarg)
-    reports = {h: value if ok else None for h, (ok, value) in answers.items()}
+    answers = _reports(asked, kwarg, wait)
+    reports = {h: value if ok else None for h, (ok, value, _) in answers.items()}
     maintenance, hoststate = _marks()
     snap = xenha_snapshot.build(cluster, reports, maintenance, hoststate)
-    for host, (ok, value) in answers.items():
+    snap["reports"] = reports
+    for host, (ok, value, seconds) in answers.items():
+        snap["hosts"][host]["answered_s"] = seconds
         if not ok:
             snap["hosts"][host]["error"] = value
     return snap
 
 
+def _host_arg(host):
+    """A host argument with a valid name, else a bad-argument error naming it."""
+    try:
+        return xenha_names.check("host", host)
+    except CommandExecutionError as err:
+        raise SaltInvocationError(str(err)) from err
+
+
 def _vmhost(cluster, host):
-    xenha_names.check("host", host)
+    _host_arg(host)
     spec = (cluster.get("hosts") or {}).get(host)
+    known = ", ".join(_vmhost_names(cluster)) or "none"
     if spec is None:
-        raise SaltInvocationError(f"host {host!r} is not in xenha:hosts")
+        raise SaltInvocationError(f"host {host!r} is not in xenha:hosts (VM hosts: {known})")
     if spec.get("role", "vmhost") != "vmhost":
-        raise SaltInvocationError(f"host {host!r} has role {spec.get('role')!r}, not vmhost")
+        raise SaltInvocationError(
+            f"host {host!r} has role {spec.get('role')!r}, not vmhost (VM hosts: {known})"
+        )
     return spec
+
+
+def _room(reports):
+    """
+    The restart planner's view of hosts from their reports (None: no answer): ``{host:
+    {free_memory_mib, total_memory_mib, domus}}`` for each host whose toolstack answered. The
+    failover and ``plan HOST failure`` both read hosts through this.
+    """
+    found = {}
+    for host, report in reports.items():
+        info = (report or {}).get("info")
+        if not info:
+            continue
+        names = ((report.get("domains") or {}).get("domus") or {}).keys()
+        found[host] = {
+            "free_memory_mib": info["free_memory_mib"],
+            "total_memory_mib": info.get("total_memory_mib"),
+            "domus": sorted({xenha_snapshot.split_name(n)[0] for n in names}),
+        }
+    return found
 
 
 def _vmhost_names(cluster):
@@ -295,35 +445,48 @@ def _check_text(check):
     return ("ok: " if check.get("ok") else "PROBLEM: ") + check.get("detail", "")
 
 
-def _lease_states(snap):
-    """{host: lease verdict text}, each host's lease watched from one up peer (if any)."""
-    up = [h for h in xenha_snapshot.vmhosts(snap) if snap["hosts"][h]["state"] != "down"]
-    states = {}
+def _lease_states(snap, wait=REPORT_WAIT):
+    """
+    {host: lease verdict text}, each VM host's lease watched from one peer that answered the
+    report just now and that the failover has not marked (a fenced host is no observer).
+    """
+    hosts = xenha_snapshot.vmhosts(snap)
+    live = [h for h in hosts if snap["hosts"][h]["answered_s"] is not None]
+    live = [h for h in live if snap["hosts"][h]["state"] not in (*MARKED_DOWN, "down")]
 
     def watch(host):
-        peers = [p for p in up if p != host]
+        peers = [p for p in live if p != host]
         if not peers:
-            return "no peer to watch it"
-        ok, verdict = _call_one(peers[0], "xenha_lease.observe", [host])
+            return "unknown: no live peer to watch it"
+        # settled: the peer's renewer has watched this lease all along, so an unchanged lease
+        # is reported as such at once, not after a watch of its own
+        kwarg = {"duration": 2, "settled": 2}
+        ok, verdict = _call_one(peers[0], "xenha_lease.observe", [host], kwarg, timeout=wait)
         if not ok:
             return f"unknown ({verdict})"
         return f"{verdict.get('state')} (counter {verdict.get('counter')}, seen by {peers[0]})"
 
-    hosts = xenha_snapshot.vmhosts(snap)
     with ThreadPoolExecutor(max(1, min(8, len(hosts)))) as pool:
-        for host, text in zip(hosts, pool.map(watch, hosts), strict=True):
-            states[host] = text
-    return states
+        return dict(zip(hosts, pool.map(watch, hosts), strict=True))
 
 
+def _freshness(spec):
+    seconds = spec.get("answered_s")
+    return f"answered in {seconds} s" if seconds is not None else (spec["error"] or "no answer")
+
+
+@_command
 def status(leases=True):
     """
     One table of the cluster: every host (state up / suspect / fenced / down, maintenance,
-    free/total memory, lease, NTP offset, iSCSI session, OCFS2 mount) and every domU (where it
-    runs, state, memory), plus any problem seen (a domU running twice, a host down).
+    free/total memory, lease, NTP offset, iSCSI session, OCFS2 mount, how fresh its answer
+    is) and every domU (where it runs, state, memory), plus every problem seen (a failed check,
+    a host fenced, suspect or down, a domU running twice or nowhere). Answers within a few
+    seconds also while a host is down: a host the failover marked is not waited for, the
+    others get ``REPORT_WAIT`` seconds.
 
     leases
-        Also watch each VM host's storage lease from a peer (``xenha_lease.observe``);
+        Also watch each VM host's storage lease from a live peer (``xenha_lease.observe``);
         ``leases=False`` skips it.
 
     CLI Example:
@@ -333,9 +496,10 @@ def status(leases=True):
         salt-run xenha.status
         salt-run xenha.status --out=json
     """
+    started = time.monotonic()
     cluster = _cluster()
-    snap = _snapshot(cluster, checks=True)
-    lease_text = _lease_states(snap) if leases else {}
+    snap = _snapshot(cluster, checks=True, wait=REPORT_WAIT)
+    lease_text = _lease_states(snap) if leases and cluster.get("leases") else {}
     hosts = []
     for name, spec in sorted(snap["hosts"].items()):
         checks = spec["checks"]
@@ -351,7 +515,7 @@ def status(leases=True):
                 "ntp": _check_text(checks.get("clock")),
                 "iscsi": _check_text(checks.get("iscsi")) if spec["role"] == "vmhost" else "-",
                 "ocfs2": _check_text(checks.get("ocfs2")) if spec["role"] == "vmhost" else "-",
-                "error": spec["error"] or "",
+                "seen": _freshness(spec),
             }
         )
     domus = [
@@ -365,14 +529,29 @@ def status(leases=True):
         }
         for name, spec in sorted(snap["domus"].items())
     ]
-    return {"hosts": hosts, "domus": domus, "problems": snap["problems"]}
+    problems = snap["problems"]
+    taken = round(time.monotonic() - started, 2)
+    summary = f"{len(problems)} problem(s)" if problems else "no problems"
+    return {
+        "hosts": hosts,
+        "domus": domus,
+        "problems": problems,
+        "as_of": time.time(),
+        "summary": f"{summary}; asked at {time.strftime('%H:%M:%S')}, answered in {taken} s",
+    }
 
 
 # --- plan (what-if) ----------------------------------------------------------------------------
 
 
-def _preflight(snap, source, targets, transport, memory_after):
-    """Rows (target, check, ok, detail) for the plumbing every target needs."""
+def _preflight(snap, source, targets, transport, plan):
+    """
+    Rows (target, check, ok, detail) for the plumbing every target needs; ``plan``: the
+    memory left per target and the unplaced domUs. The memory check fails on every target when
+    a domU fits nowhere for lack of room.
+    """
+    memory_after, unplaced = plan
+    no_room = sorted(d for d, reason in unplaced.items() if reason.startswith("no room"))
     # compare with the source; when it does not answer (failure), with the most common version
     versions = sorted(v for v in (snap["hosts"][h]["xen_version"] for h in targets) if v)
     reference = snap["hosts"][source]["xen_version"] or (
@@ -392,12 +571,10 @@ def _preflight(snap, source, targets, transport, memory_after):
             "detail": f"xen {version} here, {reference} on {source}",
         }
         left = memory_after.get(target)
-        checks["memory"] = {
-            "ok": left is not None and left >= 0,
-            "detail": f"{left} MiB left for domUs after the plan"
-            if left is not None
-            else "unknown",
-        }
+        detail = f"{left} MiB left for domUs after the plan" if left is not None else "unknown"
+        if no_room:
+            detail += f"; no room anywhere for {', '.join(no_room)}"
+        checks["memory"] = {"ok": left is not None and left >= 0 and not no_room, "detail": detail}
         for name in ("clock", "iscsi", "ocfs2", "transport", "toolstack", "memory"):
             check = checks.get(name) or {"ok": False, "detail": "no answer"}
             rows.append(
@@ -406,13 +583,15 @@ def _preflight(snap, source, targets, transport, memory_after):
     return rows
 
 
+@_command
 def plan(host, mode="maintenance"):
     """
     What-if, changing nothing: where every domU of ``host`` would go if the host were put in
-    maintenance (live migration) or died now (restart elsewhere), which would not fit and why,
-    and a plumbing preflight on every candidate target: clock offset within bound, iSCSI
-    session up, OCFS2 mounted, migration transport from ``host`` reachable, same toolstack
-    version, enough memory.
+    maintenance (live migration) or died now (restart elsewhere: the failover's own planner,
+    so a domU it would not restart, e.g. one not in the pillar, is shown staying down), which
+    would not fit and why, and a plumbing preflight on every candidate target: clock offset
+    within bound, iSCSI session up, OCFS2 mounted, migration transport from ``host`` (ssh to
+    ``xl migrate-receive``, as a migration runs it), same toolstack version, enough memory.
 
     host
         The VM host (Salt minion id) to evacuate or lose.
@@ -428,18 +607,14 @@ def plan(host, mode="maintenance"):
     """
     if mode not in ACTIONS:
         raise SaltInvocationError(f"mode must be 'maintenance' or 'failure', got {mode!r}")
-    cluster = _cluster(host)
+    cluster = _cluster(_host_arg(host))
     _vmhost(cluster, host)
-    snap = _snapshot(cluster, checks=True, disks=mode == "maintenance")
+    snap = _snapshot(cluster, checks=True, disks=mode == "maintenance", wait=REPORT_WAIT)
     moving = xenha_snapshot.on_host(snap, host)
-    # a live migration needs the disks on shared storage; a restart after a failure is the
-    # failover's business (docs/failover.md)
-    stays = {
-        d: _shared_storage_problem(cluster, snap["domus"][d]) if mode == "maintenance" else None
-        for d in moving
-    }
-    result = _place(snap, [d for d in moving if not stays[d]], exclude=[host])
-    result["unplaced"].update({d: reason for d, reason in stays.items() if reason})
+    if mode == "failure":
+        placed, unplaced = _failure_plan(cluster, snap, host, moving)
+    else:
+        placed, unplaced = _maintenance_plan(cluster, snap, host, moving)
     targets = [
         h for h in xenha_snapshot.vmhosts(snap) if h != host and snap["hosts"][h]["state"] == "up"
     ]
@@ -453,26 +628,59 @@ def plan(host, mode="maintenance"):
         transport = {
             t: {"ok": True, "detail": "not needed: restart, not migration"} for t in targets
         }
-    memory_after = _memory_after(snap, result["placement"], targets)
+    memory_after = _memory_after(snap, placed, targets)
     placement = [
         {
             "domu": name,
             "from": host,
-            "to": result["placement"].get(name, "-"),
+            "to": placed.get(name, "-"),
             "memory_mib": snap["domus"][name]["memory_mib"],
             "priority": snap["domus"][name]["priority"],
-            "action": ACTIONS[mode][name in result["placement"]],
-            "reason": result["unplaced"].get(name, ""),
+            "action": ACTIONS[mode][name in placed],
+            "reason": unplaced.get(name, ""),
         }
         for name in moving
     ]
+    preflight = _preflight(snap, host, targets, transport, (memory_after, unplaced))
+    stays = [row["domu"] for row in placement if row["to"] == "-"]
+    failed = sorted({f"{row['target']} {row['check']}" for row in preflight if not row["ok"]})
+    summary = f"{host} {mode}: {len(moving) - len(stays)} of {len(moving)} domU(s) would " + (
+        "move" if mode == "maintenance" else "restart"
+    )
+    summary += f"; {', '.join(stays)} would not" if stays else ""
+    summary += f"; failed checks: {', '.join(failed)}" if failed else ""
     return {
         "host": host,
         "mode": mode,
         "placement": placement,
-        "preflight": _preflight(snap, host, targets, transport, memory_after),
+        "preflight": preflight,
         "problems": snap["problems"],
+        "summary": summary,
     }
+
+
+def _maintenance_plan(cluster, snap, host, moving):
+    """({domU: target}, {domU: reason}) for live migrations off ``host``."""
+    # a live migration needs the disks on shared storage
+    stays = {d: _shared_storage_problem(cluster, snap["domus"][d]) for d in moving}
+    result = _place(snap, [d for d in moving if not stays[d]], exclude=[host])
+    result["unplaced"].update({d: reason for d, reason in stays.items() if reason})
+    return result["placement"], result["unplaced"]
+
+
+def _failure_plan(cluster, snap, host, moving):
+    """({domU: target}, {domU: reason}) from the failover's own planner, as if ``host`` died."""
+    io = _SaltFailoverIO(cluster)
+    survivors = [h for h in io.members()["vmhosts"] if h != host]
+    room = _room({h: snap["reports"].get(h) for h in survivors})
+    plan = xenha_failover.restart_plan(host, io.members(), room, io.host_states(), moving)
+    placed = {d: e["target"] for d, e in plan["domus"].items() if e["state"] == "pending"}
+    unplaced = {
+        d: e.get("reason") or f"already runs on {e.get('host')}"
+        for d, e in plan["domus"].items()
+        if e["state"] != "pending"
+    }
+    return placed, unplaced
 
 
 def _memory_after(snap, placement, targets):
@@ -806,10 +1014,19 @@ def _run_moves(mover, moves, parallel):
 
 
 def _parallel(cluster, parallel):
-    value = parallel if parallel is not None else (cluster.get("evacuation") or {}).get("parallel")
+    where = "parallel"
+    value = parallel
+    if value is None:
+        where, value = (
+            "xenha:evacuation:parallel",
+            (cluster.get("evacuation") or {}).get("parallel"),
+        )
     value = DEFAULT_PARALLEL if value is None else value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SaltInvocationError(f"parallel must be a positive integer, got {value!r}")
+        raise SaltInvocationError(
+            f"{where} must be a whole number of migrations at once, 1 or more (e.g. "
+            f"parallel=2), got {value!r}"
+        )
     return value
 
 
@@ -828,6 +1045,10 @@ def _table(journal):
     return [_row(name, entry) for name, entry in sorted((journal.get("domus") or {}).items())]
 
 
+MOVED = ("migrated", "cold-migrated")  # outcomes of a move that happened
+
+
+@_command
 def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
     """
     Put ``host`` in maintenance (failover and placement stop choosing it) and live-migrate its
@@ -852,9 +1073,11 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
         domU down cleanly and start it on the target instead (outcome ``cold-migrated``). Off by
         default: nothing is ever stopped unless the operator asks.
 
-    Returns the result table: one row per domU (domu, from, to, duration_s, outcome, reason),
-    outcome ``migrated``, ``cold-migrated``, ``stayed``, ``UNCERTAIN`` or ``DOWN`` (a cold
-    move that could start the domU neither on the target nor back on the source).
+    Returns ``{"host", "result", "summary"}``: the result table has one row per domU (domu,
+    from, to, duration_s, outcome, reason), outcome ``migrated``, ``cold-migrated``,
+    ``stayed``, ``UNCERTAIN`` or ``DOWN`` (a cold move that could start the domU neither on
+    the target nor back on the source). Exit code 1 when not every domU left the host (it
+    stays in maintenance with them running; the summary names them).
 
     CLI Example:
 
@@ -864,13 +1087,24 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
         salt-run xenha.evacuate ServVirt1 parallel=1 --out=table
         salt-run xenha.evacuate ServVirt1 cold=True
     """
-    cluster = _cluster(host)
+    cluster = _cluster(_host_arg(host))
     _vmhost(cluster, host)
     parallel = _parallel(cluster, parallel)
     with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
         doc.setdefault(host, {"since": time.time(), "by": "evacuate"})
     with _reused_clients():
-        return _evacuate(cluster, host, parallel, timeout, cold)
+        table = _evacuate(cluster, host, parallel, timeout, cold)
+    answer = {"host": host, "result": table}
+    left = [row for row in table if row["outcome"] not in MOVED]
+    if not table:
+        return {**answer, "summary": f"{host} in maintenance; nothing to move: no domU runs there"}
+    if not left:
+        return {**answer, "summary": f"{host} in maintenance and empty: {len(table)} domU(s) moved"}
+    return _short_of(
+        answer,
+        f"{host} in maintenance with {len(left)} of {len(table)} domU(s) not moved: "
+        + "; ".join(f"{row['domu']} {row['outcome']}: {row['reason']}" for row in left),
+    )
 
 
 def _evacuate(cluster, host, parallel, timeout, cold):
@@ -898,11 +1132,13 @@ def _evacuate(cluster, host, parallel, timeout, cold):
     return table
 
 
+@_command
 def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
     """
     End maintenance of ``host``; with ``move_back=True`` also live-migrate back the domUs that
     its last evacuation moved away (those still running elsewhere and fitting on it), with the
-    same confirm-and-explain rules as evacuate.
+    same confirm-and-explain rules as evacuate. Returns ``{"host", "result", "summary"}``; exit
+    code 1 when ``host`` was not in maintenance or a domU did not come back.
 
     CLI Example:
 
@@ -911,8 +1147,9 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
         salt-run xenha.restore ServVirt1
         salt-run xenha.restore ServVirt1 move_back=True
     """
-    cluster = _cluster(host)
+    cluster = _cluster(_host_arg(host))
     _vmhost(cluster, host)
+    parallel = _parallel(cluster, parallel)
     with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
         was = doc.pop(host, None)
     evacuation = xenha_store.load(_cachedir(), f"evacuate-{host}")
@@ -926,7 +1163,20 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
             table = _move_back(cluster, host, evacuation, parallel, timeout)
     xenha_store.delete(_cachedir(), f"evacuate-{host}")
     _fire(f"xenha/restore/{host}/done", {"host": host, "result": table})
-    return table
+    answer = {"host": host, "result": table}
+    left = [row for row in table if row["outcome"] not in MOVED]
+    if not was and not table:
+        return _short_of(answer, f"{host} was not in maintenance: nothing to restore")
+    if left:
+        return _short_of(
+            answer,
+            f"{host} out of maintenance; {len(left)} of {len(table)} domU(s) not moved back: "
+            + "; ".join(f"{row['domu']} {row['outcome']}: {row['reason']}" for row in left),
+        )
+    back = f"; {len(table)} domU(s) moved back" if table else ""
+    if move_back and not table:
+        back = "; nothing to move back"
+    return {**answer, "summary": f"{host} out of maintenance{back}"}
 
 
 def _move_back(cluster, host, evacuation, parallel, timeout):
@@ -948,7 +1198,7 @@ def _move_back(cluster, host, evacuation, parallel, timeout):
         where = snap["domus"][name]["host"]
         mover.record(name, **{"from": where, "to": None, "outcome": "stayed", "reason": reason})
     moves = [(d, snap["domus"][d]["host"], host) for d in sorted(result["placement"])]
-    _run_moves(mover, moves, _parallel(cluster, parallel))
+    _run_moves(mover, moves, parallel)
     return mover.finish()
 
 
@@ -1032,19 +1282,9 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         return sorted(self._must(observer, "xenha_lease.owned", [host]))
 
     def snapshot(self, hosts):
-        found = {}
-        answers = _call(hosts, "xenha_preflight.report", kwarg={"checks": False})
-        for host, (ok, report) in answers.items():
-            info = (report or {}).get("info") if ok else None
-            if not info:
-                continue
-            names = ((report.get("domains") or {}).get("domus") or {}).keys()
-            found[host] = {
-                "free_memory_mib": info["free_memory_mib"],
-                "total_memory_mib": info.get("total_memory_mib"),
-                "domus": sorted({xenha_snapshot.split_name(n)[0] for n in names}),
-            }
-        return found
+        # patient: a suspect survivor's answer decides whether planning waits for its check
+        answers = _reports(hosts, {"checks": False}, CALL_TIMEOUT, patient=True)
+        return _room({h: value if ok else None for h, (ok, value, _) in answers.items()})
 
     def host_states(self):
         maintenance, hoststate = _marks()
@@ -1076,6 +1316,7 @@ def _failover_engine(cluster, early_ping=None):
     return xenha_failover.Engine(_SaltFailoverIO(cluster, early_ping), _cachedir(), settings)
 
 
+@_command
 def failover(host, reporter=None, event=None):
     """
     Handle a heartbeat-loss claim about ``host`` (the reactor calls this with the reporting
@@ -1107,11 +1348,13 @@ def failover(host, reporter=None, event=None):
         return _failover_engine(_cluster(host), early).handle(host, reporter, event)
 
 
+@_command
 def ack_fence(host):
     """
     Confirm that ``host`` has been fenced by hand (powered off, unplugged): a failover blocked
     on fencing then restarts its domUs. Only say so when it is true: the domUs are started
-    elsewhere on your word.
+    elsewhere on your word. Refused (exit code 1, nothing recorded) when no failover of
+    ``host`` is under way.
 
     CLI Example:
 
@@ -1119,11 +1362,15 @@ def ack_fence(host):
 
         salt-run xenha.ack_fence ServVirt1
     """
-    cluster = _cluster(xenha_names.check("host", host))
+    cluster = _cluster(_host_arg(host))
     _vmhost(cluster, host)
-    return _failover_engine(cluster).ack(host, by="salt-run xenha.ack_fence")
+    result = _failover_engine(cluster).ack(host, by="salt-run xenha.ack_fence")
+    if not result.get("acknowledged"):
+        return _short_of(result, f"not acknowledged: {result['reason']}")
+    return {**result, "summary": f"fence of {host} acknowledged; failover {result.get('state')}"}
 
 
+@_command
 def failover_resume():
     """
     Continue every failover left unfinished (master restart, blocked past its retry window),
@@ -1151,6 +1398,7 @@ def failover_resume():
     return rows
 
 
+@_command
 def failover_status(host=None):
     """
     The failover journals (one row per host, or the one for ``host``): state, fence method,
@@ -1165,8 +1413,8 @@ def failover_status(host=None):
     """
     journals = xenha_failover.journals(_cachedir())
     if host is not None:
-        xenha_names.check("host", host)
-        journals = {host: journals.get(host) or {"host": host, "state": None}}
+        _vmhost(_cluster(_host_arg(host)), host)
+        journals = {host: journals[host]} if host in journals else {}
     rows = []
     for name, journal in sorted(journals.items()):
         domus = journal.get("domus") or {}
@@ -1185,6 +1433,7 @@ def failover_status(host=None):
                     }
                     for d, e in domus.items()
                 },
+                "not_restarted": journal.get("not_restarted") or {},
                 "seconds": journal.get("seconds"),
                 "started": journal.get("started"),
                 "updated": journal.get("updated"),
@@ -1192,7 +1441,32 @@ def failover_status(host=None):
         )
     try:
         with open(_audit_path(), encoding="utf-8") as fh:
-            audit = fh.read().splitlines()[-20:]
+            audit = _folded(fh.read().splitlines()[-AUDIT_TAIL:])
     except FileNotFoundError:
         audit = []
-    return {"failovers": rows, "audit": audit}
+    if host is not None and not rows:
+        return {"failovers": [], "audit": audit, "summary": f"no failover of {host} recorded"}
+    return {"failovers": rows, "audit": audit[-20:]}
+
+
+AUDIT_TAIL = 500  # audit lines read for the folded tail of failover_status
+
+
+def _folded(lines):
+    """
+    Audit lines (``<UTC time> <host> <step> <details>``) with runs of the same entry but for
+    its time folded into one line with a count and the last time: a failover blocked for
+    minutes writes one line per retry.
+    """
+    folded = []  # [first line, rest, count, last time]
+    for line in lines:
+        stamp, _, rest = line.partition(" ")
+        if folded and folded[-1][1] == rest:
+            folded[-1][2] += 1
+            folded[-1][3] = stamp
+            continue
+        folded.append([line, rest, 1, stamp])
+    return [
+        first if count == 1 else f"{first} (x{count}, last {last})"
+        for first, _, count, last in folded
+    ]

@@ -213,7 +213,7 @@ def _raw_migrations(cluster, parallel=1):
 def _evacuate(cluster, *args):
     """(result table, whole salt-run seconds, journal) of one evacuation of ServVirt1."""
     start = time.perf_counter()
-    table = cluster.salt("xenha.evacuate", "ServVirt1", *args, runner=True)
+    table = cluster.salt("xenha.evacuate", "ServVirt1", *args, runner=True)["result"]
     whole = time.perf_counter() - start
     journal = json.loads(
         (cluster.master_dir / "cache" / "xenha" / "evacuate-ServVirt1.json").read_text()

@@ -42,10 +42,10 @@ def _raw(bench, name, src, dst):
 
 def _runner(bench, fun, *args):
     start = time.perf_counter()
-    table = bench.lab.salt_run(fun, *args, timeout=900)
-    if not isinstance(table, list):
-        raise LabError(f"salt-run {fun} {' '.join(args)}: {table}")
-    return time.perf_counter() - start, table
+    answer = bench.lab.salt_run(fun, *args, timeout=900)
+    if not isinstance(answer, dict) or not isinstance(answer.get("result"), list):
+        raise LabError(f"salt-run {fun} {' '.join(args)}: {answer}")
+    return time.perf_counter() - start, answer["result"]
 
 
 PHASES = (

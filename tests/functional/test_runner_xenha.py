@@ -127,10 +127,16 @@ def store_dir(salt_master):
     return Path(salt_master.config["cachedir"]) / "xenha"
 
 
-def run(salt_master, *args, timeout=180):
+def run(salt_master, *args, timeout=180, returncode=0):
     ret = salt_master.salt_run_cli(timeout=timeout).run(*args)
-    assert ret.returncode == 0, ret
+    assert ret.returncode == returncode, ret
+    assert (ret.data or {}).get("retcode", 0) == returncode, ret
     return ret.data
+
+
+def moves(salt_master, *args, returncode=0):
+    """The result table of an evacuate or restore, after checking its exit code."""
+    return run(salt_master, *args, returncode=returncode)["result"]
 
 
 def placement(cluster):
@@ -178,7 +184,19 @@ def test_plan_changes_nothing_and_reports_an_injected_plumbing_problem(salt_mast
     assert checks[("ServVirt2", "iscsi")]["ok"] is True
     assert checks[("ServVirt2", "transport")]["ok"] is True
     assert checks[("ServVirt2", "toolstack")]["ok"] is True
-    assert checks[("ServVirt2", "memory")]["detail"] == "1280 MiB left for domUs after the plan"
+    # room is left on ServVirt2, but big01 fits nowhere: the memory check says so and fails
+    assert checks[("ServVirt2", "memory")] == {
+        "target": "ServVirt2",
+        "check": "memory",
+        "ok": False,
+        "detail": "1280 MiB left for domUs after the plan; no room anywhere for big01",
+    }
+    failed = sorted(f"{r['target']} {r['check']}" for r in result["preflight"] if not r["ok"])
+    assert {"ServVirt2 clock", "ServVirt2 memory"} <= set(failed)
+    assert result["summary"] == (
+        "ServVirt1 maintenance: 3 of 4 domU(s) would move; big01 would not; "
+        f"failed checks: {', '.join(failed)}"
+    )
 
     # nothing changed: same domains, no toolstack verb but list/info, no maintenance, no journal
     assert {h: xen.domains(h) for h in VMHOSTS} == before
@@ -209,7 +227,7 @@ def test_plan_failure_mode_and_unreachable_transport(salt_master, xen):
 
 def test_evacuate_moves_what_fits_and_explains_what_stays(salt_master, xen):
     calls_before = len(xen.calls())
-    table = run(salt_master, "xenha.evacuate", "ServVirt1")
+    table = moves(salt_master, "xenha.evacuate", "ServVirt1", returncode=1)
     source_calls = [c["argv"] for c in xen.calls()[calls_before:] if c["host"] == "ServVirt1"]
 
     rows = rows_by_domu(table)
@@ -260,10 +278,10 @@ def test_evacuate_moves_what_fits_and_explains_what_stays(salt_master, xen):
     assert {d["domu"]: d["host"] for d in status["domus"]} == placement(xen)
 
     # a second evacuation of a host in maintenance plans nothing onto it and moves nothing new
-    again = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1"))
+    again = rows_by_domu(moves(salt_master, "xenha.evacuate", "ServVirt1", returncode=1))
     assert again["big01"]["outcome"] == "stayed"
 
-    restored = rows_by_domu(run(salt_master, "xenha.restore", "ServVirt1", "move_back=True"))
+    restored = rows_by_domu(moves(salt_master, "xenha.restore", "ServVirt1", "move_back=True"))
     assert {d: r["outcome"] for d, r in restored.items()} == dict.fromkeys(
         ("db01", "web01", "web02"), "migrated"
     )
@@ -299,7 +317,7 @@ def test_domu_on_a_local_disk_stays_and_says_so(salt_master, xen):
         ("db01", "web01"), "live-migrate"
     )
 
-    rows = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1"))
+    rows = rows_by_domu(moves(salt_master, "xenha.evacuate", "ServVirt1", returncode=1))
     assert {d: r["outcome"] for d, r in rows.items()} == {
         "db01": "migrated",
         "web01": "migrated",
@@ -356,7 +374,9 @@ def test_arrival_watch_takes_the_lease_only_for_an_arrival(salt_master, xen):
 
 def test_unreachable_target_every_domu_stays_with_the_reason(salt_master, xen):
     xen.set_up("ServVirt2", up=False)
-    table = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1", "parallel=3"))
+    table = rows_by_domu(
+        moves(salt_master, "xenha.evacuate", "ServVirt1", "parallel=3", returncode=1)
+    )
     assert {d: r["outcome"] for d, r in table.items()} == dict.fromkeys(START, "stayed")
     for name in ("db01", "web01", "web02"):
         assert table[name]["reason"].startswith("target unreachable"), table[name]
@@ -401,7 +421,7 @@ def test_interrupted_evacuation_completes_on_rerun(salt_master, xen):
             time.sleep(1)
 
     xen.update_host("ServVirt1", migrate_delay=0.0)
-    rows = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1"))
+    rows = rows_by_domu(moves(salt_master, "xenha.evacuate", "ServVirt1", returncode=1))
     assert {d: r["outcome"] for d, r in rows.items()} == {
         "db01": "migrated",
         "web01": "migrated",
@@ -422,13 +442,40 @@ def test_interrupted_evacuation_completes_on_rerun(salt_master, xen):
     assert [j["fun"] for j in running.data or [] if j["fun"] != "saltutil.running"] == []
 
 
-def test_bad_host_is_refused_with_its_name(salt_master, xen):
-    ret = salt_master.salt_run_cli(timeout=60).run("xenha.evacuate", "ServDB")
-    assert "has role 'storage', not vmhost" in ret.stdout
-    ret = salt_master.salt_run_cli(timeout=60).run("xenha.plan", "NoSuchHost")
-    assert "'NoSuchHost' is not in xenha:hosts" in ret.stdout
-    ret = salt_master.salt_run_cli(timeout=60).run("xenha.plan", "ServVirt1", "sideways")
-    assert "mode must be 'maintenance' or 'failure'" in ret.stdout
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("xenha.evacuate", "ServDB"), "host 'ServDB' has role 'storage', not vmhost"),
+        (
+            ("xenha.plan", "NoSuchHost"),
+            "host 'NoSuchHost' is not in xenha:hosts (VM hosts: ServVirt1, ServVirt2)",
+        ),
+        (("xenha.plan", "ServVirt1", "sideways"), "mode must be 'maintenance' or 'failure'"),
+        (("xenha.plan", "Serv;Virt1"), "Serv;Virt1"),
+        (("xenha.plan",), "missing a required argument: 'host'"),
+        (("xenha.evacuate", "ServVirt1", "parallel=0"), "parallel must be a whole number"),
+        (("xenha.evacuate", "ServVirt1", "parallel=abc"), "got 'abc'"),
+        (("xenha.restore", "ServVirt1", "parallel=-1"), "got -1"),
+        (("xenha.failover_status", "ServVirt9"), "host 'ServVirt9' is not in xenha:hosts"),
+    ],
+)
+def test_a_bad_argument_is_one_line_and_exit_code_2(salt_master, xen, args, error):
+    cli = salt_master.salt_run_cli(timeout=60)
+    people = subprocess.run(
+        [arg for arg in cli.cmdline(*args) if not arg.startswith("--out")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert people.returncode == 2, people
+    lines = people.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: xenha."), people.stdout
+    assert error in lines[0], lines
+    assert "Traceback" not in people.stdout + people.stderr
+    assert "unclosed" not in people.stderr
+    machine = cli.run(*args)  # --out=json: the same error as data, still parseable
+    assert machine.returncode == 2 and error in machine.data["error"], machine
 
 
 def test_documented_nightly_schedule_runs_evacuate(salt_master, xen):
@@ -470,7 +517,7 @@ def test_documented_nightly_schedule_runs_evacuate(salt_master, xen):
 
 def test_cold_move_only_when_asked(salt_master, xen):
     xen.set_fault("ServVirt1", "migrate", "fail")
-    warm = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1"))
+    warm = rows_by_domu(moves(salt_master, "xenha.evacuate", "ServVirt1", returncode=1))
     assert {d: r["outcome"] for d, r in warm.items()} == dict.fromkeys(START, "stayed")
     assert warm["db01"]["reason"].startswith("migration failed:")
     assert not [c for c in xen.calls() if c["argv"][0] in ("shutdown", "create")]
@@ -478,7 +525,8 @@ def test_cold_move_only_when_asked(salt_master, xen):
     for name in ("db01", "web01", "web02"):  # the configs live on the "shared storage"
         config = xen.write_config(name, memory_mib=START[name])
         (CONFIGS / f"{name}.cfg").write_text(Path(config).read_text())
-    cold = rows_by_domu(run(salt_master, "xenha.evacuate", "ServVirt1", "cold=True"))
+    cold = moves(salt_master, "xenha.evacuate", "ServVirt1", "cold=True", returncode=1)
+    cold = rows_by_domu(cold)
     assert {d: r["outcome"] for d, r in cold.items()} == {
         "db01": "cold-migrated",
         "web01": "cold-migrated",
