@@ -267,9 +267,9 @@ def read_config(config):
     except (OSError, UnicodeDecodeError) as err:
         raise CommandExecutionError(f"cannot read domU config {config}: {err}") from err
     try:
-        cfg = xenha_xenparse.parse_cfg(text)
-    except xenha_xenparse.XenParseError as err:
-        raise CommandExecutionError(f"bad domU config {config}: {err}") from err
+        cfg = xenha_xenparse.parse_cfg(text, config)
+    except xenha_xenparse.XenParseError as err:  # its message starts with the path (and line)
+        raise CommandExecutionError(f"bad domU config {err}") from err
     _domu_name(cfg["name"])
     cfg["path"] = config
     return cfg

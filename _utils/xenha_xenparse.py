@@ -7,8 +7,10 @@ field simply pushes the other columns along. Every parser either returns data or
 :class:`XenParseError` saying what it could not read; callers add the command that produced it.
 """
 
+import ast
 import json
 import re
+import warnings
 
 # Name suffixes xl gives a domain while it moves (tools/xl/xl_migrate.c, xl_vmcontrol.c);
 # xend renamed the source copy with a prefix instead (XendCheckpoint.save).
@@ -24,8 +26,6 @@ _STATE_RE = re.compile(r"[r-][b-][p-][s-][-rscwS?][d-]")
 _INT_RE = re.compile(r"[0-9]{1,18}")
 _TIME_RE = re.compile(r"-?[0-9]{1,18}\.[0-9]")
 _INFO_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CFG_LINE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*")
-_CFG_QUOTED_RE = re.compile(r"""(['"])(.*?)\1\s*(?:#.*)?""")
 
 
 class XenParseError(ValueError):
@@ -278,34 +278,272 @@ def disk_paths(config):
     return paths
 
 
-def _cfg_value(raw):
-    quoted = _CFG_QUOTED_RE.fullmatch(raw)
-    if quoted:
-        return quoted.group(2)
-    value = raw.split("#", 1)[0].strip()
-    return int(value) if _INT_RE.fullmatch(value) else value
+# --- domain config files -------------------------------------------------------------------------
+# xl reads them with libxlu's grammar (tools/libs/util/libxlu_cfg_l.l and libxlu_cfg_y.y). A config
+# that grammar refuses may be an xm config: Python that xm runs (tools/python/xen/xm/opts.py, load).
+
+# libxlu's tokens, in its lexer's order. A comment is part of the newline that ends it, so xl
+# refuses a comment on the last line without one; capitals and "\r" are no token either.
+_XL_TOKEN_RE = re.compile(
+    "|".join(
+        [
+            r"(?P<ident>[a-z][._0-9a-z]*)",
+            r"(?P<number>[0-9][0-9a-fx]*)",
+            r"(?P<space>[ \t]+)",
+            r"(?P<op>\+=|[,\[\]=;])",
+            r"(?P<newline>\n|#[^\n]*\n)",
+            r"""(?P<string>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""",
+        ]
+    )
+)
+# xlu__cfgl_dequote's escapes. Its numeric ones are broken (\xHH always fails, \NNN is dropped),
+# so they are refused rather than read differently from xl.
+_XL_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "a": "\a", "b": "\b", "f": "\f", "n": "\n"}
+_XL_ESCAPES.update({"r": "\r", "t": "\t", "v": "\v"})
+_XL_MAX_DEPTH = 100  # xl's bound is bison's stack (thousands); real configs nest 2 deep
+# What strtol(text, &end, 0) reads in full, as xlu_cfg_get_long does: leading space, a sign, then
+# hex (0x), octal (leading 0) or decimal digits. xm's int() takes decimal digits only.
+_STRTOL_RE = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_PY_INT_RE = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+[ \t\n\v\f\r]*")
+_LONG_MAX = 2**63 - 1
 
 
-def parse_cfg(text):
+def _at(source, line, message):
+    """``file:line: message`` as xl reports a config error; ``line N: message`` without a file."""
+    if source is None:
+        return f"line {line}: {message}" if line else message
+    return f"{source}:{line}: {message}" if line else f"{source}: {message}"
+
+
+def _lexical_error(text, pos):
+    bad = re.match(r"[^ \t\n]*", text[pos:]).group()
+    first = text[pos]
+    if first in "'\"":
+        hint = "a string must end on the line it starts"
+    elif first == "#":
+        hint = "a comment on the last line needs a newline after it"
+    elif first == "\r":
+        hint = "xl reads Unix line ends only"
+    elif first in "+-.():":
+        hint = "this looks like Python, which xl does not run"
+    else:
+        hint = "xl reads lower-case names, numbers, quoted strings and [lists]"
+    return f"unexpected {bad[:40]!r}: {hint}"
+
+
+class _XlReader:
     """
-    Read the scalar settings xenha needs (name, memory, vcpus) from an xl/xm domain config file
-    (``key = value`` lines, Python-like). Returns ``{"name", "memory_mib", "vcpus"}``; lists and
-    other keys are ignored. A config without a name is an error, as it is for xl.
+    libxlu's grammar by recursive descent: ``key = value`` or ``key += value`` settings ended by a
+    newline or ``;``; a value is a quoted string, a number (kept as its text, as libxlu keeps it
+    until a setting is read as a number) or a ``[list]`` of values, which may span lines and end
+    with a comma. A later setting of a key replaces the earlier one.
     """
+
+    def __init__(self, text, source):
+        self.source = source
+        self.tokens = list(self._tokens(text))
+        self.pos = 0
+
+    def _tokens(self, text):
+        pos, line = 0, 1
+        while pos < len(text):
+            match = _XL_TOKEN_RE.match(text, pos)
+            if not match:
+                raise self.error(line, _lexical_error(text, pos))
+            kind = match.group() if match.lastgroup == "op" else match.lastgroup
+            if kind != "space":
+                yield kind, match.group(), line
+            if kind == "newline":
+                line += 1
+            pos = match.end()
+        yield "end", "", line
+
+    def error(self, line, message):
+        return XenParseError(_at(self.source, line, message))
+
+    def unexpected(self, token, wanted):
+        kind, text, line = token
+        found = {"end": "the end of the file", "newline": "the end of the line"}.get(kind)
+        return self.error(line, f"expected {wanted}, found {found or repr(text)}")
+
+    def peek(self):
+        return self.tokens[self.pos][0]
+
+    def take(self):
+        self.pos += 1
+        return self.tokens[self.pos - 1]
+
+    def skip_newlines(self):
+        while self.peek() == "newline":
+            self.pos += 1
+
+    def settings(self):
+        """``(values, lines, added)``: key → value, key → line, keys last set with ``+=``."""
+        values, lines, added = {}, {}, set()
+        while (token := self.take())[0] != "end":
+            kind, key, line = token
+            if kind in ("newline", ";"):
+                continue
+            if kind != "ident":
+                raise self.unexpected(token, "a setting name (lower case)")
+            op = self.take()
+            if op[0] not in ("=", "+="):
+                raise self.unexpected(op, f"'=' after {key}")
+            value = self.value(0)
+            if op[0] == "+=":
+                value = self.add(key, values.get(key), value, line)
+                added.add(key)
+            else:
+                added.discard(key)
+            values[key], lines[key] = value, line
+            if self.peek() not in ("newline", ";", "end"):
+                raise self.unexpected(self.tokens[self.pos], f"';' or a new line after {key}")
+        return values, lines, added
+
+    def value(self, depth):
+        kind, text, line = token = self.take()
+        if kind == "number":
+            return text
+        if kind == "string":
+            return self.dequote(text, line)
+        if kind != "[":
+            raise self.unexpected(token, "a value: a quoted string, a number or a [list]")
+        if depth == _XL_MAX_DEPTH:
+            raise self.error(line, f"lists nested more than {_XL_MAX_DEPTH} deep")
+        items = []
+        self.skip_newlines()
+        while self.peek() not in ("]", "end"):
+            items.append(self.value(depth + 1))
+            self.skip_newlines()
+            if self.peek() != ",":
+                break
+            self.pos += 1
+            self.skip_newlines()
+        if self.peek() == "end":
+            raise self.error(line, "the list that starts on this line is not closed")
+        close = self.take()
+        if close[0] != "]":
+            raise self.unexpected(close, "',' or ']' in the list")
+        return items
+
+    def dequote(self, token, line):
+        def escape(match):
+            char = match.group(1)
+            if char in _XL_ESCAPES:
+                return _XL_ESCAPES[char]
+            why = "xl does not read numeric escapes" if char in "x01234567" else "no xl escape"
+            raise self.error(line, f"\\{char} in {token}: {why}")
+
+        return re.sub(r"\\(.)", escape, token[1:-1], flags=re.DOTALL)
+
+    def add(self, key, old, new, line):
+        """``key += value`` appends to the string or list set before (xlu__cfg_concat_vals)."""
+        if old is None:
+            return new
+        if isinstance(old, list) != isinstance(new, list):
+            raise self.error(line, f'{key} +=: can\'t add [list] to "string" or vice versa')
+        return old + new
+
+
+def _python(text):
+    """The text as a Python module (an xm config), or None when it is not Python."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Python 3.12 warns of "\d"; xm's Python 2 took it
+        try:
+            return ast.parse(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+
+
+def _plain(node):
+    """A value xm uses as data (opts.py keeps str, int, float and list values): no expression."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        node = node.operand
+        return isinstance(node, ast.Constant) and type(node.value) in (int, float)
+    if isinstance(node, ast.List):
+        return all(_plain(item) for item in node.elts)
+    return isinstance(node, ast.Constant) and type(node.value) in (str, int, float)
+
+
+def _xm_settings(tree, text, source):
+    """``(values, lines)`` of an xm config made of ``key = value`` lines only; Python is refused."""
+    values, lines = {}, {}
+    for stmt in tree.body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else []
+        if len(targets) != 1 or not isinstance(targets[0], ast.Name) or not _plain(stmt.value):
+            code = (ast.get_source_segment(text, stmt) or "").partition("\n")[0]
+            raise XenParseError(
+                _at(source, stmt.lineno, f"{code[:60]!r}: xenha reads an xm config only as plain")
+                + " data (key = a string, a number or a [list]) and does not run its Python"
+            )
+        values[targets[0].id] = ast.literal_eval(stmt.value)
+        lines[targets[0].id] = stmt.lineno
+    return values, lines
+
+
+def _read_cfg(text, source):
     if not isinstance(text, str):
-        raise XenParseError(f"config must be text, got {type(text).__name__}")
-    values = {}
-    for line in text.splitlines():
-        if line.lstrip().startswith("#"):
-            continue
-        match = _CFG_LINE_RE.fullmatch(line)
-        if match:
-            values[match.group(1)] = _cfg_value(match.group(2))
-    name = values.get("name")
+        raise XenParseError(_at(source, None, f"config must be text, got {type(text).__name__}"))
+    try:
+        return ("xl", *_XlReader(text, source).settings())
+    except XenParseError:
+        tree = _python(text)
+        if tree is None:
+            raise  # neither xl's syntax nor Python: xl's error says where
+    return ("xm", *_xm_settings(tree, text, source), set())
+
+
+def parse_cfg_settings(text, source=None):
+    """
+    Every setting of a domain config file, ``{key: value}``. An xl config (xl.cfg(5)) keeps each
+    value as xl does: a string, a number as its text (``512``, ``0x200``) or a list of values. A
+    config xl's grammar refuses is read as an xm config (Python) if it only assigns strings,
+    numbers and lists; any other Python is refused. Errors name ``source`` (the file) and the line.
+    """
+    return _read_cfg(text, source)[1]
+
+
+def parse_cfg(text, source=None):
+    """
+    Read the settings xenha needs from an xl/xm domain config file (:func:`parse_cfg_settings`):
+    ``{"name", "memory_mib", "vcpus"}``. Numbers are read as xl reads them, quoted or bare, in
+    decimal, octal (``0755``) or hex (``0x200``); memory defaults to 128 MiB, vcpus to 1 (and, as
+    xl does, a count below 1 means 1). A config without a name is an error, as it is for xl.
+    """
+    dialect, values, lines, added = _read_cfg(text, source)
+
+    def number(key, default):
+        if key not in values:
+            return default
+        value = _whole_number(values[key], dialect)
+        if key in added or value is None:
+            why = "xl takes += for strings and lists only" if key in added else "not a number"
+            raise XenParseError(_at(source, lines[key], f"{key} = {values[key]!r}: {why}"))
+        return value
+
+    if "name" not in values:
+        raise XenParseError(_at(source, None, 'domain config has no name = "..." line'))
+    name = values["name"]
     if not isinstance(name, str) or not name:
-        raise XenParseError('domain config has no name = "..." line')
-    memory = values.get("memory", 128)
-    vcpus = values.get("vcpus", 1)
-    if not isinstance(memory, int) or not isinstance(vcpus, int):
-        raise XenParseError(f"domain config memory/vcpus must be integers: {memory!r}, {vcpus!r}")
-    return {"name": name, "memory_mib": memory, "vcpus": vcpus}
+        raise XenParseError(_at(source, lines["name"], f"name = {name!r} is not a domain name"))
+    memory = number("memory", 128)
+    if memory < 1:
+        raise XenParseError(_at(source, lines["memory"], f"memory = {memory} MiB is too little"))
+    return {"name": name, "memory_mib": memory, "vcpus": max(number("vcpus", 1), 1)}
+
+
+def _whole_number(value, dialect):
+    """A setting as the toolstack reads a number (xl: strtol base 0, xm: int()), else None."""
+    if isinstance(value, str):
+        match = (_STRTOL_RE if dialect == "xl" else _PY_INT_RE).fullmatch(value)
+        try:
+            value = (_strtol(*match.groups()) if dialect == "xl" else int(value)) if match else None
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            value = None
+    return value if type(value) is int and abs(value) <= _LONG_MAX else None
+
+
+def _strtol(sign, digits):
+    base = 16 if digits[:2] in ("0x", "0X") else 8 if digits[0] == "0" else 10
+    value = int(digits, base)
+    return -value if sign == "-" else value

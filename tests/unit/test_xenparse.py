@@ -291,13 +291,20 @@ def test_parse_cfg():
     assert xp.parse_cfg("name='x'\n") == {"name": "x", "memory_mib": 128, "vcpus": 1}
     with pytest.raises(xp.XenParseError, match="no name"):
         xp.parse_cfg("memory = 512\n")
-    with pytest.raises(xp.XenParseError, match="integers"):
+    with pytest.raises(xp.XenParseError, match="line 2: memory = .lots.: not a number"):
         xp.parse_cfg('name = "x"\nmemory = "lots"\n')
 
 
 # --- property-based ---
 
-PARSERS = [xp.parse_xl_list, xp.parse_xm_list, xp.parse_info, xp.parse_xl_list_json, xp.parse_cfg]
+PARSERS = [
+    xp.parse_xl_list,
+    xp.parse_xm_list,
+    xp.parse_info,
+    xp.parse_xl_list_json,
+    xp.parse_cfg,
+    xp.parse_cfg_settings,
+]
 
 
 @settings(max_examples=300, deadline=None)
