@@ -5,6 +5,7 @@ and exactly what would have run (nothing, for a bad name).
 """
 
 import json
+import re
 import shlex
 
 import pytest
@@ -273,6 +274,16 @@ def test_read_config(tmp_path):
         xenha_xen.read_config(str(cfg))
     cfg.write_text('name = "web;rm -rf /"\n')
     with pytest.raises(CommandExecutionError, match="invalid domain name"):
+        xenha_xen.read_config(str(cfg))
+    # xl's syntax: quoted numbers, ';' separators; an error names the file and the line
+    cfg.write_text('name = "web01"; memory = "0x200"\nvcpus = "2"\n')
+    assert xenha_xen.read_config(str(cfg))["memory_mib"] == 512
+    cfg.write_text('name = "web01"\nmemory = "lots"\n')
+    where = re.escape(str(cfg))
+    with pytest.raises(CommandExecutionError, match=rf"^bad domU config {where}:2: memory = "):
+        xenha_xen.read_config(str(cfg))
+    cfg.write_text('name = "VM%d" % vmid\n')
+    with pytest.raises(CommandExecutionError, match=rf"{where}:1: .* only as plain data"):
         xenha_xen.read_config(str(cfg))
 
 
