@@ -250,8 +250,9 @@ def details(name=None):
 
 def read_config(config):
     """
-    Read a domU config file (xl/xm syntax): ``{"path", "name", "memory_mib", "vcpus"}``. The path
-    must be absolute and the name a valid domain name.
+    Read a domU config file: ``{"path", "name", "memory_mib", "vcpus"}``. xl's syntax, or an xm
+    config of plain data (its Python is never run); an error names the file and the line. The
+    path must be absolute and the name a valid domain name.
 
     CLI Example:
 

@@ -1,9 +1,10 @@
 """
-Pure parsers for the Xen toolstack's output (``xl`` and the xend-era ``xm``): text in, data out.
+Pure parsers for the Xen toolstack's output (``xl`` and the xend-era ``xm``) and for domain config
+files: text in, data out.
 
-Formats come from Xen's source (tools/xl/xl_info.c, tools/python/xen/xm/main.py); see
-docs/xen.md. Rows are parsed from the right because a domain name longer than the 40-column
-field simply pushes the other columns along. Every parser either returns data or raises
+Formats come from Xen's source (tools/xl/xl_info.c, tools/python/xen/xm/main.py, libxlu's config
+grammar); see docs/xen.md. Rows are parsed from the right because a domain name longer than the
+40-column field simply pushes the other columns along. Every parser either returns data or raises
 :class:`XenParseError` saying what it could not read; callers add the command that produced it.
 """
 
