@@ -1,12 +1,16 @@
-"""The lab CLI: ``python -m lab up|down|status|demo`` and ``python -m lab VERB HOST``."""
+"""The lab CLI: ``python -m lab up|down|status|demo``, ``python -m lab VERB HOST`` and
+``python -m lab salt|salt-run|salt-key ARGS...`` (run on the lab's master)."""
 
 import argparse
 import json
 import sys
 
 from lab import DEFAULT_RUN_DIR, bmc, demo, failover, toolstack
-from lab.cluster import Lab
+from lab.cluster import SALT_CLIS, Lab
 from lab.hosts import LabError
+
+DEFAULT_PREFIX = "xha"
+GLOBAL_OPTIONS = ("--run-dir", "--prefix")  # the options before the command, each with a value
 
 
 def summary(ret):
@@ -34,10 +38,12 @@ def cmd_up(lab, args):
 
 
 def cmd_down(lab, args):
+    """Remove every process, namespace and file of the lab (safe to repeat)."""
     lab.down()
 
 
 def cmd_status(lab, args):
+    """Power and link of every lab host and endpoint (JSON)."""
     print(json.dumps(lab.status(), indent=1))
 
 
@@ -65,6 +71,11 @@ def cmd_restore(lab, args):
     failover.Failover(lab).restore_storage(args.host)
 
 
+def cmd_salt(lab, args):
+    """Run a Salt command on the lab's master: its arguments go through as given."""
+    sys.exit(lab.salt_cli(args.command, args.salt_args))
+
+
 def cmd_demo(lab, args):
     """Build the lab, migrate a guest live, crash a host, fail over, report, tear down."""
     demo.main(lab)
@@ -79,22 +90,43 @@ COMMANDS = {
     "isolate-storage": cmd_isolate_storage,
     "restore": cmd_restore,
     "demo": cmd_demo,
+    **{name: cmd_salt for name in SALT_CLIS},
 }
 NEEDS_HOST = {"crash", "partition", "isolate-storage", "restore"}
 
 
+def split_salt_args(argv):
+    """(the lab's arguments, the Salt command's) where ``argv`` runs one of :data:`SALT_CLIS`:
+    every word after the command is the Salt command's, untouched (``-h``, ``--out=json``...);
+    otherwise (``argv``, None)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in GLOBAL_OPTIONS else 1
+    if i < len(argv) and argv[i] in SALT_CLIS:
+        return argv[: i + 1], argv[i + 1 :]
+    return argv, None
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv, salt_args = split_salt_args(argv)
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     parser.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR), help="the lab's folder")
-    parser.add_argument("--prefix", default="xha", help="network namespace prefix (<prefix>-sw)")
+    parser.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help="network namespace prefix (<prefix>-sw)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fun in COMMANDS.items():
-        p = sub.add_parser(name, help=(fun.__doc__ or name).splitlines()[0])
+        summary_line = (fun.__doc__ or name).splitlines()[0]
+        if name in SALT_CLIS:
+            summary_line = f"`{name} ARGS...` on the lab's master (arguments as given)"
+        p = sub.add_parser(name, help=summary_line)
         if name in NEEDS_HOST:
             p.add_argument("host", help="a minion id, e.g. ServVirt1")
         if name == "up":
             p.add_argument("--no-apply", action="store_true", help="only build, apply nothing")
     args = parser.parse_args(argv)
+    args.salt_args = salt_args or []
     try:
         lab = Lab(args.run_dir, prefix=args.prefix)
         toolstack.attach(lab)  # VM hosts boot with the lab xl (up, restore)

@@ -44,6 +44,7 @@ SSHD = ["/usr/sbin/sshd", "-o", "AuthorizedKeysFile=/etc/xenha/ssh/authorized_ke
 MASTER_IP = "10.99.0.2"
 CLI_IP = "10.99.0.20"
 VENV_BIN = Path(sys.executable).parent
+SALT_CLIS = ("salt", "salt-run", "salt-key")  # what an operator runs on the master
 
 
 class Lab:
@@ -218,6 +219,14 @@ class Lab:
         """Run ``salt-run fun args k=v`` on the master and return its parsed JSON output."""
         argv = [str(VENV_BIN / "salt-run"), "--out=json", fun, *args, *_kwargs(kwargs)]
         return self._salt_cli(argv, timeout)
+
+    def salt_cli(self, name, args):
+        """Run the Salt command ``name`` (one of :data:`SALT_CLIS`) on the master with ``args``
+        as given (an argv list, no shell), as an operator would there: its output streams to
+        ours. Returns its exit status."""
+        if name not in SALT_CLIS:
+            raise LabError(f"{name!r} is not one of the master's commands {', '.join(SALT_CLIS)}")
+        return self.master.call([str(VENV_BIN / name), *args])
 
     def _salt_cli(self, argv, timeout):
         proc = self.master.run(argv, check=False, timeout=timeout + 30)

@@ -108,6 +108,14 @@ def identity(pid):
     return None if stat[0] in "ZX" else (pid, stat[19])
 
 
+def children(pid):
+    """The PIDs of ``pid``'s child processes ([] once it is gone)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def kill(pid):
     """SIGKILL ``pid`` and, if it is our child (an init's unshare), reap it: no zombies left."""
     with contextlib.suppress(ProcessLookupError):
@@ -316,8 +324,7 @@ class Host(Endpoint):
         if unshare.poll() is not None:
             log = (self._state / "init.log").read_text()[-2000:]
             raise LabError(f"{self.name}: init exited with {unshare.returncode}: {log}")
-        children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children").read_text().split()
-        (self._state / "init.pid").write_text(f"{children[0]}\n")
+        (self._state / "init.pid").write_text(f"{children(unshare.pid)[0]}\n")
         (self._state / "unshare.pid").write_text(f"{unshare.pid}\n")
         self.set_link(True)
         (self.root / "run" / "sshd").mkdir(exist_ok=True)  # sshd's privilege separation dir
@@ -338,10 +345,30 @@ class Host(Endpoint):
         wait_for(lambda: not self.pids(), timeout, f"every process of {self.name} to die")
 
     def _prefix(self):
+        self.require()
         pid = self.init_pid()
         if pid is None:
             raise LabError(f"{self.name} is powered off")
         return ["nsenter", "-t", str(pid), "-n", "-m", "-p", "-u", "-i", "--wd=/"]
+
+    def call(self, argv, env=None):
+        """Run ``argv`` inside in the foreground with this process's stdin, stdout and stderr
+        (its output streams as it comes); returns its exit status as a shell reports it
+        (128 + N when signal N ended it).
+
+        Ctrl-C is handed to the command alone: nsenter, which waits for it outside the host's
+        PID namespace, would die of the terminal's SIGINT and leave the command unwaited.
+        """
+        with subprocess.Popen([*self._prefix(), *argv], env=_env(env), start_new_session=True) as p:
+            while True:
+                try:
+                    code = p.wait()
+                    break
+                except KeyboardInterrupt:
+                    for child in children(p.pid):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(child, signal.SIGINT)
+        return 128 - code if code < 0 else code
 
 
 class Segment:
