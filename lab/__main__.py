@@ -3,14 +3,31 @@
 
 import argparse
 import json
+import shlex
 import sys
+import time
+from pathlib import Path
 
 from lab import DEFAULT_RUN_DIR, bmc, demo, failover, toolstack
 from lab.cluster import SALT_CLIS, Lab
 from lab.hosts import LabError
 
 DEFAULT_PREFIX = "xha"
+WIDE = 64  # longest command `up` aligns its notes after
 GLOBAL_OPTIONS = ("--run-dir", "--prefix")  # the options before the command, each with a value
+# what `up` suggests next, after the lab's own options: (command, what it shows)
+NEXT = [
+    ("status", "power and link of every lab host"),
+    ("salt-run xenha.status", "hosts, domUs, problems"),
+    (f"salt-run xenha.plan {demo.V1}", f"what evacuating {demo.V1} would do"),
+    (f"salt-run xenha.plan {demo.V1} failure", f"what a crash of {demo.V1} would do"),
+    (f"salt-run xenha.evacuate {demo.V1}", "maintenance: live-migrate its domUs away"),
+    (f"salt-run xenha.restore {demo.V1} move_back=True", "end it, bring them back"),
+    (f"crash {demo.V1}", f"power it off: failover restarts its domUs on {demo.V2}"),
+    ("salt-run xenha.failover_status", "the failover's progress and audit trail"),
+    (f"restore {demo.V1}", "power it on again (its domUs stay where they are)"),
+    ("down", "remove the lab"),
+]
 
 
 def summary(ret):
@@ -29,12 +46,66 @@ def summary(ret):
 
 
 def cmd_up(lab, args):
-    """Build the lab (lab xl on the VM hosts, BMCs) and apply the formulas (ROLE_MODS)."""
+    """Build the lab, apply the formulas, switch failover on, start web01 and web02 on ServVirt1."""
+    start = time.monotonic()
+    step("building the lab: segment, master, hosts, minions, BMCs")
     lab.up()
     bmc.start_all(lab)
-    if not args.no_apply and not summary(lab.converge()):
-        sys.exit("lab up: state.apply failed (see above)")
-    print(json.dumps(lab.status(), indent=1))
+    fo = None
+    if not args.no_apply:
+        if not args.no_failover:
+            step("switching failover on: leases, their renewers, the event recorder")
+            fo = failover.enable_failover(lab)
+        step("applying the formulas")
+        if not summary(lab.converge()):
+            sys.exit("lab up: state.apply failed (see above)")
+        if not args.no_guests:
+            step(f"starting {', '.join(demo.GUESTS)} on {demo.V1} and waiting for their HTTP")
+            demo.start_guests(lab, fo)
+    print(ready(lab, args, fo, time.monotonic() - start))
+
+
+def step(what):
+    print(f"lab up: {what} ...", flush=True)
+
+
+def lab_command(args, module="lab"):
+    """``python -m lab`` with the options that select this lab (none for the default lab)."""
+    words = ["python", "-m", module]
+    if Path(args.run_dir).resolve() != DEFAULT_RUN_DIR.resolve():
+        words += ["--run-dir", args.run_dir]
+    if args.prefix != DEFAULT_PREFIX:
+        words += ["--prefix", args.prefix]
+    return shlex.join(words)
+
+
+def ready(lab, args, fo, seconds):
+    """What ``up`` prints at the end: where the lab is, what runs, what to try next."""
+    applied = "formulas applied" if not args.no_apply else "nothing applied (--no-apply)"
+    lines = [
+        f"lab up in {seconds:.0f} s: run folder {lab.run_dir}, namespaces {args.prefix}-*",
+        f"{applied}; failover {'on' if fo else 'off'}",
+    ]
+    guests = not (args.no_apply or args.no_guests)
+    if guests:
+        managed = "managed by xenha" if fo else "not in the pillar: failover leaves them down"
+        where = ", ".join(f"{name} {ip}" for name, ip in demo.GUESTS.items())
+        lines.append(f"guests on {demo.V1}: {where} ({managed})")
+    cmd = lab_command(args)
+    shown = [
+        (f"{cmd} {what}", note)
+        for what, note in NEXT
+        if fo or not what.startswith(("crash", "salt-run xenha.failover_status"))
+    ]
+    if guests:
+        ip = next(iter(demo.GUESTS.values()))
+        shown.insert(1, (f"{lab_command(args, 'lab.vm')} state {ip}", "a guest's own answer"))
+    width = max(len(c) for c, _ in shown)
+    if width <= WIDE:
+        lines += ["next:"] + [f"  {c:<{width}}  # {note}" for c, note in shown]
+    else:  # a lab with its own options: the notes go above the (long) commands
+        lines += ["next:"] + [line for c, note in shown for line in (f"  # {note}", f"  {c}")]
+    return "\n".join(lines)
 
 
 def cmd_down(lab, args):
@@ -124,7 +195,11 @@ def main(argv=None):
         if name in NEEDS_HOST:
             p.add_argument("host", help="a minion id, e.g. ServVirt1")
         if name == "up":
-            p.add_argument("--no-apply", action="store_true", help="only build, apply nothing")
+            p.add_argument(
+                "--no-apply", action="store_true", help="only build: no formulas, failover, guests"
+            )
+            p.add_argument("--no-failover", action="store_true", help="leave failover off")
+            p.add_argument("--no-guests", action="store_true", help="start no guests")
     args = parser.parse_args(argv)
     args.salt_args = salt_args or []
     try:
