@@ -121,6 +121,7 @@ def cmd_status(lab, args):
 def cmd_crash(lab, args):
     """Power the host off without warning (every process dies, its link goes down)."""
     lab.host(args.host).power_off()
+    print(f"{args.host}: powered off without warning (every process killed, its link down)")
 
 
 def cmd_partition(lab, args):
@@ -140,6 +141,7 @@ def cmd_restore(lab, args):
     host.power_on()
     host.heal()
     failover.Failover(lab).restore_storage(args.host)
+    print(f"{args.host}: powered on, link up, shared storage visible; no domU started there")
 
 
 def cmd_salt(lab, args):
