@@ -1,0 +1,311 @@
+"""
+domU leases on sanlock: the lockspace of the VM hosts and one resource lease per domU.
+
+Needs the ``sanlock`` daemon running on this host (Debian package ``sanlock``; ``wdmd`` with a
+watchdog device on real hosts) and Debian's python3 with ``python3-sanlock`` for the per-domU
+keeper (``_utils/xenha_sanlockkeeper.py``). Settings come from the pillar, checked by
+``xenha_sanlockcfg.settings``: ``xenha:sanlock:lease_path`` (the lease LUN, or a file on shared
+storage that is not the OCFS2 volume), ``io_timeout``, ``slots``, ``toolstack_path``,
+``keeper_python``, and ``xenha:hosts:<host>:host_id`` for every VM host.
+docs/design/leases-sanlock.md explains the layout, the keeper and its killpath.
+"""
+
+import json
+import os
+import shlex
+import time
+
+import salt.utils.path
+import xenha_sanlockcfg as cfgmod
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "xenha_sanlock"
+
+SANLOCK = "sanlock"
+COMMAND_TIMEOUT = 60
+RELEASE_TIMEOUT = 30
+POLL_INTERVAL = 0.2
+KEEPER = os.path.join(os.path.dirname(os.path.abspath(cfgmod.__file__)), "xenha_sanlockkeeper.py")
+ERR_EXIST = -17  # add_lockspace of a lockspace already joined
+ERR_IDLIVE = -243  # SANLK_ACQUIRE_IDLIVE: the lease is held by a host that is alive
+
+
+def __virtual__():
+    if salt.utils.path.which(SANLOCK):
+        return __virtualname__
+    return (False, "xenha_sanlock: the sanlock command is not installed (Debian package sanlock)")
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+def _settings():
+    # __pillar__ directly: Salt 3008's pillar.get masks values in its answer
+    return cfgmod.settings(__pillar__.get("xenha"), __opts__.get("id"))
+
+
+def _run(argv, timeout=COMMAND_TIMEOUT, ok=(0,)):
+    ret = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, timeout=timeout)
+    if ret["retcode"] not in ok:
+        said = (ret.get("stderr") or "").strip() or (ret.get("stdout") or "").strip()
+        raise CommandExecutionError(f"{shlex.join(argv)}: exit {ret['retcode']}: {said}")
+    return ret
+
+
+def _my_host_id(cfg):
+    if cfg["host_id"] is None:
+        raise CommandExecutionError(
+            f"xenha:hosts:{__opts__.get('id')}:host_id: this host is not a VM host with a host_id"
+        )
+    return cfg["host_id"]
+
+
+def _used(cfg):
+    """{slot: lease name} of the initialised resource areas, read from the lease area."""
+    argv = [SANLOCK, "direct", "dump", f"{cfg['lease_path']}:0:{cfgmod.area_size(cfg['slots'])}"]
+    return cfgmod.used_slots(cfgmod.parse_dump(_run(argv)["stdout"]))
+
+
+def _lockspace_ready(cfg):
+    argv = [SANLOCK, "direct", "read_leader", "-s", cfgmod.lockspace_arg(1, cfg["lease_path"])]
+    ret = _run(argv, ok=(0, 1))
+    fields = dict(line.split(" ", 1) for line in ret["stdout"].splitlines() if " " in line)
+    return ret["retcode"] == 0 and fields.get("space_name") == cfgmod.LOCKSPACE
+
+
+def _status():
+    return cfgmod.parse_status(_run([SANLOCK, "client", "status"])["stdout"])
+
+
+def _toolstack():
+    cfg = _settings()
+    if cfg["toolstack_path"]:
+        return cfg["toolstack_path"]
+    tool = __salt__["config.get"]("xenha:xen:toolstack", "xl") or "xl"
+    path = salt.utils.path.which(tool)
+    if not path:
+        raise CommandExecutionError(f"xenha:xen:toolstack: {tool} is not on PATH")
+    return path
+
+
+def _domu_runs(domu):
+    ret = _run([_toolstack(), "list"])
+    return domu in [line.split()[0] for line in ret["stdout"].splitlines()[1:] if line.strip()]
+
+
+def _slot(cfg, domu):
+    name = cfgmod.resource_name(domu)
+    slot, _ = cfgmod.find_slot(name, _used(cfg), cfg["slots"])
+    if slot is None:
+        raise CommandExecutionError(
+            f"domU {domu}: no lease area in {cfg['lease_path']}: run xenha_sanlock.init"
+        )
+    return name, slot
+
+
+def _names(cfg):
+    domus = (__pillar__.get("xenha") or {}).get("domus") or {}
+    return {cfgmod.resource_name(d): d for d in domus}
+
+
+# --- functions --------------------------------------------------------------------------------
+
+
+def init(force=False):
+    """
+    Initialise the lease area directly on storage (no daemon needed): the ``xenha`` lockspace
+    with the pillar's io_timeout, and a resource lease for every domU of ``xenha:domus`` that
+    has none yet. An initialised lockspace and existing resource leases are kept; ``force=True``
+    writes them afresh (only when no host has joined: it wipes every host's delta lease).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.init
+        salt ServVirt1 xenha_sanlock.init force=True
+    """
+    cfg = _settings()
+    path = cfg["lease_path"]
+    ready = _lockspace_ready(cfg)
+    if ready and force and any(h["state"] == "live" for h in hosts().values()):
+        raise CommandExecutionError(f"init force=True: hosts are live in the lockspace at {path}")
+    result = {"lockspace": "kept", "resources": {}}
+    if force or not ready:
+        argv = [SANLOCK, "direct", "init", "-o", str(cfg["io_timeout"])]
+        _run([*argv, "-s", cfgmod.lockspace_arg(0, path)])
+        result["lockspace"] = "initialised"
+    used = {} if force else _used(cfg)
+    names = _names(cfg)
+    for name, slot in sorted(cfgmod.plan(names, used, cfg["slots"]).items()):
+        _run([SANLOCK, "direct", "init", "-r", cfgmod.resource_arg(name, path, slot)])
+        result["resources"][names[name]] = slot
+    return result
+
+
+def join():
+    """
+    Join the lockspace with this host's host_id (``sanlock client add_lockspace``). Takes about
+    2 x io_timeout on a free host_id, longer when the host_id's last owner may still be alive.
+    Returns ``{"host_id", "changed"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.join
+    """
+    cfg = _settings()
+    hid = _my_host_id(cfg)
+    io = cfg["io_timeout"]
+    argv = [SANLOCK, "client", "add_lockspace", "-o", str(io)]
+    argv += ["-s", cfgmod.lockspace_arg(hid, cfg["lease_path"])]
+    # a host_id whose last owner stopped renewing is only taken after host_dead_seconds
+    ret = _run(argv, timeout=8 * io + 60 + 4 * io + COMMAND_TIMEOUT, ok=(0, 1, 255))
+    said = ret["stdout"] + ret["stderr"]
+    if ret["retcode"] != 0 and f"done {ERR_EXIST}" not in said:
+        raise CommandExecutionError(f"{shlex.join(argv)}: exit {ret['retcode']}: {said.strip()}")
+    return {"host_id": hid, "changed": ret["retcode"] == 0}
+
+
+def leave(force=False):
+    """
+    Leave the lockspace (``sanlock client rem_lockspace``). Refused while this host holds domU
+    leases: sanlock would fence their keepers, which destroy the domUs; ``force=True`` does it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.leave
+    """
+    cfg = _settings()
+    hid = _my_host_id(cfg)
+    status = _status()
+    if cfgmod.LOCKSPACE not in status["lockspaces"]:
+        return {"host_id": hid, "changed": False}
+    mine = held()
+    if mine and not force:
+        raise CommandExecutionError(
+            f"leave: this host holds the leases of {', '.join(sorted(mine))}: release them first"
+        )
+    argv = [SANLOCK, "client", "rem_lockspace", "-s", cfgmod.lockspace_arg(hid, cfg["lease_path"])]
+    _run(argv, timeout=8 * cfg["io_timeout"] + COMMAND_TIMEOUT)
+    return {"host_id": hid, "changed": True}
+
+
+def hosts():
+    """
+    sanlock's view of every host in the lockspace, as this host's daemon sees it:
+    ``{host_id: {"host", "state", "generation", "timestamp"}}``; ``state`` is ``live``, ``fail``
+    (renewals stopped longer than 8 x io_timeout ago), ``dead`` (its leases may be taken),
+    ``free`` or ``unknown`` (not watched long enough yet); ``timestamp`` is the host's last
+    renewal in its own monotonic seconds; ``host`` is the pillar host with that host_id.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.hosts
+    """
+    cfg = _settings()
+    spaces = cfgmod.parse_gets(_run([SANLOCK, "client", "gets", "-h", "1"])["stdout"])
+    if cfgmod.LOCKSPACE not in spaces:
+        raise CommandExecutionError("hosts: this host has not joined lockspace xenha")
+    names = {hid: host for host, hid in cfg["host_ids"].items()}
+    found = spaces[cfgmod.LOCKSPACE]["hosts"]
+    out = {hid: {"host": names.get(hid), **row} for hid, row in found.items()}
+    for hid, host in names.items():
+        out.setdefault(hid, {"host": host, "state": "free", "generation": 0, "timestamp": 0})
+    return dict(sorted(out.items()))
+
+
+def held():
+    """
+    The domU leases held on this host: ``{domu: {"pid", "lver", "offset"}}`` (``pid`` is the
+    keeper's), from the local sanlock daemon.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.held
+    """
+    names = _names(_settings())
+    out = {}
+    for (space, name), res in _status()["resources"].items():
+        if space == cfgmod.LOCKSPACE:
+            out[names.get(name, name)] = {k: res[k] for k in ("pid", "lver", "offset")}
+    return out
+
+
+def acquire(domu, poll=1, start_grace=600):
+    """
+    Take domU ``domu``'s lease on this host and keep it: a keeper process holds it until the
+    domU, once seen running, is gone (or never appears within ``start_grace`` seconds, or
+    ``release`` is called). Returns ``{"domu", "pid", "slot", "changed"}`` once the lease is
+    held; raises when sanlock refuses it, naming the holder's host_id (e.g. -243: held by a
+    live host). Start the domU only after this returned.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.acquire web01
+    """
+    cfg = _settings()
+    _my_host_id(cfg)
+    name, slot = _slot(cfg, domu)
+    mine = held()
+    if domu in mine:
+        return {"domu": domu, "pid": mine[domu]["pid"], "slot": slot, "changed": False}
+    argv = [
+        cfg["keeper_python"], KEEPER,
+        "--lockspace", cfgmod.LOCKSPACE, "--resource", name,
+        "--path", cfg["lease_path"], "--offset", str(cfgmod.slot_offset(slot)),
+        "--domu", domu, "--toolstack", _toolstack(),
+        "--poll", str(float(poll)), "--start-grace", str(float(start_grace)),
+        "--log", f"{cfgmod.STATE_DIR}/{domu}.log",
+    ]  # fmt: skip
+    ret = _run(argv, timeout=COMMAND_TIMEOUT + 4 * cfg["io_timeout"], ok=(0, 2))
+    try:
+        answer = json.loads(ret["stdout"].strip().splitlines()[-1])
+    except (ValueError, IndexError) as err:
+        raise CommandExecutionError(
+            f"{shlex.join(argv)}: no answer from the keeper: {ret['stderr'].strip()}"
+        ) from err
+    if "pid" in answer:
+        return {"domu": domu, "pid": answer["pid"], "slot": slot, "changed": True}
+    names = {hid: host for host, hid in cfg["host_ids"].items()}
+    owners = ", ".join(f"host_id {o} ({names.get(o, '?')})" for o in answer.get("owners", []))
+    why = f"held by {owners}" if answer.get("error") == ERR_IDLIVE and owners else owners
+    raise CommandExecutionError(
+        f"acquire {domu}: sanlock refused the lease: {answer.get('error')} "
+        f"{answer.get('message', '')}{'; ' + why if why else ''}"
+    )
+
+
+def release(domu, timeout=RELEASE_TIMEOUT):
+    """
+    Release domU ``domu``'s lease held on this host (its keeper lets go and exits). Refused
+    while the domU runs here: a running domU always holds its lease.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.release web01
+    """
+    cfgmod.resource_name(domu)
+    mine = held()
+    if domu not in mine:
+        return {"domu": domu, "changed": False}
+    if _domu_runs(domu):
+        raise CommandExecutionError(f"release {domu}: the domU runs on this host")
+    _run(["kill", "-USR1", str(mine[domu]["pid"])])
+    deadline = time.monotonic() + timeout
+    while domu in held():
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(f"release {domu}: still held after {timeout} s")
+        time.sleep(POLL_INTERVAL)
+    return {"domu": domu, "changed": True}

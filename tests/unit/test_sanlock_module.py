@@ -1,0 +1,178 @@
+"""xenha_sanlock with Salt's loader mocked: cmd.run_all answers with recorded sanlock output,
+so each test checks the result and what would have run (tests/hosts/test_sanlock.py runs the
+same functions against real daemons)."""
+
+import json
+import shlex
+
+import pytest
+import xenha_sanlockcfg as cfg
+from salt.exceptions import CommandExecutionError
+
+from _modules import xenha_sanlock
+from tests.unit.test_sanlockcfg import DUMP, PATH, STATUS, tree
+
+XL_LIST = "Name                                        ID   Mem VCPUs\tState\tTime(s)\n"
+XL_LIST += "Domain-0                                     0  1024     2     r-----      9.0\n"
+
+
+def ok(stdout="", retcode=0, stderr=""):
+    return {"retcode": retcode, "stdout": stdout, "stderr": stderr}
+
+
+class Fake:
+    """Answers by argv prefix (the longest that matches); records every command."""
+
+    def __init__(self):
+        self.answers = {}
+        self.calls = []
+
+    def on(self, *prefix, answer):
+        self.answers[prefix] = answer
+
+    def __call__(self, argv, python_shell=None, ignore_retcode=None, timeout=None):
+        assert isinstance(argv, list) and python_shell is False
+        self.calls.append(argv)
+        for size in range(len(argv), 0, -1):
+            if tuple(argv[:size]) in self.answers:
+                return self.answers[tuple(argv[:size])]
+        raise AssertionError(f"unexpected command {shlex.join(argv)}")
+
+    def ran(self, *prefix):
+        return [c for c in self.calls if tuple(c[: len(prefix)]) == prefix]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    fake = Fake()
+    data = tree(slots=8, toolstack_path="/usr/sbin/xl")
+    monkeypatch.setattr(xenha_sanlock, "__salt__", {"cmd.run_all": fake}, raising=False)
+    monkeypatch.setattr(xenha_sanlock, "__pillar__", {"xenha": data}, raising=False)
+    monkeypatch.setattr(xenha_sanlock, "__opts__", {"id": "v2"}, raising=False)
+    fake.on("sanlock", "client", "status", answer=ok(STATUS))
+    fake.on("/usr/sbin/xl", "list", answer=ok(XL_LIST))
+    fake.on("sanlock", "direct", "dump", answer=ok(dump(PLACED)))
+    return fake
+
+
+PLACED = cfg.plan(["web01", "db01"], {}, 8)  # where init puts them in an 8-slot area
+
+
+def dump(placed):
+    """`sanlock direct dump` output (its recorded format) of an area holding ``placed``."""
+    lines = DUMP.splitlines()[:3]
+    for name, slot in sorted(placed.items(), key=lambda item: item[1]):
+        lines.append(f"{cfg.slot_offset(slot):08d} {'xenha':>40} {name:>48} 0000000771 0001 0001 1")
+    return "\n".join(lines) + "\n"
+
+
+def test_virtual_says_why_without_sanlock(monkeypatch):
+    monkeypatch.setattr(xenha_sanlock.salt.utils.path, "which", lambda name: None)
+    assert xenha_sanlock.__virtual__() == (
+        False,
+        "xenha_sanlock: the sanlock command is not installed (Debian package sanlock)",
+    )
+
+
+def test_acquire_refused_names_the_holder(fake):
+    answer = {"error": -243, "message": "(-243, 'Sanlock resource not acquired')", "owners": [1]}
+    fake.on("/usr/bin/python3", answer=ok(json.dumps(answer) + "\n", retcode=2))
+    with pytest.raises(
+        CommandExecutionError, match=r"acquire db01: .*-243 .*held by host_id 1 \(v1\)"
+    ):
+        xenha_sanlock.acquire("db01")
+    (argv,) = fake.ran("/usr/bin/python3")
+    assert argv[1] == xenha_sanlock.KEEPER and argv[1].endswith("_utils/xenha_sanlockkeeper.py")
+    args = dict(zip(argv[2::2], argv[3::2], strict=True))
+    assert args["--resource"] == "db01"
+    assert args["--offset"] == str(cfg.slot_offset(PLACED["db01"]))
+    assert args["--path"] == PATH and args["--toolstack"] == "/usr/sbin/xl"
+
+
+def test_acquire_of_a_domu_without_a_lease_area(fake):
+    with pytest.raises(
+        CommandExecutionError, match="domU mail: no lease area .* xenha_sanlock.init"
+    ):
+        xenha_sanlock.acquire("mail")
+    assert not fake.ran("/usr/bin/python3")
+
+
+def test_acquire_refuses_a_bad_name_before_running_anything(fake):
+    with pytest.raises(CommandExecutionError, match="invalid domain name"):
+        xenha_sanlock.acquire("web01; reboot")
+    assert fake.calls == []
+
+
+def test_acquire_of_a_lease_held_here_is_no_change(fake):
+    got = xenha_sanlock.acquire("web01")
+    assert got == {"domu": "web01", "pid": 28, "slot": PLACED["web01"], "changed": False}
+    assert not fake.ran("/usr/bin/python3")
+
+
+def test_held_and_release_refused_while_the_domu_runs(fake):
+    assert xenha_sanlock.held() == {"web01": {"pid": 28, "lver": 1, "offset": 1048576}}
+    fake.on("/usr/sbin/xl", "list", answer=ok(XL_LIST + "web01  3  256  1  -b----  1.0\n"))
+    with pytest.raises(CommandExecutionError, match="release web01: the domU runs on this host"):
+        xenha_sanlock.release("web01")
+    assert not fake.ran("kill")
+    assert xenha_sanlock.release("db01") == {"domu": "db01", "changed": False}
+
+
+def test_join_again_is_no_change(fake):
+    said = "add_lockspace_timeout 10\nadd_lockspace_timeout done -17\n"
+    fake.on("sanlock", "client", "add_lockspace", answer=ok(said, retcode=1))
+    assert xenha_sanlock.join() == {"host_id": 2, "changed": False}
+    (argv,) = fake.ran("sanlock", "client", "add_lockspace")
+    assert argv[3:] == ["-o", "10", "-s", f"xenha:2:{PATH}:0"]
+    fake.on("sanlock", "client", "add_lockspace", answer=ok("done -19\n", retcode=1))
+    with pytest.raises(CommandExecutionError, match="add_lockspace .* exit 1: .*done -19"):
+        xenha_sanlock.join()
+
+
+def test_leave_refused_while_leases_are_held(fake):
+    with pytest.raises(CommandExecutionError, match="holds the leases of web01"):
+        xenha_sanlock.leave()
+    assert not fake.ran("sanlock", "client", "rem_lockspace")
+
+
+def test_hosts_lists_every_pillar_host(fake):
+    gets = f"s xenha:2:{PATH}:0 \nh 1 gen 1 timestamp 768 LIVE\nh 2 gen 1 timestamp 769 LIVE\n"
+    fake.on("sanlock", "client", "gets", answer=ok(gets))
+    seen = xenha_sanlock.hosts()
+    assert seen[1] == {"host": "v1", "state": "live", "generation": 1, "timestamp": 768}
+    fake.on(
+        "sanlock", "client", "gets", answer=ok(f"s xenha:2:{PATH}:0 \nh 2 gen 1 timestamp 9 LIVE\n")
+    )
+    assert xenha_sanlock.hosts()[1] == {
+        "host": "v1",
+        "state": "free",
+        "generation": 0,
+        "timestamp": 0,
+    }
+    fake.on("sanlock", "client", "gets", answer=ok(""))
+    with pytest.raises(CommandExecutionError, match="not joined lockspace xenha"):
+        xenha_sanlock.hosts()
+
+
+def test_init_keeps_what_is_there(fake):
+    fake.on("sanlock", "direct", "read_leader", answer=ok("read_leader done 0\nspace_name xenha\n"))
+    fake.on("sanlock", "direct", "init", answer=ok("init done 0\n"))
+    assert xenha_sanlock.init() == {"lockspace": "kept", "resources": {}}
+    assert not fake.ran("sanlock", "direct", "init")
+    # a new domU in the pillar gets the first free slot of its probe path
+    xenha_sanlock.__pillar__["xenha"]["domus"]["mail"] = {}
+    (slot,) = cfg.plan(["mail"], {s: n for n, s in PLACED.items()}, 8).values()
+    assert xenha_sanlock.init() == {"lockspace": "kept", "resources": {"mail": slot}}
+    (argv,) = fake.ran("sanlock", "direct", "init")
+    assert argv[3:] == ["-r", cfg.resource_arg("mail", PATH, slot)]
+
+
+def test_init_writes_a_new_lockspace_with_the_io_timeout(fake):
+    fake.on("sanlock", "direct", "read_leader", answer=ok("read_leader done -223\n", retcode=1))
+    fake.on("sanlock", "direct", "dump", answer=ok(DUMP.splitlines()[0] + "\n"))
+    fake.on("sanlock", "direct", "init", answer=ok("init done 0\n"))
+    got = xenha_sanlock.init()
+    assert got == {"lockspace": "initialised", "resources": PLACED}
+    inits = [c[3:] for c in fake.ran("sanlock", "direct", "init")]
+    assert inits[0] == ["-o", "10", "-s", f"xenha:0:{PATH}:0"]
+    assert inits[1:] == [["-r", cfg.resource_arg(n, PATH, PLACED[n])] for n in ("db01", "web01")]
