@@ -1,0 +1,250 @@
+"""xenha_sanlock against real sanlock daemons in two lab hosts sharing one lease area.
+
+Two bare lab hosts (no Salt: the module's ``cmd.run_all`` runs its commands inside its host),
+each with its own sanlock daemon; the lease area is a file in the run folder's shared folder and
+the Xen toolstack is the stand-in (tests/standins/xl), whose calls log shows what the killpath
+ran. io_timeout 1, sanlock's shortest, keeps joins at about 3 s.
+"""
+
+import importlib.util
+import shlex
+import threading
+import time
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from lab import REPO, RUN_ROOT
+from lab.hosts import Segment, wait_for
+from lab.sanlock import Sanlock
+from tests.standins.cluster import STANDINS, StandinCluster
+
+pytestmark = pytest.mark.root
+
+PREFIX = "xsl"
+IO_TIMEOUT = 1
+SLOTS = 8
+HOST_IDS = {"A": 1, "B": 2}
+
+
+def load_module(host, pillar, env):
+    """A fresh copy of the execution module whose commands run inside ``host``."""
+    path = REPO / "_modules" / "xenha_sanlock.py"
+    spec = importlib.util.spec_from_file_location(f"xenha_sanlock_{host.name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def run_all(argv, python_shell=False, ignore_retcode=False, timeout=None):
+        assert isinstance(argv, list) and python_shell is False
+        proc = host.run(argv, check=False, timeout=timeout or 60, env=env)
+        return {"retcode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+    mod.__salt__ = {"cmd.run_all": run_all, "config.get": lambda key, default=None: default}
+    mod.__pillar__ = pillar
+    mod.__opts__ = {"id": host.name}
+    return mod
+
+
+class Cluster:
+    def __init__(self):
+        self.run_dir = RUN_ROOT / f"test-{PREFIX}"
+        self.segment = Segment(self.run_dir, prefix=PREFIX, subnet="10.97.0")
+        self.hosts = {
+            name: self.segment.host(name, f"10.97.0.{10 + i}", "vmhost")
+            for i, name in enumerate(HOST_IDS)
+        }
+        self.xen = None  # made at up(): the segment starts from an empty run folder
+        xen_dir = self.run_dir / "shared" / "xen"
+        env = {n: {"XENHA_STANDIN_DIR": str(xen_dir), "XENHA_STANDIN_HOST": n} for n in HOST_IDS}
+        self.env = env
+        self.sanlock = Sanlock(self.run_dir, self.hosts.values(), env=env)
+        self.pillar = {
+            "xenha": {
+                "sanlock": {
+                    "lease_path": str(self.sanlock.lease_path),
+                    "io_timeout": IO_TIMEOUT,
+                    "slots": SLOTS,
+                    "toolstack_path": str(STANDINS / "xl"),
+                },
+                "hosts": {n: {"role": "vmhost", "host_id": i} for n, i in HOST_IDS.items()},
+                "domus": {"web01": {}, "db01": {}},
+            }
+        }
+        self.mods = {}
+
+    def up(self):
+        self.segment.up()
+        self.xen = StandinCluster(self.run_dir / "shared" / "xen")
+        for name in HOST_IDS:
+            self.xen.add_host(name)
+        self.sanlock.make_area((1 + SLOTS) << 20)
+        self.sanlock.attach()  # every later power-on starts the daemon again
+        self.sanlock.start_all()
+        self.mods = {n: load_module(h, self.pillar, self.env[n]) for n, h in self.hosts.items()}
+
+    def down(self):
+        try:
+            self.sanlock.stop_all()
+        finally:
+            self.segment.down()
+
+    def calls(self, verb):
+        """(time, host, argv) of every stand-in toolstack call of ``verb``."""
+        return [
+            (c["time"], c["host"], c["argv"]) for c in self.xen.calls() if c["argv"][:1] == [verb]
+        ]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = Cluster()
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="module")
+def joined(cluster):
+    a, b = cluster.mods["A"], cluster.mods["B"]
+    first = a.init()
+    assert first["lockspace"] == "initialised"
+    assert sorted(first["resources"]) == ["db01", "web01"]
+    # a second init keeps what is there and writes nothing
+    assert a.init() == {"lockspace": "kept", "resources": {}}
+    took = {}
+
+    def join(name):
+        start = time.monotonic()
+        took[name] = (cluster.mods[name].join(), time.monotonic() - start)
+
+    threads = [threading.Thread(target=join, args=(n,)) for n in HOST_IDS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {n: r["host_id"] for n, (r, _) in took.items()} == HOST_IDS
+    print(
+        f"add_lockspace with io_timeout {IO_TIMEOUT}: "
+        + ", ".join(f"{n} {s:.1f} s" for n, (_, s) in sorted(took.items()))
+    )
+    assert b.join()["changed"] is False  # joining again is a no-op
+    return cluster
+
+
+def test_both_hosts_see_each_other_live(joined):
+    def both_live():
+        seen = joined.mods["A"].hosts()
+        return seen if all(seen[i]["state"] == "live" for i in (1, 2)) else None
+
+    seen = wait_for(both_live, 30, "A to see host_ids 1 and 2 live", interval=0.5)
+    assert seen[1]["host"] == "A" and seen[2]["host"] == "B"
+    assert seen[2]["timestamp"] > 0
+
+
+def test_a_lease_is_held_by_one_host_at_a_time(joined):
+    a, b = joined.mods["A"], joined.mods["B"]
+    start = time.monotonic()
+    got = a.acquire("db01")
+    print(f"acquire (keeper start to lease held): {time.monotonic() - start:.2f} s")
+    assert got["changed"] is True and a.held()["db01"]["pid"] == got["pid"]
+    assert a.acquire("db01")["changed"] is False
+    with pytest.raises(CommandExecutionError, match=r"-243 .*held by host_id 1 \(A\)"):
+        b.acquire("db01")
+    assert "db01" not in b.held()
+    assert a.release("db01")["changed"] is True
+    assert "db01" not in a.held()
+    assert b.acquire("db01")["changed"] is True
+    with pytest.raises(CommandExecutionError, match="held by host_id 2"):
+        a.acquire("db01")
+    assert b.release("db01")["changed"] is True
+    assert b.release("db01")["changed"] is False
+
+
+def test_release_is_refused_while_the_domu_runs_here(joined):
+    a = joined.mods["A"]
+    joined.xen.add_domain("A", "web01")
+    try:
+        a.acquire("web01")
+        with pytest.raises(CommandExecutionError, match="web01: the domU runs on this host"):
+            a.release("web01")
+        assert "web01" in a.held()
+        with pytest.raises(CommandExecutionError, match="holds the leases of web01"):
+            a.leave()
+    finally:
+        # the domU leaves (as after a migration): its keeper lets the lease go by itself
+        with joined.xen.state.lock():
+            data = joined.xen.state.load("A")
+            data["domains"].pop("web01", None)
+            joined.xen.state.save(data)
+        wait_for(lambda: "web01" not in a.held(), 30, "A's keeper to release web01")
+
+
+def test_a_requested_lease_runs_the_killpath_and_moves(joined):
+    a, b = joined.mods["A"], joined.mods["B"]
+    host_b = joined.hosts["B"]
+    joined.xen.add_domain("A", "web01")
+    a.acquire("web01")
+    before = len(joined.calls("destroy"))
+    # B asks A to give the lease up gracefully (force mode 2: run the holder's killpath)
+    path = joined.sanlock.lease_path
+    slot = a.acquire("web01")["slot"]
+    resource = f"xenha:web01:{path}:{(1 + slot) << 20}"
+    leader = host_b.run(["sanlock", "direct", "read_leader", "-r", resource]).stdout
+    lver = int(dict(line.split(" ", 1) for line in leader.splitlines() if " " in line)["lver"])
+    asked = time.time()
+    argv = ["sanlock", "client", "request", "-r", f"{resource}:{lver + 1}", "-f", "2"]
+    out = host_b.run(argv)
+    assert "done 0" in out.stdout + out.stderr, shlex.join(argv)
+    destroyed = wait_for(
+        lambda: joined.calls("destroy")[before:], 30, "A's killpath to destroy web01", interval=0.2
+    )
+    assert destroyed[0][1:] == ("A", ["destroy", "web01"])
+    assert "web01" not in joined.xen.domains("A")
+    wait_for(lambda: "web01" not in a.held(), 30, "A's keeper to let web01 go")
+    released = time.time()
+    assert b.acquire("web01", start_grace=5)["changed"] is True
+    print(
+        f"request -> killpath {destroyed[0][0] - asked:.2f} s, "
+        f"-> lease free {released - asked:.2f} s"
+    )
+    assert b.release("web01")["changed"] is True
+
+
+def test_a_power_cycled_host_gets_its_daemon_back_and_rejoins(joined):
+    """Power-off kills B's daemon with everything else; power-on starts it again (a service),
+    and B takes its host_id back at once: same daemon name (-e), sanlock's fast reacquire."""
+    a, b, host_b = joined.mods["A"], joined.mods["B"], joined.hosts["B"]
+    generation = a.hosts()[2]["generation"]
+    host_b.power_off()
+    host_b.power_on()
+    assert joined.sanlock.running(host_b)
+    start = time.monotonic()
+    assert b.join()["changed"] is True
+    print(f"rejoin after a power cycle: {time.monotonic() - start:.1f} s")
+
+    def new_generation():
+        row = a.hosts()[2]
+        return row["state"] == "live" and row["generation"] > generation
+
+    wait_for(new_generation, 30, "A to see B's host_id 2 live with a new generation", interval=0.5)
+
+
+def test_leaving_the_lockspace_fences_the_domus_it_holds(joined):
+    """rem_lockspace makes sanlock kill the lease holders with SIGKILL; the keeper restricted
+    SIGKILL, so it gets SIGTERM and destroys its domU itself before the lease goes."""
+    a, host_a = joined.mods["A"], joined.hosts["A"]
+    joined.xen.add_domain("A", "web01")
+    a.acquire("web01")
+    before = len(joined.calls("destroy"))
+    assert a.leave(force=True)["changed"] is True
+    wait_for(lambda: joined.calls("destroy")[before:], 30, "A's keeper to destroy web01")
+    assert "web01" not in joined.xen.domains("A")
+    log = host_a.run(["cat", "/run/xenha/sanlock/web01.log"]).stdout.splitlines()
+    assert log[-2:] == [
+        log[-2][:20] + "web01: SIGTERM: destroying the domU",
+        log[-1][:20] + "web01: releasing: fenced: the domU is gone",
+    ]
+    wait_for(lambda: not a.held(), 30, "A's lease on web01 to go")
+    assert a.leave()["changed"] is False
