@@ -86,11 +86,15 @@ class Sanlock:
             return False
         return host.run(["sanlock", "client", "status"], check=False).returncode == 0
 
+    def wait(self, host, timeout=30):
+        """Return once ``host``'s daemon answers (it answers a moment after it forked)."""
+        wait_for(lambda: self.running(host), timeout, f"sanlock daemon in {host.name}")
+
     def start(self, host, timeout=30):
         """Start ``host``'s daemon unless it runs; return when it answers."""
         if not self.running(host):
             host.run(self.daemon_argv(host), timeout=timeout)
-        wait_for(lambda: self.running(host), timeout, f"sanlock daemon in {host.name}")
+        self.wait(host, timeout)
 
     def stop(self, host, timeout=30):
         """Stop ``host``'s daemon cleanly (``sanlock client shutdown -f 1``: its lockspaces are

@@ -219,7 +219,7 @@ def test_a_power_cycled_host_gets_its_daemon_back_and_rejoins(joined):
     generation = a.hosts()[2]["generation"]
     host_b.power_off()
     host_b.power_on()
-    assert joined.sanlock.running(host_b)
+    joined.sanlock.wait(host_b)
     start = time.monotonic()
     assert b.join()["changed"] is True
     print(f"rejoin after a power cycle: {time.monotonic() - start:.1f} s")
