@@ -18,6 +18,7 @@ host). The holder:
   domU itself and exits only when the toolstack no longer lists it. If that never happens it
   holds on, sanlock stops renewing the watchdog, and the watchdog resets the host: the lease is
   never freed while the domU may still run;
+- asks the OOM killer to spare it (oom_score_adj -1000);
 - releases the lease and exits when the domU, once seen running, is gone (shut down, migrated
   away, destroyed), when it never appears within ``--start-grace`` seconds, or on SIGUSR1
   (``xenha_sanlock.release``, which first checks that the domU is not running here).
@@ -153,6 +154,9 @@ def main(argv=None):
     log = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     for fd, source in ((0, null), (1, log), (2, log)):
         os.dup2(source, fd)
+    # the OOM killer must not free a lease whose domU runs on (sanlock protects itself the same)
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
+        adj.write("-1000")
     keeper = Keeper(args, sanlock)
     try:
         keeper.acquire()
