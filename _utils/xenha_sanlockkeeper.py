@@ -61,6 +61,8 @@ class Keeper:
         self.disks = [(args.path, args.offset)]
         self.fd = None
         self.signal = None
+        self.seen = False  # the toolstack has listed the domU since the lease was taken
+        self.start = None
 
     def log(self, text):
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.args.domu}: {text}", flush=True)
@@ -90,36 +92,49 @@ class Keeper:
     def on_signal(self, signum, frame):
         self.signal = signum
 
-    def hold(self):
+    def look(self, now):
+        """One look at the domU: why to let the lease go now, or None to keep holding it."""
         args = self.args
+        state = listed(args.toolstack, args.domu)
+        if self.signal == signal.SIGTERM:
+            if state is False:
+                return "fenced: the domU is gone"
+            self.log("SIGTERM: destroying the domU")
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(
+                    [args.toolstack, "destroy", args.domu],
+                    capture_output=True,
+                    timeout=LIST_TIMEOUT,
+                    check=False,
+                )
+            return None
+        if state:
+            self.seen = True
+        elif state is False and self.seen:
+            return "the domU is gone"
+        elif state is False and now - self.start > args.start_grace:
+            return f"the domU did not start in {args.start_grace} s"
+        return None
+
+    def hold(self):
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGUSR1, self.on_signal)
-        seen = False
-        start = time.monotonic()
-        next_check = start
+        self.start = next_check = time.monotonic()
+        fencing = False
         while True:
             if self.signal == signal.SIGUSR1:
                 return self.release("asked to release")
             now = time.monotonic()
-            if self.signal == signal.SIGTERM or now >= next_check:
-                next_check = now + args.poll
-                state = listed(args.toolstack, args.domu)
-                if self.signal == signal.SIGTERM:
-                    if state is False:
-                        return self.release("fenced: the domU is gone")
-                    self.log("SIGTERM: destroying the domU")
-                    subprocess.run(
-                        [args.toolstack, "destroy", args.domu],
-                        capture_output=True,
-                        timeout=LIST_TIMEOUT,
-                        check=False,
-                    )
-                elif state:
-                    seen = True
-                elif state is False and seen:
-                    return self.release("the domU is gone")
-                elif state is False and now - start > args.start_grace:
-                    return self.release(f"the domU did not start in {args.start_grace} s")
+            if now >= next_check or (self.signal == signal.SIGTERM and not fencing):
+                fencing = self.signal == signal.SIGTERM
+                next_check = now + self.args.poll
+                try:
+                    why = self.look(now)
+                except Exception as err:  # noqa: BLE001 -- a bug must never let go of a lease
+                    self.log(f"holding on after an error: {err!r}")
+                    why = None
+                if why:
+                    return self.release(why)
             time.sleep(0.1)
 
 
