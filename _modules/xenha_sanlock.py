@@ -60,6 +60,18 @@ def _my_host_id(cfg):
     return cfg["host_id"]
 
 
+def _check_area(cfg):
+    """Refuse a lease area that is missing or too small for the pillar's slots."""
+    path = cfg["lease_path"]
+    ret = _run(["stat", "-L", "-c", "%F %s", path], ok=(0, 1))
+    if ret["retcode"] != 0:
+        raise CommandExecutionError(f"xenha:sanlock:lease_path: {path} does not exist")
+    kind, size = ret["stdout"].strip().rsplit(" ", 1)
+    if kind == "block special file":
+        size = _run(["blockdev", "--getsize64", path])["stdout"].strip()
+    cfgmod.settings(__pillar__.get("xenha"), __opts__.get("id"), device_size=int(size))
+
+
 def _used(cfg):
     """{slot: lease name} of the initialised resource areas, read from the lease area."""
     argv = [SANLOCK, "direct", "dump", f"{cfg['lease_path']}:0:{cfgmod.area_size(cfg['slots'])}"]
@@ -127,6 +139,7 @@ def init(force=False):
     """
     cfg = _settings()
     path = cfg["lease_path"]
+    _check_area(cfg)
     ready = _lockspace_ready(cfg)
     if ready and force and any(h["state"] == "live" for h in hosts().values()):
         raise CommandExecutionError(f"init force=True: hosts are live in the lockspace at {path}")
@@ -157,6 +170,12 @@ def join():
     """
     cfg = _settings()
     hid = _my_host_id(cfg)
+    _check_area(cfg)
+    if not _lockspace_ready(cfg):
+        raise CommandExecutionError(
+            f"xenha:sanlock:lease_path: no xenha lockspace in {cfg['lease_path']}: "
+            "run xenha_sanlock.init"
+        )
     io = cfg["io_timeout"]
     argv = [SANLOCK, "client", "add_lockspace", "-o", str(io)]
     argv += ["-s", cfgmod.lockspace_arg(hid, cfg["lease_path"])]

@@ -52,6 +52,8 @@ def fake(monkeypatch):
     fake.on("sanlock", "client", "status", answer=ok(STATUS))
     fake.on("/usr/sbin/xl", "list", answer=ok(XL_LIST))
     fake.on("sanlock", "direct", "dump", answer=ok(dump(PLACED)))
+    fake.on("stat", answer=ok(f"regular file {9 << 20}\n"))
+    fake.on("sanlock", "direct", "read_leader", answer=ok("read_leader done 0\nspace_name xenha\n"))
     return fake
 
 
@@ -155,7 +157,6 @@ def test_hosts_lists_every_pillar_host(fake):
 
 
 def test_init_keeps_what_is_there(fake):
-    fake.on("sanlock", "direct", "read_leader", answer=ok("read_leader done 0\nspace_name xenha\n"))
     fake.on("sanlock", "direct", "init", answer=ok("init done 0\n"))
     assert xenha_sanlock.init() == {"lockspace": "kept", "resources": {}}
     assert not fake.ran("sanlock", "direct", "init")
@@ -176,3 +177,31 @@ def test_init_writes_a_new_lockspace_with_the_io_timeout(fake):
     inits = [c[3:] for c in fake.ran("sanlock", "direct", "init")]
     assert inits[0] == ["-o", "10", "-s", f"xenha:0:{PATH}:0"]
     assert inits[1:] == [["-r", cfg.resource_arg(n, PATH, PLACED[n])] for n in ("db01", "web01")]
+
+
+def test_a_missing_or_small_lease_area_is_refused_before_any_write(fake):
+    fake.on("stat", answer=ok("", retcode=1, stderr="stat: cannot statx: No such file"))
+    with pytest.raises(
+        CommandExecutionError, match=f"^xenha:sanlock:lease_path: {PATH} does not exist"
+    ):
+        xenha_sanlock.init()
+    fake.on("stat", answer=ok("block special file 0\n"))
+    fake.on("blockdev", answer=ok(f"{8 << 20}\n"))
+    with pytest.raises(
+        CommandExecutionError, match=r"^xenha:sanlock:lease_path: .* holds 8388608 bytes"
+    ):
+        xenha_sanlock.init()
+    with pytest.raises(CommandExecutionError, match="holds 8388608 bytes"):
+        xenha_sanlock.join()
+    assert fake.ran("blockdev", "--getsize64", PATH)
+    assert not fake.ran("sanlock", "direct", "init")
+    assert not fake.ran("sanlock", "client", "add_lockspace")
+
+
+def test_join_refuses_an_area_without_the_lockspace(fake):
+    fake.on("sanlock", "direct", "read_leader", answer=ok("read_leader done -223\n", retcode=1))
+    with pytest.raises(
+        CommandExecutionError, match="^xenha:sanlock:lease_path: no xenha lockspace"
+    ):
+        xenha_sanlock.join()
+    assert not fake.ran("sanlock", "client", "add_lockspace")
