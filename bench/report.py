@@ -54,6 +54,10 @@ WHY = {
         "(per_move_median_s), seconds that do not shrink with the lab's migrations of one to "
         "two seconds each (raw_sum_s)"
     ),
+    "lab_status": (
+        "salt-run's own start-up and the pillar compile are about a second of every call, and "
+        "a host powered off before the failover marked it is waited for up to 5 s"
+    ),
     "evacuation": "see bench/evacuation.py (stand-in toolstack with a fixed migration delay)",
     "planner": "see bench/planner.py",
 }
@@ -271,6 +275,14 @@ def targets(results):
         add("lab_failover", "crash -> restart <= 5 s median", _fmt(fo["median_s"], " s"), fo["ok"],
             f"{(fo['median_s'] or 0) - 5:.1f} s (longest phase: {worst['case']}, "
             f"{worst['median_s']} s median)")  # fmt: skip
+    status = _case(results.get("lab_status"), next(
+        (c["case"] for c in (results.get("lab_status") or {}).get("cases", []) if c["target"]),
+        None,
+    ))  # fmt: skip
+    if status:
+        add("lab_status", "status with a host powered off <= 3 s median",
+            _fmt(status["median_s"], " s"), status["ok"],
+            f"{(status['median_s'] or 0) - 3:.1f} s")  # fmt: skip
     for case in (results.get("planner") or {}).get("cases", []):
         add("planner", f"planner <= 1 s ({case['case']})", f"{case['median_s']} s", case["ok"],
             f"{case['median_s'] - 1:.2f} s")  # fmt: skip
@@ -401,6 +413,8 @@ def write(results_dir=RESULTS):
         *section_failover(results.get("lab_failover")),
         "",
         *section_simple("Evacuation in the lab", results.get("lab_evacuation")),
+        "",
+        *section_simple("Status during an incident", results.get("lab_status")),
         "",
         *section_simple(
             "Evacuation overhead with the stand-in toolstack", results.get("evacuation")

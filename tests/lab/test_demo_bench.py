@@ -14,7 +14,15 @@ import os
 
 import pytest
 
-from bench import lab_bulk, lab_common, lab_evacuation, lab_failover, lab_http, lab_unavailability
+from bench import (
+    lab_bulk,
+    lab_common,
+    lab_evacuation,
+    lab_failover,
+    lab_http,
+    lab_status,
+    lab_unavailability,
+)
 from bench import report as bench_report
 from lab import RUN_ROOT, demo
 from lab.cluster import Lab
@@ -100,6 +108,17 @@ def test_evacuation_smoke(bench):
     assert run["raw_sum_s"] > 0 and run["makespan_s"] > 0
     assert bench.where("web01") == V1  # back home after the restore
     RESULTS["lab_evacuation"] = result
+
+
+def test_status_smoke_with_a_host_powered_off(bench):
+    result = lab_status.run(runs=2, bench=bench, guest=WEB01)
+    up, down = result["cases"]
+    assert up["case"] == "all up" and up["runs"] == 2 and up["median_s"] > 0
+    off = lab_common.OTHER[bench.where("web01")]
+    assert down["case"] == f"{off} powered off" and down["runs"] == 2
+    assert all(call["state"] != "up" for call in result["down_calls"]), result["down_calls"]
+    assert bench.lab.hosts[off].is_powered()  # powered on again
+    RESULTS["lab_status"] = result
 
 
 def test_failover_smoke_is_the_demos_crash(bench):
