@@ -464,7 +464,11 @@ def _lease_states(snap, wait=REPORT_WAIT):
         ok, verdict = _call_one(peers[0], "xenha_lease.observe", [host], kwarg, timeout=wait)
         if not ok:
             return f"unknown ({verdict})"
-        return f"{verdict.get('state')} (counter {verdict.get('counter')}, seen by {peers[0]})"
+        unchanged = verdict.get("unchanged_for")
+        stalled = verdict.get("state") == "stalled" and isinstance(unchanged, (int, float))
+        # a renewer that lags under load shows 'stalled' for a moment: say for how long
+        age = f", not renewed for {unchanged:.1f} s" if stalled else ""
+        return f"{verdict.get('state')} (counter {verdict.get('counter')}{age}, seen by {peers[0]})"
 
     with ThreadPoolExecutor(max(1, min(8, len(hosts)))) as pool:
         return dict(zip(hosts, pool.map(watch, hosts), strict=True))
