@@ -17,7 +17,7 @@ import time
 
 __virtualname__ = "xenha"
 
-TIME_KEYS = ("started", "updated", "finished", "since", "planned", "fired")
+TIME_KEYS = ("started", "updated", "finished", "since", "planned", "fired", "as_of")
 HIDDEN = ("retcode", "summary", "error")
 
 
