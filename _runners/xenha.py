@@ -42,7 +42,10 @@ __virtualname__ = "xenha"
 CALL_TIMEOUT = 30  # seconds to wait for a minion's answer to a call that does work
 # seconds status and plan wait for a host's report; hosts the failover marked fenced or suspect
 # are not waited for at all (an incident is when an operator needs a quick, true answer)
-REPORT_WAIT = 5
+REPORT_WAIT = 10
+# seconds a move waits for a target under a failover check (suspect: a claim being checked, which
+# ends within seconds, e.g. a heartbeat missed under load) before it plans without that target
+SUSPECT_WAIT = 30
 MIGRATE_TIMEOUT = 900  # seconds one live migration may take before we stop waiting
 DEFAULT_PARALLEL = 2  # concurrent migrations when pillar xenha:evacuation:parallel is unset
 SETTLE_POLL = 0.5
@@ -360,16 +363,17 @@ def _gather(client, hosts, needed, *, kwarg, wait, marks):
     return got
 
 
-def _snapshot(cluster, checks=False, hosts=None, disks=False, wait=CALL_TIMEOUT):
+def _snapshot(cluster, checks=False, hosts=None, disks=False, *, wait=CALL_TIMEOUT, patient=False):
     """
     Ask cluster hosts (all, or ``hosts``) for their report and build the snapshot; a host not
     asked is left as if it had not answered. ``disks``: with each domU's disk paths. Each host
     gets ``answered_s`` (how long its answer took; None: none came). ``wait``: seconds for the
-    answers (status and plan: REPORT_WAIT; moves, which need every target: CALL_TIMEOUT).
+    answers (status and plan: REPORT_WAIT; moves, which need every target: CALL_TIMEOUT);
+    ``patient``: wait for hosts the failover marked too (see _reports).
     """
     kwarg = {"checks": checks, **({"disks": True} if disks else {})}
     asked = cluster["hosts"] if hosts is None else hosts
-    answers = _reports(asked, kwarg, wait)
+    answers = _reports(asked, kwarg, wait, patient)
     reports = {h: value if ok else None for h, (ok, value, _) in answers.items()}
     maintenance, hoststate = _marks()
     snap = xenha_snapshot.build(cluster, reports, maintenance, hoststate)
@@ -1119,7 +1123,8 @@ def _evacuate(cluster, host, parallel, timeout, cold):
     _resolve_in_flight(mover, journal)
 
     # only the VM hosts matter here (the storage host has no domUs), with each domU's disks
-    snap = _snapshot(cluster, hosts=_vmhost_names(cluster), disks=True)
+    targets = [h for h in _vmhost_names(cluster) if h != host]
+    snap = _targets_settled(cluster, targets, disks=True)
     todo = [d for d in xenha_snapshot.on_host(snap, host) if not snap["domus"][d]["migrating"]]
     stays = {d: _shared_storage_problem(cluster, snap["domus"][d]) for d in todo}
     result = _place(snap, [d for d in todo if not stays[d]], exclude=[host])
@@ -1183,13 +1188,32 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
     return {**answer, "summary": f"{host} out of maintenance{back}"}
 
 
+def _targets_settled(cluster, targets, disks=False):
+    """
+    The VM hosts' snapshot for a move, taken once no target is suspect, or after SUSPECT_WAIT
+    (then the suspect target is left out, and the result says so): a claim being checked
+    ends within seconds, and a move planned meanwhile would leave domUs behind for nothing.
+    """
+    deadline = time.monotonic() + SUSPECT_WAIT
+    while True:
+        snap = _snapshot(cluster, hosts=_vmhost_names(cluster), disks=disks, patient=True)
+        suspect = [h for h in targets if snap["hosts"][h]["state"] == "suspect"]
+        if not suspect or time.monotonic() > deadline:
+            return snap
+        _progress(f"waiting for the failover's check of {', '.join(suspect)} (suspect)")
+        while time.monotonic() < deadline and any(
+            (_marks()[1].get(h) or {}).get("state") == "suspect" for h in suspect
+        ):
+            time.sleep(SETTLE_POLL)
+
+
 def _move_back(cluster, host, evacuation, parallel, timeout):
     """restore's move_back: the domUs the evacuation migrated away, back onto ``host``."""
     mover = _Mover(cluster, host, "restore", timeout)
     journal = xenha_store.load(_cachedir(), mover.journal)
     # a finished restore journal is history; an unfinished one is resumed
     _resolve_in_flight(mover, mover.start(fresh=bool(journal.get("finished"))))
-    snap = _snapshot(cluster, hosts=_vmhost_names(cluster))
+    snap = _targets_settled(cluster, [host])
     left = [
         d
         for d, entry in sorted((evacuation.get("domus") or {}).items())

@@ -478,6 +478,31 @@ def test_a_bad_argument_is_one_line_and_exit_code_2(salt_master, xen, args, erro
     assert machine.returncode == 2 and error in machine.data["error"], machine
 
 
+def test_a_move_waits_for_a_suspect_target_to_be_cleared(salt_master, xen):
+    """A failover check of the target (a heartbeat missed under load) ends within seconds:
+    the evacuation waits for it instead of leaving every domU behind."""
+    store = store_dir(salt_master)
+    store.mkdir(parents=True, exist_ok=True)
+    marks = store / "hoststate.json"
+    marks.write_text(json.dumps({"ServVirt2": {"state": "suspect", "since": time.time()}}))
+    cli = salt_master.salt_run_cli(timeout=180)
+    argv = [a for a in cli.cmdline("xenha.evacuate", "ServVirt1") if not a.startswith("--out")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = store / "evacuate-ServVirt1.json"
+    deadline = time.monotonic() + 60
+    while not journal.exists():  # the evacuation has begun: it plans, then waits
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(3)
+    assert not json.loads(journal.read_text())["domus"]  # nothing moved while it waits
+    marks.write_text(json.dumps({}))  # the ping answered: the claim is cleared
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err  # big01 still fits nowhere
+    assert "waiting for the failover's check of ServVirt2 (suspect)" in out
+    assert out.splitlines()[-1].startswith("ServVirt1 in maintenance with 1 of 4 domU(s) not moved")
+    assert placement(xen)["web01"] == "ServVirt2"
+
+
 def test_documented_nightly_schedule_runs_evacuate(salt_master, xen):
     """The schedule block of docs/runner.md, in Salt's scheduler with the master's runners."""
     text = (REPO / "docs" / "runner.md").read_text()
