@@ -93,12 +93,7 @@ def _parse(parser, text, argv):
 
 def _domu_name(name):
     """A valid domU name; Domain-0 and all-digit names (xl reads those as domids) are refused."""
-    name = xenha_names.check("domain", name)
-    if name == "Domain-0" or name.isdigit():
-        raise CommandExecutionError(
-            f"invalid domain name {name!r}: not a domU name (Domain-0 or a numeric domain id)"
-        )
-    return name
+    return xenha_names.check("domu", name)
 
 
 def _describe(row):

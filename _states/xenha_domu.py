@@ -40,7 +40,7 @@ def _ret(name):
 def _current(ret, name):
     """The domU's row here (or None); on trouble fills ``ret`` and returns False."""
     try:
-        xenha_names.check("domain", name)
+        xenha_names.check("domu", name)
         row = __salt__["xenha_xen.domain"](name)
     except CommandExecutionError as err:
         ret["comment"] = str(err)

@@ -26,14 +26,36 @@ _KINDS = {
     "host": (HOST_RE, "an RFC 1123 host name (letters, digits, '-', dots between labels)"),
     "cluster": (OCFS2_CLUSTER_RE, "1 to 16 letters or digits"),
 }
+# Names Xen gives its own domains (tools/helpers/xen-init-dom0.c, init-xenstore-domain.c) and
+# the names xl gives a domU's other halves: the device-model stub domain (libxl__stub_dm_name)
+# and the two ends of a migration (tools/xl/xl_migrate.c, xl_vmcontrol.c). A domU named so
+# would be mistaken for one of them.
+RESERVED_DOMAINS = ("domain-0", "xenstore")
+RESERVED_SUFFIXES = ("-dm", "--incoming", "--migratedaway")
+
+
+def _domu_problem(name):
+    if name.isdigit():
+        return "all digits (xl reads it as a domain id)"
+    if name.lower() in RESERVED_DOMAINS:
+        return "reserved by Xen (Domain-0, Xenstore)"
+    suffix = next((s for s in RESERVED_SUFFIXES if name.lower().endswith(s)), None)
+    if suffix:
+        return f"ends in {suffix!r}, which xl reserves for a domain's stub or migration copy"
+    return None
 
 
 def check(kind, name):
     """
-    Return ``name`` if it is a valid ``kind`` ('domain', 'host' or 'cluster') name, else raise
-    CommandExecutionError naming the value and the rule it breaks.
+    Return ``name`` if it is a valid ``kind`` name, else raise CommandExecutionError naming the
+    value and the rule it breaks. Kinds: 'domain' (any Xen domain, Domain-0 included), 'domu'
+    (a domain xenha may manage: no reserved or all-digit name), 'host' and 'cluster'.
     """
-    pattern, rule = _KINDS[kind]
+    label = "domain" if kind == "domu" else kind
+    pattern, rule = _KINDS[label]
     if not isinstance(name, str) or not pattern.fullmatch(name):
-        raise CommandExecutionError(f"invalid {kind} name {name!r}: must be {rule}")
+        raise CommandExecutionError(f"invalid {label} name {name!r}: must be {rule}")
+    problem = _domu_problem(name) if kind == "domu" else None
+    if problem:
+        raise CommandExecutionError(f"invalid domain name {name!r}: not a domU name, {problem}")
     return name

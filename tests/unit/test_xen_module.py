@@ -649,7 +649,7 @@ def test_migrate_when_the_source_cannot_be_listed_afterwards(xen):
 
 
 @pytest.mark.parametrize("function", ["domain", "destroy", "shutdown", "pause", "migrate"])
-@pytest.mark.parametrize("name", ["Domain-0", "0", "17"])
+@pytest.mark.parametrize("name", ["Domain-0", "0", "17", "Xenstore", "web01--incoming", "web01-dm"])
 def test_dom0_and_domids_are_not_domu_names(xen, function, name):
     args = (name, "ServVirt2") if function == "migrate" else (name,)
     with pytest.raises(CommandExecutionError, match="not a domU name"):
