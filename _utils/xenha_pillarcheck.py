@@ -7,12 +7,21 @@ default filled in plus a few derived keys (``vmhosts``, ``storage_host``), or ra
 ``xenha:hosts:ServVirt2:ip: missing``. Formulas call it (through the ``xenha_pillar`` execution
 module) while rendering, so a bad pillar aborts the run before any state changes anything.
 docs/pillar.md describes every key.
+
+The checks of single values that runtime consumers repeat on their own inputs are public here
+(``integer``, ``port``, ``seconds``, ``text``, ``abspath``, ``domu_names``, ``bmc``,
+``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``): the heartbeat beacon, fencing
+and placement call the same functions, so the pillar check accepts exactly what they accept.
+Each takes the value and ``where`` (the key to name in the message).
 """
 
 import copy
 import ipaddress
+import math
 import re
+import unicodedata
 
+import xenha_lease
 import xenha_names
 from salt.exceptions import CommandExecutionError
 
@@ -42,7 +51,17 @@ SSH_KEY = (
 # OCFS2 volume labels as xenha_o2cb.format accepts them (mkfs.ocfs2 allows 63 bytes)
 LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 MIN_CHAP_SECRET = 12
-MIN_SHARED_KEY = 16  # the heartbeat's HMAC key (xenha_hbproto.MIN_KEY_BYTES)
+MIN_SHARED_KEY = 16  # bytes of the heartbeat's HMAC key
+MAX_PARALLEL = 64  # concurrent live migrations (xenha:evacuation:parallel)
+MIN_SEND_INTERVAL = 0.05  # s between keepalives: faster floods the link for nothing
+BMC_USER_MAX = 16  # IPMI 2.0 user names are 16 bytes at most (ipmitool refuses longer ones)
+# {{ }}, {% %} and {# #} would be evaluated when a template or the pillar renders the value
+JINJA_RE = re.compile(r"\{[{%#]")
+# Mounting the shared volume over one of these would hide the system's own files.
+SYSTEM_DIRS = frozenset((
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",  # noqa: S108
+))  # fmt: skip
 HIDDEN = "<secret>"
 SECRETS_HINT = "a secret: set it in the secrets pillar (pillar/xenha/secrets.yaml, docs/pillar.md)"
 
@@ -67,10 +86,113 @@ class _Path:
         return ":".join(str(p) for p in self.parts)
 
     def fail(self, problem):
-        raise CommandExecutionError(f"{self}: {problem}")
+        fail(self, problem)
 
 
 ROOT = _Path("xenha")
+
+
+def fail(where, problem):
+    """Raise the one-line error ``<where>: <problem>``."""
+    raise CommandExecutionError(f"{where}: {problem}")
+
+
+def _bad_character(value, allowed=""):
+    """The first control, format or line-separator character of ``value`` not in ``allowed``."""
+    for char in value:
+        if char not in allowed and unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn",
+                                                                 "Zl", "Zp"):  # fmt: skip
+            return char
+    return None
+
+
+def text(value, where, *, argv=False, multiline=False, secret=False):
+    """
+    A non-empty string without control characters (``multiline``: newlines allowed); ``argv``:
+    not starting with '-' either, as it is handed to a command as an argument. A ``secret`` is
+    not repeated in the message.
+    """
+    if not isinstance(value, str) or value == "":
+        fail(where, f"must be a non-empty string, got {type(value).__name__}")
+    shown = "the secret" if secret else repr(value)
+    bad = _bad_character(value, "\n" if multiline else "")
+    if bad is not None:
+        fail(where, f"{shown} contains the control character {bad!r}")
+    if argv and value.startswith("-"):
+        fail(where, f"{shown} must not start with '-' (a command would read it as an option)")
+    return value
+
+
+def _show(value):
+    """repr of a value for a message, cut short (a pillar may hold a 400-digit number)."""
+    try:
+        shown = repr(value)
+    except ValueError:  # an int with more digits than Python prints
+        return f"an integer of {value.bit_length()} bits"
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def integer(value, where, low, high):
+    """An int (not a bool) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(where, f"must be an integer, got {_show(value)}")
+    if not low <= value <= high:
+        fail(where, f"{_show(value)} is out of range {low}..{high}")
+    return value
+
+
+def port(value, where):
+    """A TCP/UDP port number, 1..65535."""
+    return integer(value, where, 1, 65535)
+
+
+def seconds(value, where, minimum=None):
+    """
+    A finite number (int or float, not a bool) as a float: above 0, or at least ``minimum``.
+    NaN and infinity are refused: every comparison with NaN is false, so a NaN timeout never
+    expires and a NaN bound never trips.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(where, f"must be a number, got {_show(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        fail(where, f"must be a finite number, got {_show(value)}")
+    if minimum is None and number <= 0:
+        fail(where, f"must be a positive number, got {_show(value)}")
+    if minimum is not None and number < minimum:
+        fail(where, f"must be at least {minimum}, got {_show(value)}")
+    return number
+
+
+def abspath(value, where, *, under=None):
+    """
+    An absolute path of the characters in PATH without '.', '..' or empty components (so it
+    names what it says, and its last component is a file name); with ``under``, a path inside
+    that directory.
+    """
+    pattern, description = PATH
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        fail(where, f"{value!r} must be {description}")
+    if value != "/" and any(part in ("", ".", "..") for part in value.split("/")[1:]):
+        fail(where, f"{value!r} must be a plain path (no '.', '..', '//' or trailing '/')")
+    if under is not None and not value.startswith(under.rstrip("/") + "/"):
+        fail(where, f"{value!r} is not inside {under}")
+    return value
+
+
+def domu_names(value, where):
+    """A list of domU names (anti-affinity)."""
+    if not isinstance(value, list):
+        fail(where, f"must be a list of domU names, got {_show(value)}")
+    for index, name in enumerate(value):
+        try:
+            xenha_names.check("domu", name)
+        except CommandExecutionError as err:
+            fail(_Path(where, index), str(err))
+    return value
 
 
 def _mapping(value, path, required=True):
@@ -92,7 +214,9 @@ def _get(data, key, path, default=None, *, required=False):
     return value
 
 
-def _string(data, key, path, default=None, *, required=False, secret=False):
+def _string(data, key, path, default=None, *, required=False, secret=False, multiline=False):
+    """A string setting; every one is held to ``text``: no control characters, and no leading
+    '-' unless it is a secret (secrets never go on a command line)."""
     value = data.get(key)
     if value is None or value == "":
         if secret and required:
@@ -102,25 +226,16 @@ def _string(data, key, path, default=None, *, required=False, secret=False):
         return default
     if not isinstance(value, str):
         (path / key).fail(f"must be a string, got {type(value).__name__}")
-    return value
+    return text(value, path / key, argv=not secret, multiline=multiline, secret=secret)
 
 
 def _integer(data, key, path, low, high, *, default=None, required=False):
     value = _get(data, key, path, default, required=required)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        (path / key).fail(f"must be an integer, got {value!r}")
-    if not low <= value <= high:
-        (path / key).fail(f"{value} is out of range {low}..{high}")
-    return value
+    return None if value is None else integer(value, path / key, low, high)
 
 
 def _number(data, key, path, default):
-    value = _get(data, key, path, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        (path / key).fail(f"must be a positive number, got {value!r}")
-    return float(value)
+    return seconds(_get(data, key, path, default), path / key)
 
 
 def _boolean(data, key, path, default):
@@ -128,6 +243,10 @@ def _boolean(data, key, path, default):
     if not isinstance(value, bool):
         (path / key).fail(f"must be true or false, got {value!r}")
     return value
+
+
+def _port(data, key, path, default):
+    return port(_get(data, key, path, default), path / key)
 
 
 def _choice(data, key, path, choices, default):
@@ -147,8 +266,9 @@ def _ip(data, key, path, required=True):
         (path / key).fail(f"{value!r} is not an IP address")
 
 
-def _abspath(data, key, path, default=None, *, required=False):
-    return _matching(data, key, path, PATH, default, required=required)
+def _abspath(data, key, path, default=None, *, required=False, under=None):
+    value = _string(data, key, path, default, required=required)
+    return None if value is None else abspath(value, path / key, under=under)
 
 
 def _matching(data, key, path, rule, default=None, *, required=False, secret=False):
@@ -209,18 +329,34 @@ def _host(minion_id, data, path, seen_ips):
     return host
 
 
+def bmc(data, where):
+    """
+    A host's BMC settings, checked and completed, as fencing uses them (xenha_fence builds
+    ipmitool's argv from the result): ``address`` (an IP address: fencing must not depend on
+    DNS), ``username``, ``password``, ``interface`` (lanplus), ``cipher_suite`` (3), ``port``
+    (623).
+    """
+    path = where if isinstance(where, _Path) else _Path(where)
+    data = _mapping(data, path)
+    settings = dict(data)
+    settings["address"] = _ip(data, "address", path)
+    username = _string(data, "username", path, required=True)
+    if len(username.encode()) > BMC_USER_MAX:
+        (path / "username").fail(f"{username!r} is longer than {BMC_USER_MAX} bytes (IPMI)")
+    settings["username"] = username
+    settings["password"] = _string(data, "password", path, required=True, secret=True)
+    settings["interface"] = _choice(data, "interface", path, BMC_INTERFACES, "lanplus")
+    settings["cipher_suite"] = _integer(data, "cipher_suite", path, 0, 17, default=3)
+    settings["port"] = _integer(data, "port", path, 1, 65535, default=623)
+    return settings
+
+
 def _bmc(data, path, seen_ips):
     if data is None:
         return None
-    data = _mapping(data, path)
-    bmc = dict(data)
-    bmc["address"] = _ip(data, "address", path)
-    _unique(seen_ips, bmc["address"], path / "address", "IP address")
-    bmc["username"] = _string(data, "username", path, required=True)
-    bmc["password"] = _string(data, "password", path, required=True, secret=True)
-    bmc["interface"] = _choice(data, "interface", path, BMC_INTERFACES, "lanplus")
-    bmc["cipher_suite"] = _integer(data, "cipher_suite", path, 0, 17, default=3)
-    return bmc
+    settings = bmc(data, path)
+    _unique(seen_ips, settings["address"], path / "address", "IP address")
+    return settings
 
 
 def _hosts(data):
@@ -250,7 +386,7 @@ def _storage(data):
     # tgt reserves LUN 0 for its controller; IET and LIO number data LUNs from 0
     low = 1 if storage["implementation"] == "tgt" else 0
     storage["lun"] = _integer(data, "lun", path, low, 255, default=1)
-    storage["port"] = _integer(data, "port", path, 1, 65535, default=3260)
+    storage["port"] = _port(data, "port", path, 3260)
     chap = data.get("chap")
     if chap is not None:
         chap = dict(_mapping(chap, path / "chap"))
@@ -278,6 +414,10 @@ def _ocfs2(data, hosts, vmhosts, storage, storage_ip):
             f"invalid label {ocfs2['label']!r}: must be 1-63 letters, digits, '_', '.' or '-'"
         )
     ocfs2["mount_point"] = _abspath(data, "mount_point", path, "/cluster")
+    if ocfs2["mount_point"] == "/" or ocfs2["mount_point"] in SYSTEM_DIRS:
+        (path / "mount_point").fail(
+            f"{ocfs2['mount_point']!r} is a system directory: the volume needs one of its own"
+        )
     ocfs2["slots"] = _integer(data, "slots", path, 1, 255, default=max(2, len(vmhosts)))
     if ocfs2["slots"] < len(vmhosts):
         (path / "slots").fail(f"{ocfs2['slots']} slots for {len(vmhosts)} VM hosts")
@@ -289,7 +429,7 @@ def _ocfs2(data, hosts, vmhosts, storage, storage_ip):
     ocfs2["format_host"] = _string(data, "format_host", path, vmhosts[0])
     if hosts.get(ocfs2["format_host"], {}).get("role") != "vmhost":
         (path / "format_host").fail(f"{ocfs2['format_host']!r} is not a VM host in xenha:hosts")
-    ocfs2["port"] = _integer(data, "port", path, 1, 65535, default=7777)
+    ocfs2["port"] = _port(data, "port", path, 7777)
     timeouts = _mapping(data.get("timeouts"), path / "timeouts", required=False)
     ocfs2["timeouts"] = {
         key: _integer(timeouts, key, path / "timeouts", 1, 10**6, default=default)
@@ -309,7 +449,17 @@ def _ntp(data):
     for index, server in enumerate(servers):
         _name("host", server, path / "servers" / index)
     ntp["servers"] = servers
+    if data.get("max_offset") is not None:  # xenha_preflight.clock's bound
+        ntp["max_offset"] = _number(data, "max_offset", path, None)
     return ntp
+
+
+def _evacuation(data):
+    path = ROOT / "evacuation"
+    evacuation = dict(_mapping(data, path, required=False))
+    if evacuation.get("parallel") is not None:  # the runner's concurrent migrations
+        evacuation["parallel"] = integer(evacuation["parallel"], path / "parallel", 1, MAX_PARALLEL)
+    return evacuation
 
 
 def _xen(data, vmhosts):
@@ -320,16 +470,18 @@ def _xen(data, vmhosts):
     spath, rpath = path / "ssh", path / "relocation"
     ssh = dict(_mapping(data.get("ssh"), spath, required=False))
     relocation = dict(_mapping(data.get("relocation"), rpath, required=False))
-    ssh["port"] = _integer(ssh, "port", spath, 1, 65535, default=22)
-    relocation["port"] = _integer(relocation, "port", rpath, 1, 65535, default=8002)
+    ssh["port"] = _port(ssh, "port", spath, 22)
+    relocation["port"] = _port(relocation, "port", rpath, 8002)
     relocation["ssl"] = _boolean(relocation, "ssl", rpath, False)
-    relocation["ssl_port"] = _integer(relocation, "ssl_port", rpath, 1, 65535, default=8003)
+    relocation["ssl_port"] = _port(relocation, "ssl_port", rpath, 8003)
     if xen["toolstack"] == "xl":
         # xl migrates over root ssh: a key pair shared by the VM hosts, host keys pinned
         # where the key lives and who receives: shared with xenha_xen's `xl migrate -s ssh ...`
         ssh["identity_file"] = _abspath(ssh, "identity_file", spath, "/root/.ssh/xenha_migrate")
         ssh["user"] = _matching(ssh, "user", spath, USER, "root")
-        ssh["private_key"] = _string(ssh, "private_key", spath, required=True, secret=True)
+        ssh["private_key"] = _string(
+            ssh, "private_key", spath, required=True, secret=True, multiline=True
+        )
         ssh["public_key"] = _matching(ssh, "public_key", spath, SSH_KEY, required=True)
         host_keys = _mapping(ssh.get("host_keys"), spath / "host_keys")
         for minion_id in vmhosts:
@@ -340,26 +492,54 @@ def _xen(data, vmhosts):
             (path / "toolstack").fail("xm relocation needs at least two VM hosts to allow")
         if relocation["ssl"]:
             relocation["ssl_key"] = _string(
-                relocation, "ssl_key", rpath, required=True, secret=True
+                relocation, "ssl_key", rpath, required=True, secret=True, multiline=True
             )
-            relocation["ssl_cert"] = _string(relocation, "ssl_cert", rpath, required=True)
+            relocation["ssl_cert"] = _string(
+                relocation, "ssl_cert", rpath, required=True, multiline=True
+            )
     xen["ssh"], xen["relocation"] = ssh, relocation
     return xen
+
+
+def heartbeat_key(value, where):
+    """The heartbeat's shared HMAC key: at least 16 bytes, no control characters, no Jinja."""
+    key = text(value, where, secret=True)
+    if JINJA_RE.search(key):
+        fail(where, "the key must not contain '{{', '{%' or '{#' (Jinja would evaluate it)")
+    if len(key.encode()) < MIN_SHARED_KEY:
+        fail(where, f"the key is {len(key.encode())} bytes, at least {MIN_SHARED_KEY} required")
+    return key
+
+
+def heartbeat_timing(interval, dead_time, where_interval, where_dead_time):
+    """(interval, dead_time) of the heartbeat as floats: the keepalive period (at least 0.05 s)
+    and the silence after which a peer is lost (more than two periods)."""
+    interval = seconds(interval, where_interval, MIN_SEND_INTERVAL)
+    dead_time = seconds(dead_time, where_dead_time)
+    if dead_time <= 2 * interval:
+        fail(
+            where_dead_time,
+            f"{dead_time} s must be more than twice {str(where_interval).rsplit(':', 1)[-1]}"
+            f" ({interval} s), or one lost packet raises a false alarm",
+        )
+    return interval, dead_time
 
 
 def _heartbeat(data):
     path = ROOT / "heartbeat"
     data = _mapping(data, path, required=False)
     heartbeat = dict(data)
-    heartbeat["port"] = _integer(data, "port", path, 1, 65535, default=7788)
-    heartbeat["interval"] = _number(data, "interval", path, 0.25)
-    heartbeat["dead_time"] = _number(data, "dead_time", path, 2.0)
-    if heartbeat["dead_time"] <= 2 * heartbeat["interval"]:
-        (path / "dead_time").fail("must exceed two heartbeat intervals")
-    key = _string(data, "key", path, required=True, secret=True)
-    if len(key) < MIN_SHARED_KEY:
-        (path / "key").fail(f"key is {len(key)} characters, at least {MIN_SHARED_KEY} required")
-    heartbeat["key"] = key
+    heartbeat["port"] = _port(data, "port", path, 7788)
+    heartbeat["interval"], heartbeat["dead_time"] = heartbeat_timing(
+        _get(data, "interval", path, 0.25),
+        _get(data, "dead_time", path, 2.0),
+        path / "interval",
+        path / "dead_time",
+    )
+    key = _get(data, "key", path)
+    if key is None or key == "":
+        (path / "key").fail(f"missing ({SECRETS_HINT})")
+    heartbeat["key"] = heartbeat_key(key, path / "key")
     return heartbeat
 
 
@@ -367,11 +547,20 @@ def _leases(data, ocfs2):
     path = ROOT / "leases"
     data = _mapping(data, path, required=False)
     leases = dict(data)
-    leases["dir"] = _abspath(data, "dir", path, ocfs2["mount_point"].rstrip("/") + "/.xenha/leases")
+    mount = ocfs2["mount_point"]
+    # the leases prove a host alive only where every VM host reads and writes them: the volume
+    leases["dir"] = _abspath(data, "dir", path, mount + "/.xenha/leases", under=mount)
     leases["renew_interval"] = _number(data, "renew_interval", path, 1.0)
     leases["expiry"] = _number(data, "expiry", path, 10.0)
     if leases["expiry"] <= 2 * leases["renew_interval"]:
         (path / "expiry").fail("must exceed two renew intervals")
+    for key in ("self_fence_after", "destroy_timeout"):
+        if data.get(key) is not None:
+            leases[key] = _number(data, key, path, None)
+    try:  # the lease module's own rules on how the timings relate (the renewer applies them)
+        xenha_lease.settings(leases)
+    except CommandExecutionError as err:
+        path.fail(str(err))
     return leases
 
 
@@ -381,11 +570,12 @@ FAILOVER_SECONDS = (
 FAILOVER_KEYS = (*FAILOVER_SECONDS, "start_tries")
 
 
-def _failover(data):
-    """The failover engine's settings: only those given (the engine has the defaults)."""
-    path = ROOT / "failover"
+def failover_settings(data, where=ROOT / "failover"):
+    """The failover engine's settings (pillar ``xenha:failover``), checked: only those given
+    (the engine has the defaults)."""
+    path = where if isinstance(where, _Path) else _Path(where)
     data = _mapping(data, path, required=False)
-    unknown = sorted(set(data) - set(FAILOVER_KEYS))
+    unknown = sorted(set(data) - set(FAILOVER_KEYS), key=str)
     if unknown:
         (path / unknown[0]).fail(f"unknown setting (known: {', '.join(FAILOVER_KEYS)})")
     failover = {key: _number(data, key, path, None) for key in FAILOVER_SECONDS if key in data}
@@ -394,7 +584,7 @@ def _failover(data):
     return failover
 
 
-def _domus(data, hosts, vmhosts):
+def _domus(data, hosts, vmhosts, mount):
     path = ROOT / "domus"
     data = _mapping(data, path, required=False)
     room = {h: hosts[h]["memory_mib"] - hosts[h]["memory_reserve_mib"] for h in vmhosts}
@@ -402,9 +592,10 @@ def _domus(data, hosts, vmhosts):
     domus = {}
     for name, entry in data.items():
         dpath = path / name
-        _name("domain", name, dpath)
+        _name("domu", name, dpath)
         domu = dict(_mapping(entry, dpath))
-        domu["config"] = _abspath(domu, "config", dpath, required=True)
+        # on the volume, where every VM host finds it (and its file name is a file's name)
+        domu["config"] = _abspath(domu, "config", dpath, required=True, under=mount)
         domu["memory_mib"] = _integer(domu, "memory_mib", dpath, 1, 2**31, required=True)
         if domu["memory_mib"] > largest:
             (dpath / "memory_mib").fail(
@@ -419,9 +610,7 @@ def _domus(data, hosts, vmhosts):
         domus[name] = domu
     for name, domu in domus.items():
         apath = path / name / "anti_affinity"
-        others = _get(domu, "anti_affinity", apath, [])
-        if not isinstance(others, list):
-            apath.fail("must be a list of domU names")
+        others = domu_names(_get(domu, "anti_affinity", apath, []), apath)
         for other in others:
             if other == name or other not in domus:
                 apath.fail(f"{other!r} is not another domU in xenha:domus")
@@ -457,11 +646,12 @@ def check(tree):
         storage=storage,
         ocfs2=ocfs2,
         ntp=_ntp(tree.get("ntp")),
+        evacuation=_evacuation(tree.get("evacuation")),
         xen=_xen(tree.get("xen"), vmhosts),
         heartbeat=_heartbeat(tree.get("heartbeat")),
         leases=_leases(tree.get("leases"), ocfs2),
-        failover=_failover(tree.get("failover")),
-        domus=_domus(tree.get("domus"), hosts, vmhosts),
+        failover=failover_settings(tree.get("failover")),
+        domus=_domus(tree.get("domus"), hosts, vmhosts, ocfs2["mount_point"]),
     )
     return result
 

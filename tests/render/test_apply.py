@@ -50,10 +50,13 @@ def knobs(tmp):
 
 
 def cluster(tmp):
+    # the leases and the domU configs live inside the mount point (the pillar check insists)
+    mount = tmp / "cluster"
     return {
-        "ocfs2": {"device": str(tmp / "home.img")},
-        "leases": {"dir": str(tmp / "leases")},
+        "ocfs2": {"device": str(tmp / "home.img"), "mount_point": str(mount)},
+        "leases": {"dir": str(mount / ".xenha/leases")},
         "xen": {"ssh": {"identity_file": str(tmp / "ssh/xenha_migrate")}},
+        "domus": {name: {"config": str(mount / f"domus/{name}.cfg")} for name in ("web01", "db01")},
     }
 
 
@@ -147,7 +150,7 @@ def test_apply_twice_formats_once_changes_nothing_the_second_time_and_cleans(sal
         ["tunefs.ocfs2", "-Q", "%V\n", str(tmp / "home.img")],
         capture_output=True, text=True, check=True,
     ).stdout == "cluster_home\n"  # fmt: skip
-    assert (tmp / "leases").is_dir()
+    assert (tmp / "cluster/.xenha/leases").is_dir()
 
 
 def receive(receiver, command, tmp):
@@ -217,7 +220,8 @@ def test_what_this_kernel_cannot_run_is_shown_at_test_level(salt_call, tmp):
         assert comments[f"iscsi-initiator-cmd-run-{sid}"] == (
             f'Command "{command}" would have been executed'
         )
-    assert comments["ocfs2-mount-mount-mounted"] == "/cluster would be created and mounted"
+    mounted = comments["ocfs2-mount-mount-mounted"]
+    assert mounted == f"{tmp / 'cluster'} would be created and mounted"
     changes = {sid: ret["changes"] for sid, ret in by_id(out).items()}
     assert changes["iscsi-initiator-file-managed-initiatorname"] == {
         "newfile": str(tmp / "initiatorname.iscsi")

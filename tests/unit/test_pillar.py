@@ -241,7 +241,7 @@ def test_bmc_password_is_a_required_secret(tree):
                 ServVirt2="ssh-ed25519 AAAA\nServVirt3 ssh-ed25519 BBBB"
             ),
             "xenha:xen:ssh:host_keys:ServVirt2: 'ssh-ed25519 AAAA\\nServVirt3 ssh-ed25519 BBBB'"
-            " must be one OpenSSH public key line ('<type> <base64> [comment]')",
+            " contains the control character '\\n'",
         ),
         (
             lambda t: t["ocfs2"].update(label="cluster home"),
@@ -267,7 +267,8 @@ def test_bmc_password_is_a_required_secret(tree):
         ),
         (
             lambda t: t["heartbeat"].update(dead_time=0.5),
-            "xenha:heartbeat:dead_time: must exceed two heartbeat intervals",
+            "xenha:heartbeat:dead_time: 0.5 s must be more than twice interval (0.25 s), or one"
+            " lost packet raises a false alarm",
         ),
         (
             lambda t: t.update(failover={"retry_bse": 5}),
@@ -276,7 +277,7 @@ def test_bmc_password_is_a_required_secret(tree):
         ),
         (
             lambda t: t.update(failover={"retry_base": "five"}),
-            "xenha:failover:retry_base: must be a positive number, got 'five'",
+            "xenha:failover:retry_base: must be a number, got 'five'",
         ),
         (
             lambda t: t.update(failover={"start_tries": 0}),
@@ -378,3 +379,218 @@ def test_any_junk_anywhere_is_refused_naming_its_key_or_accepted(example):
                 assert any(
                     message.startswith(named.rsplit(":", cut)[0]) for cut in range(len(path))
                 ), (path, junk, message)
+
+
+# Values the check refused too late or not at all: each refused naming its key.
+NAN, INF = float("nan"), float("inf")
+
+
+def _set(*path, value):
+    """An edit that sets tree[path...] = value."""
+
+    def edit(tree):
+        parent = tree
+        for part in path[:-1]:
+            parent = parent.setdefault(part, {})
+        parent[path[-1]] = value
+
+    return edit
+
+
+def _bmc(**extra):
+    bmc = {"address": "192.168.26.10", "username": "admin", "password": "bmc-password"}
+    return _set("hosts", "ServVirt1", "bmc", value={**bmc, **extra})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # NaN and infinity: every comparison with NaN is false, so nothing would ever expire
+        (_set("failover", "retry_for", value=NAN),
+         "xenha:failover:retry_for: must be a finite number, got nan"),
+        (_set("failover", "expiry_margin", value=INF),
+         "xenha:failover:expiry_margin: must be a finite number, got inf"),
+        (_set("failover", "corroborate_window", value=10**400),
+         "xenha:failover:corroborate_window: must be a finite number, got 1" + "0" * 56 + "..."),
+        (_set("heartbeat", "interval", value=NAN),
+         "xenha:heartbeat:interval: must be a finite number, got nan"),
+        (_set("heartbeat", "dead_time", value=-INF),
+         "xenha:heartbeat:dead_time: must be a finite number, got -inf"),
+        (_set("leases", "expiry", value=INF),
+         "xenha:leases:expiry: must be a finite number, got inf"),
+        (_set("leases", "self_fence_after", value=NAN),
+         "xenha:leases:self_fence_after: must be a finite number, got nan"),
+        (_set("ntp", "max_offset", value=NAN),
+         "xenha:ntp:max_offset: must be a finite number, got nan"),
+        # booleans where numbers are due (YAML reads `yes` as true)
+        (_set("failover", "retry_base", value=True),
+         "xenha:failover:retry_base: must be a number, got True"),
+        (_set("leases", "renew_interval", value=False),
+         "xenha:leases:renew_interval: must be a number, got False"),
+        (_set("hosts", "ServVirt1", "memory_mib", value=True),
+         "xenha:hosts:ServVirt1:memory_mib: must be an integer, got True"),
+        (_set("evacuation", "parallel", value=True),
+         "xenha:evacuation:parallel: must be an integer, got True"),
+        (_set("evacuation", "parallel", value=0),
+         "xenha:evacuation:parallel: 0 is out of range 1..64"),
+        (_set("heartbeat", "interval", value=0.01),
+         "xenha:heartbeat:interval: must be at least 0.05, got 0.01"),
+        # ports
+        (_bmc(port="623; x"), "xenha:hosts:ServVirt1:bmc:port: must be an integer, got '623; x'"),
+        (_bmc(port=623.0), "xenha:hosts:ServVirt1:bmc:port: must be an integer, got 623.0"),
+        (_bmc(port=0), "xenha:hosts:ServVirt1:bmc:port: 0 is out of range 1..65535"),
+        (_bmc(port=65536), "xenha:hosts:ServVirt1:bmc:port: 65536 is out of range 1..65535"),
+        (_set("heartbeat", "port", value="7788"),
+         "xenha:heartbeat:port: must be an integer, got '7788'"),
+        (_set("xen", "ssh", "port", value=False),
+         "xenha:xen:ssh:port: must be an integer, got False"),
+        # strings that reach a command line: no control characters, no leading '-'
+        (_bmc(username="admin\nroot"),
+         "xenha:hosts:ServVirt1:bmc:username: 'admin\\nroot' contains the control character '\\n'"),
+        (_bmc(username="-oProxyCommand=x"),
+         "xenha:hosts:ServVirt1:bmc:username: '-oProxyCommand=x' must not start with '-' (a"
+         " command would read it as an option)"),
+        (_bmc(username="seventeen-letters"),
+         "xenha:hosts:ServVirt1:bmc:username: 'seventeen-letters' is longer than 16 bytes (IPMI)"),
+        (_bmc(password="pass\x00word"),  # noqa: S106 - a secret is not repeated in the message
+         "xenha:hosts:ServVirt1:bmc:password: the secret contains the control character '\\x00'"),
+        (_set("storage", "chap", "user", value="-xenha"),
+         "xenha:storage:chap:user: '-xenha' must not start with '-' (a command would read it as"
+         " an option)"),
+        (_set("storage", "chap", "secret", value="twelve-chars\r"),
+         "xenha:storage:chap:secret: the secret contains the control character '\\r'"),
+        (_set("ocfs2", "label", value="-L"),
+         "xenha:ocfs2:label: '-L' must not start with '-' (a command would read it as an option)"),
+        (_set("xen", "ssh", "private_key", value="-----BEGIN\x1b[2J-----\n"),
+         "xenha:xen:ssh:private_key: the secret contains the control character '\\x1b'"),
+        (_set("domus", "web01", "preferred_host", value="ServVirt1\u2028"),
+         "xenha:domus:web01:preferred_host: 'ServVirt1\\u2028' contains the control character"
+         " '\\u2028'"),
+        # the heartbeat key: no Jinja, no control characters
+        (_set("heartbeat", "key", value="{{ salt.cmd.run('id') }}-sixteen"),
+         "xenha:heartbeat:key: the key must not contain '{{', '{%' or '{#' (Jinja would evaluate"
+         " it)"),
+        (_set("heartbeat", "key", value="{% raw %}sixteen-bytes-key"),
+         "xenha:heartbeat:key: the key must not contain '{{', '{%' or '{#' (Jinja would evaluate"
+         " it)"),
+        (_set("heartbeat", "key", value="sixteen-bytes\nkey!"),
+         "xenha:heartbeat:key: the secret contains the control character '\\n'"),
+        (_set("heartbeat", "key", value="fifteen-bytes!!"),
+         "xenha:heartbeat:key: the key is 15 bytes, at least 16 required"),
+        # domU names xl would misread or that Xen reserves
+        (_set("domus", "123", value={"config": "/cluster/domus/123.cfg", "memory_mib": 64}),
+         "xenha:domus:123: invalid domain name '123': not a domU name, all digits (xl reads it as"
+         " a domain id)"),
+        (_set("domus", 123, value={"config": "/cluster/domus/123.cfg", "memory_mib": 64}),
+         "xenha:domus:123: invalid domain name 123: must be letters, digits, '.', '_', '-' (at"
+         " most 64, no leading '.' or '-')"),
+        (_set("domus", "Domain-0", value={"config": "/cluster/domus/d0.cfg", "memory_mib": 64}),
+         "xenha:domus:Domain-0: invalid domain name 'Domain-0': not a domU name, reserved by Xen"
+         " (Domain-0, Xenstore)"),
+        (_set("domus", "Xenstore", value={"config": "/cluster/domus/x.cfg", "memory_mib": 64}),
+         "xenha:domus:Xenstore: invalid domain name 'Xenstore': not a domU name, reserved by Xen"
+         " (Domain-0, Xenstore)"),
+        (_set("domus", "web01--incoming", value={"config": "/cluster/w.cfg", "memory_mib": 64}),
+         "xenha:domus:web01--incoming: invalid domain name 'web01--incoming': not a domU name,"
+         " ends in '--incoming', which xl reserves for a domain's stub or migration copy"),
+        (_set("domus", "web01", "anti_affinity", value=["Domain-0"]),
+         "xenha:domus:web01:anti_affinity:0: invalid domain name 'Domain-0': not a domU name,"
+         " reserved by Xen (Domain-0, Xenstore)"),
+        # paths that escape their directory
+        (_set("domus", "web01", "config", value="/cluster/domus/.."),
+         "xenha:domus:web01:config: '/cluster/domus/..' must be a plain path (no '.', '..', '//'"
+         " or trailing '/')"),
+        (_set("domus", "web01", "config", value="/cluster/../etc/xen/web01.cfg"),
+         "xenha:domus:web01:config: '/cluster/../etc/xen/web01.cfg' must be a plain path (no '.',"
+         " '..', '//' or trailing '/')"),
+        (_set("domus", "web01", "config", value="/cluster/domus/"),
+         "xenha:domus:web01:config: '/cluster/domus/' must be a plain path (no '.', '..', '//' or"
+         " trailing '/')"),
+        (_set("domus", "web01", "config", value="/etc/xen/web01.cfg"),
+         "xenha:domus:web01:config: '/etc/xen/web01.cfg' is not inside /cluster"),
+        (_set("domus", "web01", "config", value="/cluster"),
+         "xenha:domus:web01:config: '/cluster' is not inside /cluster"),
+        (_set("domus", "web01", "config", value="/clusterfoo/web01.cfg"),
+         "xenha:domus:web01:config: '/clusterfoo/web01.cfg' is not inside /cluster"),
+        (_set("ocfs2", "mount_point", value="/"),
+         "xenha:ocfs2:mount_point: '/' is a system directory: the volume needs one of its own"),
+        (_set("ocfs2", "mount_point", value="/etc"),
+         "xenha:ocfs2:mount_point: '/etc' is a system directory: the volume needs one of its own"),
+        (_set("ocfs2", "mount_point", value="cluster"),
+         "xenha:ocfs2:mount_point: 'cluster' must be an absolute path of letters, digits and _ . :"
+         " + @ , = / -"),
+        (_set("ocfs2", "mount_point", value="/cluster/"),
+         "xenha:ocfs2:mount_point: '/cluster/' must be a plain path (no '.', '..', '//' or"
+         " trailing '/')"),
+        (_set("leases", "dir", value="/var/lib/xenha/leases"),
+         "xenha:leases:dir: '/var/lib/xenha/leases' is not inside /cluster"),
+        (_set("leases", "dir", value="/cluster/../leases"),
+         "xenha:leases:dir: '/cluster/../leases' must be a plain path (no '.', '..', '//' or"
+         " trailing '/')"),
+        (_set("storage", "backing_device", value="/dev/./sda4"),
+         "xenha:storage:backing_device: '/dev/./sda4' must be a plain path (no '.', '..', '//' or"
+         " trailing '/')"),
+        # lease timings the renewer would refuse at start (xenha_lease.check_timings)
+        (_set("leases", "expiry", value=3.0),
+         "xenha:leases: unsafe lease timings: self_fence_after (1.5 s) + destroy_timeout (3.0 s)"
+         " must be less than expiry (3.0 s)"),
+        # not a mapping where a mapping is due
+        (_set("domus", value=["web01"]), "xenha:domus: must be a mapping, got list"),
+        (_set("hosts", "ServVirt1", value="192.168.25.10"),
+         "xenha:hosts:ServVirt1: must be a mapping, got str"),
+        (_set("failover", value=[1]), "xenha:failover: must be a mapping, got list"),
+        (_set("leases", value="/cluster/leases"), "xenha:leases: must be a mapping, got str"),
+        (_set("heartbeat", value=7788), "xenha:heartbeat: must be a mapping, got int"),
+        (_bmc(), None),  # a valid BMC: the next case breaks it
+        (_set("hosts", "ServVirt1", "bmc", value="192.168.26.10"),
+         "xenha:hosts:ServVirt1:bmc: must be a mapping, got str"),
+        (_set("storage", "chap", value=["xenha"]),
+         "xenha:storage:chap: must be a mapping, got list"),
+        (_set("ocfs2", "timeouts", value=31), "xenha:ocfs2:timeouts: must be a mapping, got int"),
+        (_set("xen", "ssh", "host_keys", value=[]),
+         "xenha:xen:ssh:host_keys: must be a mapping, got list"),
+        (_set("evacuation", value="2"), "xenha:evacuation: must be a mapping, got str"),
+        # what crashed the check with TypeError
+        (_set("domus", "web01", "anti_affinity", value=[{"db01": 1}]),
+         "xenha:domus:web01:anti_affinity:0: invalid domain name {'db01': 1}: must be letters,"
+         " digits, '.', '_', '-' (at most 64, no leading '.' or '-')"),
+        (_set("domus", "web01", "anti_affinity", value=[["db01"]]),
+         "xenha:domus:web01:anti_affinity:0: invalid domain name ['db01']: must be letters,"
+         " digits, '.', '_', '-' (at most 64, no leading '.' or '-')"),
+        (_set("failover", value={1: 2, "x": 3}),
+         "xenha:failover:1: unknown setting (known: corroborate_window, ping_timeout,"
+         " expiry_margin, retry_base, retry_max, retry_for, start_tries)"),
+    ],
+)  # fmt: skip
+def test_refused_naming_the_key(tree, edit, message):
+    edit(tree)
+    if message is None:
+        xenha_pillarcheck.check(tree)
+        return
+    assert _error(tree) == message
+
+
+@pytest.mark.parametrize("value", [["hosts"], "xenha", 7, True])
+def test_top_level_that_is_not_a_mapping(value):
+    with pytest.raises(CommandExecutionError) as err:
+        xenha_pillarcheck.check(value)
+    assert str(err.value) == f"xenha: must be a mapping, got {type(value).__name__}"
+
+
+def test_values_that_stay_valid(tree):
+    """The new rules leave room for what real pillars hold."""
+    tree["ocfs2"]["mount_point"] = "/srv/cluster"  # a directory below a system one is fine
+    tree["leases"]["dir"] = "/srv/cluster/leases"
+    for name in ("web01", "db01"):
+        tree["domus"][name]["config"] = f"/srv/cluster/domus/{name}.cfg"
+    tree["heartbeat"]["key"] = "-starts-with-a-dash-and-has-{-braces}"  # a secret may
+    tree["hosts"]["ServVirt1"]["bmc"] = {
+        "address": "fd00::10", "username": "sixteen-letters!", "password": "-x", "port": 6230,
+    }  # fmt: skip
+    tree["leases"].update(expiry=12.0, self_fence_after=4, destroy_timeout=2)
+    tree["ntp"]["max_offset"] = 1
+    cluster = xenha_pillarcheck.check(tree)
+    assert cluster["hosts"]["ServVirt1"]["bmc"]["port"] == 6230
+    assert cluster["leases"]["self_fence_after"] == 4.0
+    assert cluster["ntp"]["max_offset"] == 1.0
+    assert cluster["evacuation"] == {}
