@@ -6,9 +6,9 @@ The password travels in the ``IPMI_PASSWORD`` environment variable (``ipmitool -
 the command line where ``ps`` would show it. Every call is bounded in time; failures carry
 ipmitool's own stderr.
 
-BMC settings are the pillar's ``xenha:hosts:<id>:bmc``: ``address``, ``username``,
-``password``, optional ``interface`` (lanplus), ``cipher_suite`` (3: without ``-C`` ipmitool
-1.8.19 stalls ~10 s probing cipher suites), ``port`` (623).
+BMC settings are the pillar's ``xenha:hosts:<id>:bmc``: ``address`` (an IP address),
+``username``, ``password``, optional ``interface`` (lanplus), ``cipher_suite`` (3: without
+``-C`` ipmitool 1.8.19 stalls ~10 s probing cipher suites), ``port`` (623).
 """
 
 import os
@@ -16,13 +16,12 @@ import shutil
 import subprocess
 import time
 
-import xenha_names
+import xenha_pillarcheck
 from salt.exceptions import CommandExecutionError
 
 CALL_TIMEOUT = 10.0  # one ipmitool call (it retries internally: -R 2 -N 2)
 CONFIRM_TIMEOUT = 20.0  # power off until the BMC reports it off
 POLL = 0.2  # s between power status reads: the fence is on the failover's critical path
-INTERFACES = ("lanplus", "lan")
 
 
 class FenceError(CommandExecutionError):
@@ -35,36 +34,19 @@ def available():
 
 
 def bmc_argv(bmc):
-    """The ipmitool argv prefix for a BMC (validated), without the password."""
-    if not isinstance(bmc, dict):
-        raise FenceError(f"BMC settings must be a mapping, got {bmc!r}")
-    for key in ("address", "username", "password"):
-        if not isinstance(bmc.get(key), str) or not bmc[key]:
-            raise FenceError(f"BMC setting {key!r} is missing or not a string")
-    address = bmc["address"]
-    if not _is_ip(address):
-        xenha_names.check("host", address)  # refuses '-x', spaces and the like
-    interface = bmc.get("interface", "lanplus")
-    if interface not in INTERFACES:
-        raise FenceError(f"BMC interface must be one of {', '.join(INTERFACES)}, got {interface!r}")
-    argv = ["ipmitool", "-I", interface, "-H", address, "-U", bmc["username"], "-E"]
-    argv += ["-R", "2", "-N", "2"]
-    if interface == "lanplus":
-        suite = bmc.get("cipher_suite", 3)
-        if isinstance(suite, bool) or not isinstance(suite, int) or not 0 <= suite <= 17:
-            raise FenceError(f"BMC cipher_suite must be an integer 0-17, got {suite!r}")
-        argv += ["-C", str(suite)]
-    port = bmc.get("port")
-    if port is not None:
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise FenceError(f"BMC port must be 1-65535, got {port!r}")
-        argv += ["-p", str(port)]
-    return argv
-
-
-def _is_ip(text):
-    parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+    """
+    The ipmitool argv prefix for a BMC, without the password. The settings are checked by the
+    pillar check's own ``bmc`` (the same rules as ``xenha:hosts:<id>:bmc``).
+    """
+    try:
+        bmc = xenha_pillarcheck.bmc(bmc, "bmc")
+    except CommandExecutionError as err:
+        raise FenceError(str(err)) from None
+    argv = ["ipmitool", "-I", bmc["interface"], "-H", bmc["address"], "-U", bmc["username"]]
+    argv += ["-E", "-R", "2", "-N", "2"]
+    if bmc["interface"] == "lanplus":
+        argv += ["-C", str(bmc["cipher_suite"])]
+    return [*argv, "-p", str(bmc["port"])]
 
 
 def parse_power(stdout):

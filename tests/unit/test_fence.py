@@ -178,18 +178,25 @@ def test_argv_and_validation():
     ]  # fmt: skip
     assert PASSWORD not in argv
     assert "-C" not in xf.bmc_argv(bmc(interface="lan"))
+    assert xf.bmc_argv(bmc())[-2:] == ["-p", "623"]
+    # the same checks and messages as the pillar's xenha:hosts:<id>:bmc (xenha_pillarcheck.bmc)
     for bad, why in [
-        ({"address": "-oProxyCommand=x"}, "invalid host name"),
-        ({"address": "bmc one"}, "invalid host name"),
-        ({"password": ""}, "'password' is missing"),
-        ({"interface": "serial"}, "interface must be one of lanplus, lan"),
-        ({"cipher_suite": "3"}, "cipher_suite must be an integer"),
-        ({"port": 70000}, "port must be 1-65535"),
+        ({"address": "-oProxyCommand=x"}, "bmc:address: '-oProxyCommand=x' is not an IP address"),
+        ({"address": "bmc.example"}, "is not an IP address"),  # fencing must not need DNS
+        ({"username": "-oProxyCommand=x"}, "bmc:username: .* must not start with '-'"),
+        ({"username": "admin\nx"}, "bmc:username: .* control character '\\\\n'"),
+        ({"password": ""}, "bmc:password: missing"),
+        ({"interface": "serial"}, "bmc:interface: unknown value 'serial'"),
+        ({"cipher_suite": "3"}, "bmc:cipher_suite: must be an integer"),
+        ({"port": 70000}, "bmc:port: 70000 is out of range 1..65535"),
+        ({"port": "623; x"}, "bmc:port: must be an integer, got '623; x'"),
     ]:
-        with pytest.raises(CommandExecutionError, match=why):
+        with pytest.raises(xf.FenceError, match=why):
             xf.bmc_argv(bmc(**bad))
-    with pytest.raises(xf.FenceError, match="must be a mapping"):
+    with pytest.raises(xf.FenceError, match="^bmc: missing$"):
         xf.bmc_argv(None)
+    with pytest.raises(xf.FenceError, match="^bmc: must be a mapping, got str$"):
+        xf.bmc_argv("10.0.0.1")
 
 
 def test_parse_power():
