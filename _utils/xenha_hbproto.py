@@ -19,16 +19,16 @@ tests drive the detection with a fake clock. The sockets and threads live in the
 import hashlib
 import hmac
 import ipaddress
-import math
 
 import msgpack
 import xenha_names
+import xenha_pillarcheck as pc
 from salt.exceptions import CommandExecutionError
 
 MAGIC = b"XHB1"
 DIGEST_SIZE = hashlib.sha256().digest_size
 MAX_PACKET = 512  # a keepalive is about 100 bytes; anything larger is refused unread
-MIN_KEY_BYTES = 16
+MIN_KEY_BYTES = pc.MIN_SHARED_KEY
 UINT64_MAX = 2**64 - 1
 
 DEFAULTS = {
@@ -97,15 +97,6 @@ def decode(key, packet):
     return fields
 
 
-def _number(cfg, name, minimum):
-    value = cfg[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {value!r}")
-    return float(value)
-
-
 def _address(value, what):
     try:
         return str(ipaddress.ip_address(value))
@@ -122,14 +113,11 @@ def _check_names_and_addresses(cfg):
     peers = cfg["peers"]
     if not isinstance(peers, dict) or not peers:
         raise ValueError("peers must be a non-empty mapping of minion id to IP address")
-    try:
-        xenha_names.check("cluster", cfg["cluster"])
-        cfg["peers"] = {
-            xenha_names.check("host", peer): _address(ip, f"peer {peer}'s address")
-            for peer, ip in peers.items()
-        }
-    except CommandExecutionError as err:
-        raise ValueError(str(err)) from None
+    xenha_names.check("cluster", cfg["cluster"])
+    cfg["peers"] = {
+        xenha_names.check("host", peer): _address(ip, f"peer {peer}'s address")
+        for peer, ip in peers.items()
+    }
     if cfg["bind"] in cfg["peers"].values():
         raise ValueError(f"bind address {cfg['bind']} is also a peer's address")
     if any(ipaddress.ip_address(ip).version != bind.version for ip in cfg["peers"].values()):
@@ -155,26 +143,20 @@ def parse_config(config):
     if missing:
         raise ValueError(f"missing required option(s) {', '.join(missing)}")
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k not in FRAMEWORK_KEYS}}
-
-    key = cfg["key"]
-    if not isinstance(key, str) or len(key.encode()) < MIN_KEY_BYTES:
-        raise ValueError(f"key must be a string of at least {MIN_KEY_BYTES} bytes")
-    port = cfg["port"]
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
-    cfg["send_interval"] = _number(cfg, "send_interval", 0.05)
-    cfg["dead_time"] = _number(cfg, "dead_time", 0.0)
-    if cfg["dead_time"] <= 2 * cfg["send_interval"]:
-        raise ValueError(
-            f"dead_time ({cfg['dead_time']}) must be more than twice send_interval "
-            f"({cfg['send_interval']}), or one lost packet raises a false alarm"
-        )
-    cfg["probe_interval"] = _number(cfg, "probe_interval", 0.0)
     if cfg["toolstack"] not in TOOLSTACKS:
         raise ValueError(
             f"toolstack must be one of {', '.join(TOOLSTACKS)}, not {cfg['toolstack']!r}"
         )
-    _check_names_and_addresses(cfg)
+    try:  # the pillar check's own rules for xenha:heartbeat, named by the beacon's options
+        cfg["key"] = pc.heartbeat_key(cfg["key"], "key")
+        cfg["port"] = pc.port(cfg["port"], "port")
+        cfg["send_interval"], cfg["dead_time"] = pc.heartbeat_timing(
+            cfg["send_interval"], cfg["dead_time"], "send_interval", "dead_time"
+        )
+        cfg["probe_interval"] = pc.seconds(cfg["probe_interval"], "probe_interval", 0)
+        _check_names_and_addresses(cfg)
+    except CommandExecutionError as err:
+        raise ValueError(str(err)) from None
     return cfg
 
 

@@ -258,7 +258,7 @@ def test_unusable_address_is_reported_and_retried(mod, tmp_path):
 
 
 def test_bad_config_raises_a_clear_error(mod):
-    with pytest.raises(mod.CommandExecutionError, match="key must be a string"):
+    with pytest.raises(mod.CommandExecutionError, match="key: the key is 5 bytes"):
         mod.poll(config(7788, A, "hostB", B, key="short"))
     assert mod.validate(config(7788, A, "hostB", B, key="short"))[0] is False
     assert mod.validate(config(7788, A, "hostB", B)) == (True, "valid")

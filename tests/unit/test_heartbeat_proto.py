@@ -243,14 +243,14 @@ def test_config_defaults():
     ("change", "why"),
     [
         ({"key": None}, "missing required option.*key"),
-        ({"key": "short"}, "at least 16 bytes"),
+        ({"key": "short"}, "key: the key is 5 bytes, at least 16 required"),
         ({"interval": 0.5}, "use send_interval"),
         ({"dead-time": 3}, "unknown option"),
         ({"dead_time": 0.5}, "more than twice send_interval"),
-        ({"dead_time": "3"}, "dead_time must be a number"),
-        ({"send_interval": float("nan")}, "send_interval must be a number"),
+        ({"dead_time": "3"}, "dead_time: must be a number"),
+        ({"send_interval": float("nan")}, "send_interval: must be a finite number, got nan"),
         ({"send_interval": 0.001}, "at least 0.05"),
-        ({"port": 70000}, "port must be an integer"),
+        ({"port": 70000}, "port: 70000 is out of range 1..65535"),
         ({"bind": "servvirt1"}, "bind must be an IP address"),
         ({"peers": {}}, "non-empty mapping"),
         ({"peers": {"ServVirt2": "10.0.0.300"}}, "peer ServVirt2's address"),
@@ -260,7 +260,11 @@ def test_config_defaults():
         ({"bind": "0.0.0.0"}, "not a wildcard"),  # noqa: S104
         ({"cluster": "has space"}, "invalid cluster name"),
         ({"toolstack": "virsh"}, "toolstack must be one of"),
-        ({"probe_interval": -1}, "probe_interval must be at least 0"),
+        ({"probe_interval": -1}, "probe_interval: must be at least 0"),
+        ({"key": "{{ pillar.x }}-sixteen-bytes"}, "key: the key must not contain '{{'"),
+        ({"key": "sixteen-bytes-and\na-newline"}, "key: the secret contains the control"),
+        ({"dead_time": float("inf")}, "dead_time: must be a finite number, got inf"),
+        ({"port": True}, "port: must be an integer, got True"),
     ],
 )
 def test_bad_config_is_explained(change, why):
