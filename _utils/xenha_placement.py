@@ -1,7 +1,8 @@
 """
 Placement: where domUs go when a host is evacuated or dies. A pure function, shared by the
 runner's evacuate/plan/restore and by failover: a cluster snapshot (plain data) in, a plan out.
-No Salt, no I/O, so it can be tested exhaustively and benchmarked at scale.
+No I/O (the anti-affinity lists are checked by the pillar check's own ``domu_names``), so it can
+be tested exhaustively and benchmarked at scale.
 
 Snapshot shape::
 
@@ -23,6 +24,9 @@ determined by the input.
 """
 
 import bisect
+
+import xenha_pillarcheck
+from salt.exceptions import CommandExecutionError
 
 TARGET_STATE = "up"
 
@@ -52,9 +56,12 @@ def _avoid_sets(domus):
     """{domU: set of domUs it must not share a host with}: anti-affinity made symmetric."""
     avoid = {}
     for name, spec in domus.items():
-        others = spec.get("anti_affinity") or []
-        if isinstance(others, str) or not isinstance(others, (list, tuple, set)):
-            raise PlacementError(f"domU {name}: anti_affinity must be a list, got {others!r}")
+        try:
+            others = xenha_pillarcheck.domu_names(
+                spec.get("anti_affinity") or [], f"domU {name}: anti_affinity"
+            )
+        except CommandExecutionError as err:
+            raise PlacementError(str(err)) from None
         for other in others:
             if other != name:
                 avoid.setdefault(name, set()).add(other)

@@ -98,7 +98,12 @@ def test_only_and_no_eligible_reason():
         (
             {"hosts": {"b": host(9)}, "domus": {"w": {**domu(1), "anti_affinity": "x"}}},
             ["w"],
-            "domU w: anti_affinity must be a list",
+            "domU w: anti_affinity: must be a list of domU names, got 'x'",
+        ),
+        (  # an unhashable item is named, not a TypeError
+            {"hosts": {"b": host(9)}, "domus": {"w": {**domu(1), "anti_affinity": [{"x": 1}]}}},
+            ["w"],
+            "domU w: anti_affinity:0: invalid domain name {'x': 1}",
         ),
     ],
 )
