@@ -97,25 +97,16 @@ def decode(key, packet):
     return fields
 
 
-def _address(value, what):
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"{what} must be an IP address, not {value!r}") from None
-
-
 def _check_names_and_addresses(cfg):
     """Normalise cfg's bind and peers in place; raise ValueError naming a bad one."""
-    bind = ipaddress.ip_address(_address(cfg["bind"], "bind"))
-    if bind.is_unspecified:
-        raise ValueError("bind must be this host's cluster address, not a wildcard")
-    cfg["bind"] = str(bind)
+    cfg["bind"] = pc.address(cfg["bind"], "bind")
+    bind = ipaddress.ip_address(cfg["bind"])
     peers = cfg["peers"]
     if not isinstance(peers, dict) or not peers:
         raise ValueError("peers must be a non-empty mapping of minion id to IP address")
     xenha_names.check("cluster", cfg["cluster"])
     cfg["peers"] = {
-        xenha_names.check("host", peer): _address(ip, f"peer {peer}'s address")
+        xenha_names.check("host", peer): pc.address(ip, f"peers:{peer}")
         for peer, ip in peers.items()
     }
     if cfg["bind"] in cfg["peers"].values():

@@ -9,7 +9,7 @@ module) while rendering, so a bad pillar aborts the run before any state changes
 docs/pillar.md describes every key.
 
 The checks of single values that runtime consumers repeat on their own inputs are public here
-(``integer``, ``port``, ``seconds``, ``text``, ``abspath``, ``domu_names``, ``bmc``,
+(``integer``, ``port``, ``seconds``, ``text``, ``address``, ``abspath``, ``domu_names``, ``bmc``,
 ``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``): the heartbeat beacon, fencing
 and placement call the same functions, so the pillar check accepts exactly what they accept.
 Each takes the value and ``where`` (the key to name in the message).
@@ -167,6 +167,17 @@ def seconds(value, where, minimum=None):
     return number
 
 
+def address(value, where):
+    """A host's own IP address, normalised: not a wildcard, broadcast or multicast address."""
+    try:
+        ip = ipaddress.ip_address(value if isinstance(value, str) else "")
+    except ValueError:
+        fail(where, f"{_show(value)} is not an IP address")
+    if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved):
+        fail(where, f"{value!r} is a wildcard, broadcast or multicast address, not a host's own")
+    return str(ip)
+
+
 def abspath(value, where, *, under=None):
     """
     An absolute path of the characters in PATH without '.', '..' or empty components (so it
@@ -260,10 +271,7 @@ def _ip(data, key, path, required=True):
     value = _get(data, key, path, required=required)
     if value is None:
         return None
-    try:
-        return str(ipaddress.ip_address(str(value)))
-    except ValueError:
-        (path / key).fail(f"{value!r} is not an IP address")
+    return address(value, path / key)
 
 
 def _abspath(data, key, path, default=None, *, required=False, under=None):
@@ -314,6 +322,11 @@ def _host(minion_id, data, path, seen_ips):
     host["role"] = _choice(data, "role", path, ROLES, None)
     host["bmc"] = _bmc(data.get("bmc"), path / "bmc", seen_ips)
     if host["role"] == "vmhost":
+        if ipaddress.ip_address(host["ip"]).version != 4:
+            (path / "ip").fail(
+                f"{host['ip']!r} must be an IPv4 address (o2net, OCFS2's network, speaks IPv4"
+                " only; the heartbeat peers share its address family)"
+            )
         host["ocfs2_node"] = _integer(data, "ocfs2_node", path, 0, 254, required=True)
         ocfs2_name = _string(data, "ocfs2_name", path, host["hostname"])
         if ocfs2_name != host["hostname"]:

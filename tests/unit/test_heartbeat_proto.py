@@ -251,13 +251,16 @@ def test_config_defaults():
         ({"send_interval": float("nan")}, "send_interval: must be a finite number, got nan"),
         ({"send_interval": 0.001}, "at least 0.05"),
         ({"port": 70000}, "port: 70000 is out of range 1..65535"),
-        ({"bind": "servvirt1"}, "bind must be an IP address"),
+        ({"bind": "servvirt1"}, "bind: 'servvirt1' is not an IP address"),
         ({"peers": {}}, "non-empty mapping"),
-        ({"peers": {"ServVirt2": "10.0.0.300"}}, "peer ServVirt2's address"),
+        (
+            {"peers": {"ServVirt2": "10.0.0.300"}},
+            "peers:ServVirt2: '10.0.0.300' is not an IP address",
+        ),
         ({"peers": {"bad name!": "10.0.0.3"}}, "invalid host name"),
         ({"peers": {"ServVirt1": "192.168.25.10"}}, "also a peer's address"),
         ({"peers": {"ServVirt2": "fd00::11"}}, "must be IPv4 like bind"),
-        ({"bind": "0.0.0.0"}, "not a wildcard"),  # noqa: S104
+        ({"bind": "0.0.0.0"}, "bind: '0.0.0.0' is a wildcard, broadcast or multicast address"),  # noqa: S104
         ({"cluster": "has space"}, "invalid cluster name"),
         ({"toolstack": "virsh"}, "toolstack must be one of"),
         ({"probe_interval": -1}, "probe_interval: must be at least 0"),

@@ -435,6 +435,19 @@ def _bmc(**extra):
          "xenha:evacuation:parallel: 0 is out of range 1..64"),
         (_set("heartbeat", "interval", value=0.01),
          "xenha:heartbeat:interval: must be at least 0.05, got 0.01"),
+        # o2net and the heartbeat between VM hosts: IPv4
+        (_set("hosts", "ServVirt2", "ip", value="fd00::11"),
+         "xenha:hosts:ServVirt2:ip: 'fd00::11' must be an IPv4 address (o2net, OCFS2's network,"
+         " speaks IPv4 only; the heartbeat peers share its address family)"),
+        (_set("hosts", "ServVirt2", "ip", value="0.0.0.0"),  # noqa: S104
+         "xenha:hosts:ServVirt2:ip: '0.0.0.0' is a wildcard, broadcast or multicast address, not"
+         " a host's own"),
+        (_bmc(address="255.255.255.255"),
+         "xenha:hosts:ServVirt1:bmc:address: '255.255.255.255' is a wildcard, broadcast or"
+         " multicast address, not a host's own"),
+        (_set("hosts", "ServDB", "ip", value="ff02::1"),
+         "xenha:hosts:ServDB:ip: 'ff02::1' is a wildcard, broadcast or multicast address, not a"
+         " host's own"),
         # ports
         (_bmc(port="623; x"), "xenha:hosts:ServVirt1:bmc:port: must be an integer, got '623; x'"),
         (_bmc(port=623.0), "xenha:hosts:ServVirt1:bmc:port: must be an integer, got 623.0"),
