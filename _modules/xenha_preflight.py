@@ -22,6 +22,7 @@ import time
 import salt.utils.data
 import salt.utils.path
 import xenha_names
+import xenha_pillarcheck
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "xenha_preflight"
@@ -115,7 +116,7 @@ def clock(max_offset=None):
     """
     if max_offset is None:
         max_offset = _pillar("xenha:ntp:max_offset", DEFAULT_MAX_OFFSET)
-    bound = float(max_offset)
+    bound = xenha_pillarcheck.seconds(max_offset, "max_offset")  # NaN would accept any offset
     argv = ["chronyc", "-n", "tracking"]
     retcode, out, err = _run(argv)
     if retcode:

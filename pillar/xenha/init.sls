@@ -29,8 +29,9 @@ xenha: {{ xenha | json }}
         "cluster": (xenha.get("ocfs2") or {}).get("cluster"),
         "toolstack": (xenha.get("xen") or {}).get("toolstack"),
       } %}
-{#-   unset settings take the beacon's defaults (the same as xenha_pillar.validate's) #}
-{%-   for key, value in settings | dictsort if value is not none %}
+{#-   unset settings (none, or an empty string as the validator reads it) take the beacon's
+      defaults (the same as xenha_pillar.validate's) #}
+{%-   for key, value in settings | dictsort if value is not none and value != "" %}
 {%-     do config.append({key: value}) %}
 {%-   endfor %}
 {%-   if peers %}
