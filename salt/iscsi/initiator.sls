@@ -1,6 +1,8 @@
-{#- open-iscsi on a VM host: its initiator name, CHAP and automatic start-up in iscsid.conf (which
-    new node records inherit) and in the target's node record, discovery, and the login
-    (initiator.login: false stops after iscsid.conf, where there is no kernel initiator). #}
+{#- open-iscsi on a VM host: its initiator name, CHAP and automatic start-up in iscsid.conf (root
+    only: it holds the CHAP secret), discovery, whose node records take their settings from
+    iscsid.conf, and the login (initiator.login: false stops after iscsid.conf, where there is no
+    kernel initiator). No setting goes through iscsiadm's command line, where ps would show the
+    secret: a discovery with `-o update` rewrites the node records from iscsid.conf. #}
 {%- from "xenha/map.jinja" import cluster, me with context %}
 {%- from "iscsi/map.jinja" import iscsi, initiator with context %}
 {%- set storage = cluster.storage %}
@@ -14,6 +16,10 @@
         "node.session.auth.password": storage.chap.secret,
       }) %}
 {%- endif %}
+{%- set setting_ids = [] %}
+{%- for key in settings | sort %}
+{%-   do setting_ids.append("iscsi-initiator-file-replace-iscsid-conf-" ~ key | replace(".", "-")) %}
+{%- endfor %}
 
 iscsi-initiator-pkg-installed:
   pkg.installed:
@@ -30,15 +36,32 @@ iscsi-initiator-file-managed-initiatorname:
     - require:
       - pkg: iscsi-initiator-pkg-installed
 
-iscsi-initiator-file-keyvalue-iscsid-conf:
-  file.keyvalue:
+iscsi-initiator-file-managed-iscsid-conf:
+  file.managed:
     - name: {{ initiator.iscsid_conf }}
-    - key_values: {{ settings | json }}
-    - separator: " = "
-    - append_if_not_found: true
-    - show_changes: false       # may hold the CHAP secret
+    - replace: false            # only its owner and mode: the settings are the next state's
+    - user: root
+    - group: root
+    - mode: "0600"
+    - makedirs: true
     - require:
       - pkg: iscsi-initiator-pkg-installed
+
+{#- one file.replace per setting: unlike file.keyvalue, it reports a change (without the diff,
+    which may show the secret) for the node records' update to act on #}
+{%- for key, value in settings | dictsort %}
+
+iscsi-initiator-file-replace-iscsid-conf-{{ key | replace(".", "-") }}:
+  file.replace:
+    - name: {{ initiator.iscsid_conf }}
+    - pattern: {{ ("^[ \t]*" ~ key | regex_escape ~ "[ \t]*=.*$") | json }}
+    - repl: {{ (key ~ " = " ~ value | replace("\\", "\\\\")) | json }}
+    - append_if_not_found: true
+    - not_found_content: {{ (key ~ " = " ~ value) | json }}
+    - show_changes: false       # may hold the CHAP secret
+    - require:
+      - file: iscsi-initiator-file-managed-iscsid-conf
+{%- endfor %}
 {%- if iscsi.service_manager == "systemd" %}
 
 {#- iscsid reads the initiator name at start; restarting it keeps the kernel's sessions #}
@@ -49,7 +72,9 @@ iscsi-initiator-service-running-daemon:
     - watch:
       - file: iscsi-initiator-file-managed-initiatorname
     - require:
-      - file: iscsi-initiator-file-keyvalue-iscsid-conf
+{%- for id in setting_ids %}
+      - file: {{ id }}
+{%- endfor %}
 {%-   if initiator.login %}
     - require_in:
       - cmd: iscsi-initiator-cmd-run-discovery
@@ -72,21 +97,24 @@ iscsi-initiator-cmd-run-discovery:
     - unless: {{ node }}
     - require:
       - file: iscsi-initiator-file-managed-initiatorname
-      - file: iscsi-initiator-file-keyvalue-iscsid-conf
-{#- New node records copy iscsid.conf; existing ones are updated when iscsid.conf changes. #}
-{%-   for key, value in settings | dictsort %}
+{%- for id in setting_ids %}
+      - file: {{ id }}
+{%- endfor %}
 
-iscsi-initiator-cmd-run-node-{{ key | replace(".", "-") }}:
+{#- New node records copy iscsid.conf; existing ones read it again when it changed (discovery's
+    update operation rewrites the records of the portals the target returns from iscsid.conf,
+    sessions included: they use the new settings from their next login). #}
+iscsi-initiator-cmd-run-node-update:
   cmd.run:
-    - name: {{ node }} --op update -n {{ key }} -v "$XENHA_VALUE"
-    - env:
-      - XENHA_VALUE: {{ value | json }}
+    - name: iscsiadm -m discovery -t sendtargets -p {{ portal }} -o update
     - onchanges:
-      - file: iscsi-initiator-file-keyvalue-iscsid-conf
+{%- for id in setting_ids %}
+      - file: {{ id }}
+{%- endfor %}
+    - require:
       - cmd: iscsi-initiator-cmd-run-discovery
     - require_in:
       - cmd: iscsi-initiator-cmd-run-login
-{%-   endfor %}
 
 iscsi-initiator-cmd-run-login:
   cmd.run:

@@ -3,6 +3,8 @@ Every formula rendered by real Salt for Debian 12, openSUSE Leap 15 and Rocky 9 
 pillar (pillar/xenha/cluster.yaml plus stand-in secrets), and the rendered states checked.
 """
 
+import json
+
 import pytest
 import xenha_hbproto
 
@@ -142,13 +144,22 @@ def test_initiator_name_chap_discovery_login(highstate, family, minion):
         "/etc/iscsi/initiatorname.iscsi",
         [f"InitiatorName={iqn}"],
     )
-    iscsid = rendered["iscsi-initiator-file-keyvalue-iscsid-conf"][1]
-    assert iscsid["key_values"] == {
-        "node.startup": "automatic",
-        "node.session.auth.authmethod": "CHAP",
-        "node.session.auth.username": "xenha",
-        "node.session.auth.password": "render-test-chap-secret",
+    guard = rendered["iscsi-initiator-file-managed-iscsid-conf"][1]
+    assert (guard["name"], guard["replace"], guard["mode"]) == ("/etc/iscsi/iscsid.conf", False,
+                                                                "0600")  # fmt: skip
+    settings = by_function(rendered, "file.replace")
+    assert sorted(a["not_found_content"] for a in settings.values()) == [
+        "node.session.auth.authmethod = CHAP",
+        "node.session.auth.password = render-test-chap-secret",
+        "node.session.auth.username = xenha",
+        "node.startup = automatic",
+    ]
+    assert {(a["name"], a["show_changes"]) for a in settings.values()} == {
+        ("/etc/iscsi/iscsid.conf", False)
     }
+    assert settings["iscsi-initiator-file-replace-iscsid-conf-node-startup"]["pattern"] == (
+        "^[ \t]*node\\.startup[ \t]*=.*$"
+    )
     services = by_function(rendered, "service.running")
     assert {a["name"] for a in services.values() if "iscsi" in a["name"]} == set(
         SERVICES[family][2]
@@ -164,16 +175,55 @@ def test_initiator_name_chap_discovery_login(highstate, family, minion):
         "iscsiadm -m discovery -t sendtargets -p 192.168.25.12:3260"
     )
     assert rendered["iscsi-initiator-cmd-run-discovery"][1]["unless"] == node
-    startup = rendered["iscsi-initiator-cmd-run-node-node-startup"][1]
-    assert startup["name"] == f'{node} --op update -n node.startup -v "$XENHA_VALUE"'
-    assert startup["env"] == [{"XENHA_VALUE": "automatic"}]
+    # the node records take iscsid.conf's settings again when it changed, no value on argv
+    update = rendered["iscsi-initiator-cmd-run-node-update"][1]
+    assert update["name"] == "iscsiadm -m discovery -t sendtargets -p 192.168.25.12:3260 -o update"
+    assert update["onchanges"] == [{"file": sid} for sid in sorted(settings)]
+    assert "env" not in update
     login = rendered["iscsi-initiator-cmd-run-login"][1]
     assert (login["name"], login["unless"]) == (
         f"{node} --login",
         "iscsiadm -m session | grep -qwF iqn.2009-06.br.example:storage.cluster",
     )
     assert {"cmd": "iscsi-initiator-cmd-run-discovery"} in login["require"]
-    assert {"cmd": "iscsi-initiator-cmd-run-node-node-startup"} in login["require"]
+    assert {"cmd": "iscsi-initiator-cmd-run-node-update"} in login["require"]
+
+
+# the render tests' stand-in secrets (tests/render/pillar/xenha/secrets.yaml) and xm's below
+SECRET_VALUES = ("render-test-chap-secret", "render-test-heartbeat-key", "render-test-placeholder",
+                 "XM-SSL-KEY")  # fmt: skip
+SECRET_CASES = [  # (minion, family, SLS or None for the highstate, xenha pillar overrides)
+    ("ServVirt1", "Debian", None, None),
+    ("ServVirt2", "RedHat", None, None),
+    ("ServDB", "Suse", None, None),
+    ("ServDB", "Suse", "iscsi.target", {"storage": {"implementation": "iet", "lun": 0}}),
+    ("ServVirt2", "Suse", "xen", {"xen": {"toolstack": "xm", "relocation": {
+        "ssl": True, "ssl_key": "XM-SSL-KEY", "ssl_cert": "CERT"}}}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SECRET_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
+def test_secrets_only_in_root_only_files(highstate, salt_call, case):
+    """Every state that carries a secret writes a file owned by root with mode 0600 (enforced
+    by a file.managed of that path); no command carries one, not even in its environment."""
+    minion, family, sls, xenha = case
+    if sls is None:
+        rendered = highstate(family, minion)
+    else:
+        rendered = show(salt_call, minion, family, sls, xenha=xenha)
+    managed = by_function(rendered, "file.managed")
+    holders = {
+        sid: (fun, args) for sid, (fun, args) in rendered.items()
+        if any(secret in json.dumps(args) for secret in SECRET_VALUES)
+    }  # fmt: skip
+    assert holders, "no secret rendered at all: the test would prove nothing"
+    for sid, (fun, args) in holders.items():
+        assert fun in ("file.managed", "file.replace"), (sid, fun)
+        guards = [a for a in managed.values() if a["name"] == args["name"]]
+        assert [(a["user"], a["group"], a["mode"]) for a in guards] == [("root", "root", "0600")]
+        assert args.get("show_changes") is False, sid
+    # the heartbeat key reaches the beacon through the pillar: no state writes it anywhere
+    assert "render-test-heartbeat-key" not in json.dumps(rendered)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -520,6 +570,6 @@ def test_initiator_without_login_stops_at_its_files(salt_call, service_manager):
     assert rendered["iscsi-initiator-file-managed-initiatorname"][1]["contents"].endswith(
         "InitiatorName=iqn.2009-06.br.example:servvirt2\n"
     )
-    assert "iscsi-initiator-file-keyvalue-iscsid-conf" in rendered
+    assert "iscsi-initiator-file-replace-iscsid-conf-node-startup" in rendered
     services = by_function(rendered, "service.running")
     assert len(services) == (2 if service_manager == "systemd" else 0)
