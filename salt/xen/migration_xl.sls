@@ -23,6 +23,8 @@ xen-migration-file-managed-private-key:
   file.managed:
     - name: {{ ssh.identity_file }}
     - contents: {{ ssh.private_key | json }}
+    - user: root
+    - group: root
     - mode: "0600"
     - makedirs: true
     - dir_mode: "0700"

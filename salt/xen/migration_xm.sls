@@ -27,6 +27,8 @@ xen-migration-file-managed-ssl-key:
   file.managed:
     - name: {{ xen.ssl_dir }}/xenha-relocation.key
     - contents: {{ relocation.ssl_key | json }}
+    - user: root
+    - group: root
     - mode: "0600"
     - show_changes: false
 
