@@ -18,6 +18,7 @@ import json
 import os
 
 import xenha_names
+import xenha_pillarcheck
 from salt.exceptions import CommandExecutionError
 
 FORMAT = 1
@@ -214,16 +215,20 @@ def settings(leases=None, **overrides):
     if conf["self_fence_after"] is None:
         conf["self_fence_after"] = conf["expiry"] / 2
     conf["self_fence_after"] = _seconds("self_fence_after", conf["self_fence_after"])
-    if not isinstance(conf["dir"], str) or not conf["dir"].startswith("/"):
-        raise LeaseError(f"xenha:leases:dir must be an absolute path, got {conf['dir']!r}")
+    try:  # the pillar check's own rule (it also keeps the directory on the shared volume)
+        xenha_pillarcheck.abspath(conf["dir"], "xenha:leases:dir")
+    except CommandExecutionError as err:
+        raise LeaseError(str(err)) from None
     check_timings(conf)
     return conf
 
 
 def _seconds(key, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise LeaseError(f"xenha:leases:{key} must be a positive number of seconds, got {value!r}")
-    return float(value)
+    """A finite positive number of seconds, as the pillar check wants it (NaN never expires)."""
+    try:
+        return xenha_pillarcheck.seconds(value, f"xenha:leases:{key}")
+    except CommandExecutionError as err:
+        raise LeaseError(str(err)) from None
 
 
 def check_timings(conf):

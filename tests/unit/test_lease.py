@@ -117,10 +117,14 @@ def test_settings_defaults_and_unsafe_timings():
         xl.settings({"expiry": 10}, self_fence_after=8)
     with pytest.raises(xl.LeaseError, match="at least twice renew_interval"):
         xl.settings({"renew_interval": 3, "expiry": 10})
-    with pytest.raises(xl.LeaseError, match="xenha:leases:expiry must be a positive"):
+    with pytest.raises(xl.LeaseError, match="^xenha:leases:expiry: must be a number, got '10'$"):
         xl.settings({"expiry": "10"})
-    with pytest.raises(xl.LeaseError, match="xenha:leases:dir must be an absolute path"):
+    with pytest.raises(xl.LeaseError, match="^xenha:leases:expiry: must be a finite number"):
+        xl.settings({"expiry": float("nan")})  # every comparison with NaN is false
+    with pytest.raises(xl.LeaseError, match="^xenha:leases:dir: 'leases' must be an absolute"):
         xl.settings({"dir": "leases"})
+    with pytest.raises(xl.LeaseError, match="^xenha:leases:dir: .* must be a plain path"):
+        xl.settings({"dir": "/cluster/../leases"})
 
 
 def test_decode_names_the_file_and_the_problem():
