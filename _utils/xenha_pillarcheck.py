@@ -227,7 +227,8 @@ def _get(data, key, path, default=None, *, required=False):
 
 def _string(data, key, path, default=None, *, required=False, secret=False, multiline=False):
     """A string setting; every one is held to ``text``: no control characters, and no leading
-    '-' unless it is a secret (secrets never go on a command line)."""
+    '-' unless it is a secret or key material (PEM starts with '-----'), which never go on a
+    command line."""
     value = data.get(key)
     if value is None or value == "":
         if secret and required:
@@ -237,7 +238,9 @@ def _string(data, key, path, default=None, *, required=False, secret=False, mult
         return default
     if not isinstance(value, str):
         (path / key).fail(f"must be a string, got {type(value).__name__}")
-    return text(value, path / key, argv=not secret, multiline=multiline, secret=secret)
+    return text(
+        value, path / key, argv=not (secret or multiline), multiline=multiline, secret=secret
+    )
 
 
 def _integer(data, key, path, low, high, *, default=None, required=False):

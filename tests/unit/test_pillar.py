@@ -603,6 +603,10 @@ def test_values_that_stay_valid(tree):
     tree["leases"].update(expiry=12.0, self_fence_after=4, destroy_timeout=2)
     tree["ntp"]["max_offset"] = 1
     cluster = xenha_pillarcheck.check(tree)
+    tree["xen"]["toolstack"] = "xm"  # PEM material starts with '-' and spans lines
+    tree["xen"]["relocation"].update(ssl=True, ssl_key="-----BEGIN PRIVATE KEY-----\nA\n",
+                                     ssl_cert="-----BEGIN CERTIFICATE-----\nB\n")  # fmt: skip
+    assert xenha_pillarcheck.check(tree)["xen"]["relocation"]["ssl_cert"].startswith("-----")
     assert cluster["hosts"]["ServVirt1"]["bmc"]["port"] == 6230
     assert cluster["leases"]["self_fence_after"] == 4.0
     assert cluster["ntp"]["max_offset"] == 1.0
