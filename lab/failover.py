@@ -8,8 +8,9 @@ heartbeat beacon, the master's reactor and schedule, BMCs from :mod:`lab.bmc`):
   the run folder at the same path);
 - ``xenha-leased`` (``salt-call xenha_lease.serve``, restarted when it exits, as systemd's
   ``Restart=always`` would) on every VM host, at every power-on;
-- the domUs under ``xenha:domus`` with their configs (``xenha:leases:dir`` and ``xenha:domus``
-  come from ``<run>/pillar/xenha/failover.yaml``, which ``lab/pillar/failover.sls`` merges in);
+- the domUs under ``xenha:domus`` with their configs (``xenha:leases:dir``, ``xenha:domus`` and
+  ``xenha:ocfs2:mount_point``, the shared folder, come from
+  ``<run>/pillar/xenha/failover.yaml``, which ``lab/pillar/failover.sls`` merges in);
 - an event recorder on the master (``<run>/failover/events.jsonl``: every ``xenha/*`` and
   ``xenha_heartbeat`` event with the time it was seen), from which :func:`timeline` reads.
 
@@ -123,6 +124,9 @@ class Failover:
         self.events_file.touch()
         data = self._pillar() or {"xenha": {"domus": {}}}
         data["xenha"]["leases"] = {"dir": str(self.lease_dir)}
+        # the folder that stands in for the OCFS2 mount is the mount point: the pillar check
+        # wants the leases and the domU configs inside it
+        data["xenha"]["ocfs2"] = {"mount_point": str(self.shared)}
         self._write_pillar(data)
         self.attach()
         self.refresh(timeout)
