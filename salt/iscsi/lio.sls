@@ -41,15 +41,20 @@ iscsi-lio-cmd-run-tpg-authentication:
       - cmd: iscsi-lio-cmd-run-saveconfig
 {%-   for host in vmhosts %}
 {%-     set acl = tpg ~ "/acls/" ~ host.iqn %}
+{#-     the ACL's CHAP password in configfs, where targetcli (rtslib) writes it too #}
+{%-     set password = lio.configfs ~ "/iscsi/" ~ storage.target_iqn ~ "/tpgt_1/acls/" ~ host.iqn
+                       ~ "/auth/password" %}
 
 iscsi-lio-cmd-run-chap-{{ host.id }}:
   cmd.run:
-    # the secret travels in the environment, not in the command shown in state output
+    # the secret travels in the environment and only the shell's own printf and [ see it:
+    # no command it starts (whose argv ps would show) gets it as an argument
     - name: >-
-        targetcli {{ acl }} set auth userid={{ storage.chap.user }} password="$XENHA_CHAP"
+        targetcli {{ acl }} set auth userid={{ storage.chap.user }} &&
+        printf '%s' "$XENHA_CHAP" > {{ password }}
     - unless: >-
         targetcli {{ acl }} get auth userid | grep -qxF 'userid={{ storage.chap.user }}' &&
-        targetcli {{ acl }} get auth password | grep -qxF "password=$XENHA_CHAP"
+        [ "$(cat {{ password }})" = "$XENHA_CHAP" ]
     - env:
       - XENHA_CHAP: {{ storage.chap.secret | json }}
     - onchanges_in:

@@ -4,6 +4,8 @@ pillar (pillar/xenha/cluster.yaml plus stand-in secrets), and the rendered state
 """
 
 import json
+import shutil
+import subprocess
 
 import pytest
 import xenha_hbproto
@@ -429,10 +431,55 @@ def test_lio_target(salt_call):
         f"targetcli {tpg}/acls/iqn.2009-06.br.example:servvirt2 ls",
     )
     chap = rendered["iscsi-lio-cmd-run-chap-ServVirt1"][1]
-    assert "render-test-chap-secret" not in chap["name"]
     assert chap["env"] == [{"XENHA_CHAP": "render-test-chap-secret"}]
+    acl_auth = (
+        "/sys/kernel/config/target/iscsi/iqn.2009-06.br.example:storage.cluster/tpgt_1/acls/"
+        "iqn.2009-06.br.example:servvirt1/auth"
+    )
+    assert chap["name"].endswith(f"printf '%s' \"$XENHA_CHAP\" > {acl_auth}/password")
     assert commands["iscsi-lio-cmd-run-saveconfig"] == ("targetcli saveconfig", None)
     assert rendered["iscsi-lio-service-enabled"][1]["name"] == "target"
+
+
+def test_lio_chap_secret_never_on_a_command_line(salt_call, tmp_path):
+    """The rendered CHAP commands run by sh with a stand-in targetcli and configfs: the
+    password lands in the ACL's auth/password, no started command sees it in its argv, and
+    the unless check then holds."""
+    secret = r"lio-secret\1&x$y"  # noqa: S105
+    configfs = tmp_path / "configfs"
+    rendered = show(
+        salt_call, "ServDB", "RedHat", "iscsi.target",
+        xenha={"storage": {"implementation": "lio", "chap": {"secret": secret}}},
+        pillar={"iscsi": {"lookup": {"target": {"lio": {"configfs": str(configfs)}}}}},
+    )  # fmt: skip
+    chap = rendered["iscsi-lio-cmd-run-chap-ServVirt1"][1]
+    auth = configfs / "iscsi/iqn.2009-06.br.example:storage.cluster/tpgt_1/acls"
+    auth = auth / "iqn.2009-06.br.example:servvirt1/auth"
+    auth.mkdir(parents=True)
+    (auth / "password").write_text("NULL\n")  # as LIO shows an unset password
+    # PATH holds only spies that log their argv: every command the shell starts is one of
+    # them (anything else would not be found), and targetcli answers as LIO would
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "argv.log"
+    spies = {"targetcli": "echo userid=xenha", "grep": f'exec {shutil.which("grep")} "$@"',
+             "cat": f'exec {shutil.which("cat")} "$@"'}  # fmt: skip
+    for name, body in spies.items():
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n{body}\n')
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": str(bin_dir), **chap["env"][0]}
+    assert env["XENHA_CHAP"] == secret
+
+    def run(command):  # as cmd.run runs it (python_shell): /bin/sh -c
+        return subprocess.run(["/bin/sh", "-c", command], env=env, check=False).returncode
+
+    assert run(chap["unless"]) != 0  # not set yet: the state would run
+    assert run(chap["name"]) == 0
+    assert (auth / "password").read_text() == secret
+    assert run(chap["unless"]) == 0  # set: the next apply leaves it alone
+    started = log.read_text()
+    assert secret not in started
+    assert {line.split()[0] for line in started.splitlines()} == {"targetcli", "grep", "cat"}
 
 
 def test_iet_target(salt_call):
