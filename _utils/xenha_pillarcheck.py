@@ -10,9 +10,11 @@ docs/pillar.md describes every key.
 
 The checks of single values that runtime consumers repeat on their own inputs are public here
 (``integer``, ``port``, ``seconds``, ``text``, ``address``, ``abspath``, ``domu_names``, ``bmc``,
-``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``): the heartbeat beacon, fencing
-and placement call the same functions, so the pillar check accepts exactly what they accept.
-Each takes the value and ``where`` (the key to name in the message).
+``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``): the heartbeat beacon, fencing,
+placement, the lease settings and the preflight clock check call the same functions, so the
+pillar check accepts what they accept (tests/unit/test_pillar_consumers.py holds it to that).
+Each takes the value and ``where`` (the key to name in the message) and raises
+CommandExecutionError; the lease module's timing rules are in turn run by the check.
 """
 
 import copy
@@ -114,7 +116,7 @@ def text(value, where, *, argv=False, multiline=False, secret=False):
     """
     if not isinstance(value, str) or value == "":
         fail(where, f"must be a non-empty string, got {type(value).__name__}")
-    shown = "the secret" if secret else repr(value)
+    shown = "the secret" if secret else _show(value)
     bad = _bad_character(value, "\n" if multiline else "")
     if bad is not None:
         fail(where, f"{shown} contains the control character {bad!r}")
@@ -174,7 +176,9 @@ def address(value, where):
     except ValueError:
         fail(where, f"{_show(value)} is not an IP address")
     if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved):
-        fail(where, f"{value!r} is a wildcard, broadcast or multicast address, not a host's own")
+        fail(
+            where, f"{_show(value)} is a wildcard, broadcast or multicast address, not a host's own"
+        )
     return str(ip)
 
 
@@ -186,11 +190,11 @@ def abspath(value, where, *, under=None):
     """
     pattern, description = PATH
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        fail(where, f"{value!r} must be {description}")
+        fail(where, f"{_show(value)} must be {description}")
     if value != "/" and any(part in ("", ".", "..") for part in value.split("/")[1:]):
-        fail(where, f"{value!r} must be a plain path (no '.', '..', '//' or trailing '/')")
+        fail(where, f"{_show(value)} must be a plain path (no '.', '..', '//' or trailing '/')")
     if under is not None and not value.startswith(under.rstrip("/") + "/"):
-        fail(where, f"{value!r} is not inside {under}")
+        fail(where, f"{_show(value)} is not inside {under}")
     return value
 
 
@@ -286,7 +290,7 @@ def _matching(data, key, path, rule, default=None, *, required=False, secret=Fal
     value = _string(data, key, path, default, required=required, secret=secret)
     pattern, description = rule
     if value is not None and not pattern.fullmatch(value):
-        shown = "the secret" if secret else repr(value)
+        shown = "the secret" if secret else _show(value)
         (path / key).fail(f"{shown} must be {description}")
     return value
 
