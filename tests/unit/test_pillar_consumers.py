@@ -210,6 +210,7 @@ def _consumers_accept(tree, cluster):
     survivors = {h: {"free_memory_mib": memory[h], "domus": []} for h in vmhosts[1:]}
     xenha_failover.restart_plan(vmhosts[0], members, survivors, {}, set(cluster["domus"]))
     xenha_lease.settings(cluster["leases"])
+    xenha_pillarcheck.redact(cluster)  # what xenha_pillar.validate shows
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
