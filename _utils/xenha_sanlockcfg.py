@@ -35,6 +35,10 @@ SLOTS_RANGE = (1, 100000)
 NAME_MAX = 48  # sanlock's limit for lockspace and resource names
 KEEPER_PYTHON = "/usr/bin/python3"  # Debian's, which has python3-sanlock
 STATE_DIR = "/run/xenha/sanlock"
+LEASE_DEVICE = "/dev/xenha-leases"  # lease_path's default with a lease LUN (udev link)
+# auto: the hardware watchdog where one exists, softdog otherwise; none: no wdmd, no reset (labs)
+WATCHDOGS = ("auto", "softdog", "hardware", "none")
+LUN_RANGE = (0, 255)
 # the lease path goes into sanlock's "NAME:ID:PATH:OFFSET" strings: no ':' and no blanks
 _PATH_RE = re.compile(r"/[A-Za-z0-9_./+-]{1,1023}")
 _HOST_STATES = ("FREE", "LIVE", "FAIL", "DEAD", "UNKNOWN")
@@ -56,6 +60,35 @@ def _path(value, key):
     return value
 
 
+def _lease_lun(conf, tree, out):
+    """The storage host's dedicated lease LUN, or None: ``{"backing_device", "lun",
+    "size_mib"}``; the VM hosts see it as ``lease_path`` (a udev link under /dev)."""
+    lun = conf.get("lease_lun")
+    if lun is None:
+        return None
+    key = "xenha:sanlock:lease_lun"
+    if not isinstance(lun, dict):
+        _fail(key, f"must be a mapping with backing_device, got {lun!r}")
+    if not out["lease_path"].startswith("/dev/") or out["lease_path"].count("/") < 2:
+        _fail(
+            "xenha:sanlock:lease_path",
+            f"{out['lease_path']} must be a name under /dev/ with a lease LUN (the VM hosts' "
+            "udev link to it)",
+        )
+    storage = tree.get("storage") if isinstance(tree.get("storage"), dict) else {}
+    data_lun = storage.get("lun", 1)
+    low = LUN_RANGE[0] if storage.get("implementation", "tgt") != "tgt" else 1
+    got = {"backing_device": _path(lun.get("backing_device"), f"{key}:backing_device")}
+    got["lun"] = _int(lun.get("lun", data_lun + 1), f"{key}:lun", low, LUN_RANGE[1])
+    if got["lun"] == data_lun:
+        _fail(f"{key}:lun", f"{got['lun']} is xenha:storage:lun, the OCFS2 LUN's number")
+    if got["backing_device"] == storage.get("backing_device"):
+        _fail(f"{key}:backing_device", "is xenha:storage:backing_device, the OCFS2 LUN's disk")
+    need = area_size(out["slots"]) // ALIGN
+    got["size_mib"] = _int(lun.get("size_mib", need), f"{key}:size_mib", need, 1 << 20)
+    return got
+
+
 def area_size(slots):
     """Bytes the lease area needs: the lockspace plus ``slots`` resource areas."""
     return (1 + slots) * ALIGN
@@ -64,15 +97,18 @@ def area_size(slots):
 def settings(tree, minion_id=None, device_size=None):
     """
     Checked sanlock settings from the ``xenha`` pillar tree: ``{"lease_path", "io_timeout",
-    "slots", "toolstack_path", "keeper_python", "host_ids": {host: id}, "host_id"}`` (``host_id``
-    is ``minion_id``'s, or None). ``device_size`` (bytes), when given, must hold the area.
+    "slots", "toolstack_path", "keeper_python", "watchdog", "host_ids": {host: id}, "host_id",
+    "init_host", "lease_lun"}`` (``host_id`` is ``minion_id``'s, or None; ``init_host`` the VM
+    host that initialises the lease area, by default the first by name; ``lease_lun`` None or
+    the storage host's lease LUN). ``device_size`` (bytes), when given, must hold the area.
     """
     tree = tree if isinstance(tree, dict) else {}
     conf = tree.get("sanlock")
     if not isinstance(conf, dict):
         _fail("xenha:sanlock", f"must be a mapping with at least lease_path, got {conf!r}")
     key = "xenha:sanlock"
-    out = {"lease_path": _path(conf.get("lease_path"), f"{key}:lease_path")}
+    default_path = LEASE_DEVICE if conf.get("lease_lun") is not None else None
+    out = {"lease_path": _path(conf.get("lease_path", default_path), f"{key}:lease_path")}
     out["io_timeout"] = _int(
         conf.get("io_timeout", IO_TIMEOUT_DEFAULT), f"{key}:io_timeout", *IO_TIMEOUT_RANGE
     )
@@ -80,6 +116,9 @@ def settings(tree, minion_id=None, device_size=None):
     tool = conf.get("toolstack_path")
     out["toolstack_path"] = None if tool is None else _path(tool, f"{key}:toolstack_path")
     out["keeper_python"] = _path(conf.get("keeper_python", KEEPER_PYTHON), f"{key}:keeper_python")
+    out["watchdog"] = conf.get("watchdog", "auto")
+    if out["watchdog"] not in WATCHDOGS:
+        _fail(f"{key}:watchdog", f"must be one of {', '.join(WATCHDOGS)}, got {out['watchdog']!r}")
     hosts = tree.get("hosts") or {}
     ids, seen = {}, {}
     for host, spec in hosts.items() if isinstance(hosts, dict) else ():
@@ -94,6 +133,10 @@ def settings(tree, minion_id=None, device_size=None):
         ids[host], seen[hid] = hid, host
     out["host_ids"] = ids
     out["host_id"] = ids.get(minion_id)
+    out["init_host"] = conf.get("init_host", min(ids, default=None))
+    if out["init_host"] not in ids:
+        _fail(f"{key}:init_host", f"{out['init_host']!r} is not a VM host in xenha:hosts")
+    out["lease_lun"] = _lease_lun(conf, tree, out)
     domus = tree.get("domus") or {}
     if isinstance(domus, dict) and len(domus) > out["slots"]:
         _fail(f"{key}:slots", f"{out['slots']} slots cannot hold {len(domus)} domUs' leases")

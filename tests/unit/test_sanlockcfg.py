@@ -47,8 +47,11 @@ def test_settings_defaults_and_host_ids():
         "slots": 64,
         "toolstack_path": None,
         "keeper_python": "/usr/bin/python3",
+        "watchdog": "auto",
         "host_ids": {"v1": 1, "v2": 2},
         "host_id": 2,
+        "init_host": "v1",
+        "lease_lun": None,
     }
     assert cfg.settings(tree(), "db")["host_id"] is None
 
@@ -67,13 +70,40 @@ def test_settings_defaults_and_host_ids():
         ({"slots": 1}, "^xenha:sanlock:slots: 1 slots cannot hold 2 domUs' leases"),
         ({"toolstack_path": "xl"}, "^xenha:sanlock:toolstack_path: must be an absolute"),
         ({"keeper_python": "/usr/bin/python 3"}, "^xenha:sanlock:keeper_python: must be"),
+        ({"watchdog": "yes"}, "^xenha:sanlock:watchdog: must be one of auto, softdog, hardware"),
+        ({"init_host": "db"}, "^xenha:sanlock:init_host: 'db' is not a VM host"),
+        ({"lease_lun": "/dev/sdb"}, "^xenha:sanlock:lease_lun: must be a mapping"),
+        ({"lease_lun": {}}, "^xenha:sanlock:lease_lun:backing_device: must be an absolute"),
+        (
+            {"lease_lun": {"backing_device": "/dev/sdb", "lun": 1}},
+            "^xenha:sanlock:lease_lun:lun: 1 is xenha:storage:lun",
+        ),
+        (
+            {"lease_lun": {"backing_device": "/dev/sdb", "lun": 0}},
+            "^xenha:sanlock:lease_lun:lun: must be an integer from 1 to 255",
+        ),
+        (
+            {"lease_lun": {"backing_device": "/dev/sdb", "size_mib": 64}},
+            "^xenha:sanlock:lease_lun:size_mib: must be an integer from 65 to",
+        ),
+        (
+            {"lease_lun": {"backing_device": "/dev/sda4"}},
+            "^xenha:sanlock:lease_lun:backing_device: is xenha:storage:backing_device",
+        ),
+        (
+            {"lease_lun": {"backing_device": "/dev/sdb"}, "lease_path": "/srv/leases"},
+            "^xenha:sanlock:lease_path: /srv/leases must be a name under /dev/",
+        ),
     ],
 )
 def test_settings_refuse_bad_sanlock_keys(change, message):
     data = tree()
+    data["storage"] = {"implementation": "tgt", "lun": 1, "backing_device": "/dev/sda4"}
     if "sanlock" in change:
         data["sanlock"] = change["sanlock"]
     else:
+        if "lease_lun" in change:  # a lease LUN brings its default lease_path
+            del data["sanlock"]["lease_path"]
         data["sanlock"].update(change)
     with pytest.raises(CommandExecutionError, match=message):
         cfg.settings(data)
@@ -95,6 +125,19 @@ def test_settings_refuse_bad_host_ids(host_id, message):
     else:
         data["hosts"]["v2"]["host_id"] = host_id
     with pytest.raises(CommandExecutionError, match=message):
+        cfg.settings(data)
+
+
+def test_settings_lease_lun_defaults_and_init_host():
+    data = tree(init_host="v2", lease_lun={"backing_device": "/srv/leases.img"})
+    del data["sanlock"]["lease_path"]
+    data["storage"] = {"implementation": "lio", "lun": 0}
+    got = cfg.settings(data)
+    assert got["lease_path"] == "/dev/xenha-leases"
+    assert got["lease_lun"] == {"backing_device": "/srv/leases.img", "lun": 1, "size_mib": 65}
+    assert got["init_host"] == "v2"
+    data["sanlock"]["lease_lun"]["lun"] = 0  # LIO numbers from 0, but 0 is the OCFS2 LUN here
+    with pytest.raises(CommandExecutionError, match="^xenha:sanlock:lease_lun:lun: 0 is"):
         cfg.settings(data)
 
 
