@@ -123,18 +123,21 @@ def _names(cfg):
 # --- functions --------------------------------------------------------------------------------
 
 
-def init(force=False):
+def init(force=False, test=False):
     """
     Initialise the lease area directly on storage (no daemon needed): the ``xenha`` lockspace
     with the pillar's io_timeout, and a resource lease for every domU of ``xenha:domus`` that
     has none yet. An initialised lockspace and existing resource leases are kept; ``force=True``
     writes them afresh (only when no host has joined: it wipes every host's delta lease).
+    ``test=True`` only reads: it returns what it would write (``lockspace``: ``kept`` or
+    ``initialised``, ``resources``: {domU: slot}).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt ServVirt1 xenha_sanlock.init
+        salt ServVirt1 xenha_sanlock.init test=True
         salt ServVirt1 xenha_sanlock.init force=True
     """
     cfg = _settings()
@@ -146,30 +149,36 @@ def init(force=False):
     result = {"lockspace": "kept", "resources": {}}
     if force or not ready:
         argv = [SANLOCK, "direct", "init", "-o", str(cfg["io_timeout"])]
-        _run([*argv, "-s", cfgmod.lockspace_arg(0, path)])
+        if not test:
+            _run([*argv, "-s", cfgmod.lockspace_arg(0, path)])
         result["lockspace"] = "initialised"
     used = {} if force else _used(cfg)
     names = _names(cfg)
     for name, slot in sorted(cfgmod.plan(names, used, cfg["slots"]).items()):
-        _run([SANLOCK, "direct", "init", "-r", cfgmod.resource_arg(name, path, slot)])
+        if not test:
+            _run([SANLOCK, "direct", "init", "-r", cfgmod.resource_arg(name, path, slot)])
         result["resources"][names[name]] = slot
     return result
 
 
-def join():
+def join(test=False):
     """
     Join the lockspace with this host's host_id (``sanlock client add_lockspace``). Takes about
     2 x io_timeout on a free host_id, longer when the host_id's last owner may still be alive.
-    Returns ``{"host_id", "changed"}``.
+    Returns ``{"host_id", "changed"}``; ``test=True`` only asks the local daemon whether this
+    host has joined (``changed``: it would join).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt ServVirt1 xenha_sanlock.join
+        salt ServVirt1 xenha_sanlock.join test=True
     """
     cfg = _settings()
     hid = _my_host_id(cfg)
+    if test:
+        return {"host_id": hid, "changed": cfgmod.LOCKSPACE not in _status()["lockspaces"]}
     _check_area(cfg)
     if not _lockspace_ready(cfg):
         raise CommandExecutionError(
