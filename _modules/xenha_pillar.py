@@ -8,6 +8,7 @@ Every xenha formula calls ``xenha_pillar.validate`` while it renders, so a bad p
 """
 
 import xenha_pillarcheck
+import xenha_sanlockcfg
 
 __virtualname__ = "xenha_pillar"
 
@@ -56,3 +57,29 @@ def member(minion_id=None, pillar=None):
     """
     cluster = validate(pillar)  # redacted: a host entry shows its BMC password as <secret>
     return xenha_pillarcheck.member(cluster, minion_id or __opts__["id"])
+
+
+def sanlock(minion_id=None, pillar=None, required=True):
+    """
+    Return the checked sanlock settings (``xenha_sanlockcfg.settings``: ``lease_path``,
+    ``io_timeout``, ``slots``, ``watchdog``, ``init_host``, ``lease_lun``, the VM hosts'
+    ``host_ids`` and this minion's ``host_id``), raising CommandExecutionError naming the
+    first bad key. The sanlock and iscsi formulas render from this.
+
+    minion_id
+        The host whose ``host_id`` to return (default: this minion).
+    pillar
+        A whole pillar dict to check instead of this minion's pillar.
+    required
+        False: return None when ``xenha:sanlock`` is not set at all.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_pillar.sanlock
+    """
+    tree = _tree(pillar) or {}
+    if not required and isinstance(tree, dict) and tree.get("sanlock") is None:
+        return None
+    return xenha_sanlockcfg.settings(tree, minion_id or __opts__["id"])

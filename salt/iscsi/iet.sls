@@ -1,7 +1,7 @@
 {#- IET (iscsitarget, the thesis's target): ietd.conf and initiators.allow. IET cannot reload
     its configuration, so a change restarts the daemon (only when a file changed). #}
 {%- from "xenha/map.jinja" import cluster, vmhosts with context %}
-{%- from "iscsi/map.jinja" import iscsi, target as iet with context %}
+{%- from "iscsi/map.jinja" import iscsi, target as iet, lease_lun with context %}
 {%- set storage = cluster.storage %}
 {%- for file, template in (("config", "ietd.conf"), ("initiators_allow", "initiators.allow")) %}
 {%-   set contents %}{% include "iscsi/files/" ~ template ~ ".jinja" %}{% endset %}

@@ -2,7 +2,7 @@
     cannot list it, then the configuration is saved for the `target` service to restore at
     boot. LIO restricts access by initiator name (ACLs), not by address. #}
 {%- from "xenha/map.jinja" import cluster, vmhosts with context %}
-{%- from "iscsi/map.jinja" import iscsi, target as lio with context %}
+{%- from "iscsi/map.jinja" import iscsi, target as lio, lease_lun with context %}
 {%- set storage = cluster.storage %}
 {%- set kind = "block" if storage.backing_device.startswith("/dev/") else "fileio" %}
 {%- set backstore = "/backstores/" ~ kind ~ "/" ~ lio.backstore %}
@@ -18,6 +18,16 @@
       ("portal", tpg ~ "/portals", "create 0.0.0.0 " ~ storage.port,
        tpg ~ "/portals/0.0.0.0:" ~ storage.port),
     ] %}
+{%- if lease_lun %}
+{%-   set lease_kind = "block" if lease_lun.backing_device.startswith("/dev/") else "fileio" %}
+{%-   set lease_store = "/backstores/" ~ lease_kind ~ "/" ~ lio.backstore ~ "-leases" %}
+{%-   do objects.append(("lease-backstore", "/backstores/" ~ lease_kind,
+        "create name=" ~ lio.backstore ~ "-leases "
+        ~ ("dev=" if lease_kind == "block" else "file_or_dev=") ~ lease_lun.backing_device,
+        lease_store)) %}
+{%-   do objects.append(("lease-lun", tpg ~ "/luns",
+        "create " ~ lease_store ~ " lun=" ~ lease_lun.lun, tpg ~ "/luns/lun" ~ lease_lun.lun)) %}
+{%- endif %}
 {%- for host in vmhosts %}
 {%-   do objects.append(("acl-" ~ host.id, tpg ~ "/acls", "create " ~ host.iqn,
                          tpg ~ "/acls/" ~ host.iqn)) %}

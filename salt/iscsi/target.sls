@@ -5,6 +5,7 @@
 
 include:
   - iscsi.{{ cluster.storage.implementation }}
+  - iscsi.lease_lun
 
 iscsi-target-pkg-installed:
   pkg.installed:

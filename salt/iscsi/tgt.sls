@@ -3,7 +3,7 @@
     target that has sessions alone, so a change to an in-use target waits for its next
     restart instead of dropping the VM hosts' sessions (docs/formulas.md). #}
 {%- from "xenha/map.jinja" import cluster, vmhosts with context %}
-{%- from "iscsi/map.jinja" import iscsi, target as tgt with context %}
+{%- from "iscsi/map.jinja" import iscsi, target as tgt, lease_lun with context %}
 {%- set storage = cluster.storage %}
 {%- set contents %}{% include "iscsi/files/tgt.conf.jinja" %}{% endset %}
 
