@@ -16,6 +16,7 @@ base:
     - iscsi.initiator
     - ocfs2
     - xen
+    - sanlock
     - xenha.leases
     - xenha.leased
 {%- else %}

@@ -51,7 +51,7 @@ def test_top_targets_by_role(highstate, family):
     }
     assert sls["ServDB"] == {"xenha", "ntp", "hosts", "iscsi"}
     for minion in VMHOSTS:
-        assert sls[minion] == {"xenha", "ntp", "hosts", "iscsi", "ocfs2", "xen"}
+        assert sls[minion] == {"xenha", "ntp", "hosts", "iscsi", "ocfs2", "xen", "sanlock"}
     assert "iscsi-tgt-file-managed-xenha-conf" in highstate(family, "ServDB")
     assert "iscsi-initiator-cmd-run-login" in highstate(family, "ServVirt1")
     assert "iscsi-initiator-cmd-run-login" not in highstate(family, "ServDB")
@@ -114,6 +114,9 @@ def test_tgt_target_limited_to_the_vm_hosts_with_chap(highstate, family):
         "<target iqn.2009-06.br.example:storage.cluster>",
         "<backing-store /dev/sda4>",
         "lun 1",
+        "</backing-store>",
+        "<backing-store /dev/sda5>",  # the sanlock lease LUN
+        "lun 2",
         "</backing-store>",
         "initiator-address 192.168.25.10",
         "initiator-address 192.168.25.11",
@@ -491,6 +494,7 @@ def test_iet_target(salt_call):
         "Target iqn.2009-06.br.example:storage.cluster",
         "IncomingUser xenha render-test-chap-secret",
         "Lun 0 Path=/dev/sda4,Type=blockio",
+        "Lun 2 Path=/dev/sda5,Type=blockio",  # the sanlock lease LUN
     ]
     allow = rendered["iscsi-iet-file-managed-initiators-allow"][1]
     assert lines(allow["contents"]) == [
