@@ -75,6 +75,8 @@ def _check_area(cfg):
 def _used(cfg):
     """{slot: lease name} of the initialised resource areas, read from the lease area."""
     argv = [SANLOCK, "direct", "dump", f"{cfg['lease_path']}:0:{cfgmod.area_size(cfg['slots'])}"]
+    # the layout given, so that an area without a lockspace yet reads as empty, not an error
+    argv += ["-Z", str(cfgmod.SECTOR), "-A", f"{cfgmod.ALIGN >> 20}M"]
     return cfgmod.used_slots(cfgmod.parse_dump(_run(argv)["stdout"]))
 
 
