@@ -22,6 +22,7 @@ import yaml
 from lab import DEFAULT_RUN_DIR, REPO
 from lab.hosts import LabError, Segment, sh, wait_for
 from lab.saltconf import snippet
+from lab.sanlock import Sanlock
 
 LAB_PILLAR = REPO / "lab" / "pillar" / "xenha" / "cluster.yaml"
 TGT_CONTROL_PORT = 1  # lab/pillar/lab_lookups.sls tells the iscsi formula the same
@@ -36,8 +37,12 @@ TGTD = [
 ]  # fmt: skip
 # what each role gets applied: the whole top on the storage host; on VM hosts the top but
 # xenha.leases (needs the OCFS2 mount) and xenha.leased (lab/failover.py runs the renewer), with
-# lookups for what the lab lacks (iSCSI login, OCFS2 mount, Xen packages: lab_lookups.sls)
-ROLE_MODS = {"storage": [], "vmhost": ["xenha", "ntp", "hosts", "iscsi.initiator", "ocfs2", "xen"]}
+# lookups for what the lab lacks (iSCSI login, OCFS2 mount, Xen packages, systemd for sanlock:
+# lab_lookups.sls)
+ROLE_MODS = {
+    "storage": [],
+    "vmhost": ["xenha", "ntp", "hosts", "iscsi.initiator", "ocfs2", "xen", "sanlock"],
+}
 # root's authorized keys where the xen formula puts them in the lab (lab/pillar/lab_lookups.sls):
 # the default, ~root/.ssh, is the machine's own /root
 SSHD = ["/usr/sbin/sshd", "-o", "AuthorizedKeysFile=/etc/xenha/ssh/authorized_keys"]
@@ -70,6 +75,11 @@ class Lab:
             )
             for mid, h in spec.items()
         }
+        # each VM host's sanlock daemon starts at its power-on; the sanlock formula joins it to
+        # the lockspace on the lease area file (the run's xenha/sanlock.yaml names it)
+        self.sanlock = Sanlock(
+            self.segment.run_dir, [h for h in self.hosts.values() if h.role == "vmhost"]
+        )
         self.cli = self.segment.endpoint("cli", CLI_IP)
         self.bmcs = {
             mid: self.segment.endpoint(f"bmc-{mid.lower()}", h["bmc"]["address"])
@@ -154,6 +164,11 @@ class Lab:
         _write_yaml(self.secrets_file, data)
         self.secrets_file.chmod(0o600)
 
+    def _write_sanlock_pillar(self):
+        """The lease area's path, which depends on the run folder (lab/pillar/lab_sanlock.sls)."""
+        data = {"lease_path": str(self.sanlock.lease_path)}
+        _write_yaml(self.run_dir / "pillar" / "xenha" / "sanlock.yaml", data)
+
     def _make_devices(self):
         """The image files that stand in for the LUN's disk and the OCFS2 device."""
         storage = next(h for h in self.hosts.values() if h.role == "storage")
@@ -171,6 +186,8 @@ class Lab:
         """Build everything from scratch (after removing any previous lab of this prefix)."""
         self.segment.create()
         self._write_secrets()
+        self._write_sanlock_pillar()
+        self.sanlock.attach()
         self._write_master_config()
         for mid, host in self.hosts.items():
             self._write_minion_config(mid, host)

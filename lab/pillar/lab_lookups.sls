@@ -29,3 +29,7 @@ xen:
     ssh:
       authorized_keys: /etc/xenha/ssh/authorized_keys
       receiver: /etc/xenha/migrate-receive
+sanlock:
+  lookup:
+    service_manager: none         # lab/sanlock starts each VM host's daemon (-w 0, no systemd)
+    device_sls: null              # the lease area is a file on the shared folder

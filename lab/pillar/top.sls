@@ -5,6 +5,7 @@ base:
   '*':
     - xenha
     - lab_lookups
+    - lab_sanlock
     - failover
   'ServDB':
     - lab_timeserver

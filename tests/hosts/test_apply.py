@@ -3,12 +3,14 @@ and salt-minions against a real salt-master, checked with the real tools: chrony
 tgtd serves the LUN to libiscsi's initiator (and refuses a wrong CHAP secret), o2cb reads
 cluster.conf back, the OCFS2 device is formatted once, peers resolve through /etc/hosts, the xen
 formula's migration key lets one VM host's root ssh into the other only through the forced
-command, and a second apply changes nothing."""
+command, the sanlock formula initialises the lease area once and joins both VM hosts' daemons
+to the lockspace, and a second apply changes nothing."""
 
 import re
 from pathlib import Path
 
 import pytest
+import xenha_sanlockcfg
 
 from lab.cluster import state_changes
 from lab.hosts import wait_for
@@ -55,6 +57,19 @@ def test_first_apply_succeeds_everywhere_and_changes_things(applied, lab):
             "xen-migration-ssh_auth-present-migrate-key",
         ):
             assert any(sid in i for i in changed[mid]), (mid, sid)
+
+
+def test_sanlock_initialises_once_and_joins_every_vm_host(applied, lab):
+    changed = state_changes(applied["first"])
+    assert "sanlock-lockspace-xenha_sanlock-lockspace_present" in " ".join(changed["ServVirt1"])
+    for mid in VMHOSTS:
+        assert any("sanlock-lockspace-xenha_sanlock-joined" in i for i in changed[mid]), mid
+        gets = lab.host(mid).run(["sanlock", "client", "gets", "-h", "1"]).stdout
+        spaces = xenha_sanlockcfg.parse_gets(gets)
+        assert spaces["xenha"]["host_id"] == lab.cluster["hosts"][mid]["host_id"]
+        assert spaces["xenha"]["path"] == str(lab.sanlock.lease_path)
+        conf = (lab.host(mid).etc / "sanlock" / "sanlock.conf").read_text()
+        assert f"our_host_name = {mid}" in conf.splitlines()
 
 
 def test_second_apply_reports_zero_changes(applied, lab):
