@@ -30,6 +30,7 @@ import salt.utils.event
 import salt.utils.jid
 import salt.utils.minions
 import xenha_names
+import xenha_pillarcheck
 import xenha_placement
 import xenha_snapshot
 import xenha_store
@@ -1339,7 +1340,8 @@ def _audit_path():
 
 
 def _failover_engine(cluster, early_ping=None):
-    settings = dict(cluster.get("failover") or {})
+    # the pillar check's own validation: a value it accepts is one the engine runs with
+    settings = xenha_pillarcheck.failover_settings(cluster.get("failover"))
     settings.setdefault("expiry", (cluster.get("leases") or {}).get("expiry"))
     return xenha_failover.Engine(_SaltFailoverIO(cluster, early_ping), _cachedir(), settings)
 
