@@ -598,7 +598,13 @@ def failover_settings(data, where=ROOT / "failover"):
     unknown = sorted(set(data) - set(FAILOVER_KEYS), key=str)
     if unknown:
         (path / unknown[0]).fail(f"unknown setting (known: {', '.join(FAILOVER_KEYS)})")
-    failover = {key: _number(data, key, path, None) for key in FAILOVER_SECONDS if key in data}
+    # retry_for 0: a runner call does not retry by itself, the scheduled resume does
+    minimum = {"retry_for": 0}
+    failover = {
+        key: seconds(_get(data, key, path, None), path / key, minimum.get(key))
+        for key in FAILOVER_SECONDS
+        if key in data
+    }
     if "start_tries" in data:
         failover["start_tries"] = _integer(data, "start_tries", path, 1, 100)
     return failover

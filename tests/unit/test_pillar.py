@@ -611,3 +611,9 @@ def test_values_that_stay_valid(tree):
     assert cluster["leases"]["self_fence_after"] == 4.0
     assert cluster["ntp"]["max_offset"] == 1.0
     assert cluster["evacuation"] == {}
+
+
+def test_failover_retry_for_zero_leaves_retries_to_the_resume():
+    assert xenha_pillarcheck.failover_settings({"retry_for": 0}) == {"retry_for": 0.0}
+    with pytest.raises(CommandExecutionError, match="xenha:failover:retry_for: must be at least"):
+        xenha_pillarcheck.failover_settings({"retry_for": -1})
