@@ -163,7 +163,8 @@ def test_evacuate_and_restore_cycles_with_the_default_output(lab):
             assert journal.get("finished"), (name, journal)
             assert all(e.get("outcome") != "migrating" for e in journal["domus"].values())
     assert journals(lab).get("maintenance", {}) == {}
-    assert {n: vm.wait_guest(lab.cli, ip)["bootid"] for n, ip in GUESTS.items()} == boots
+    after = {n: vm.wait_guest(lab.cli, ip, timeout=300)["bootid"] for n, ip in GUESTS.items()}
+    assert after == boots
 
 
 def test_a_crash_status_answers_and_failover_status_reads_well(lab):
