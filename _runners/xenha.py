@@ -66,6 +66,7 @@ ACTIONS = {
     "failure": {True: "restart", False: "stays down"},
 }
 HOSTSTATE = "hoststate"
+LAST_SEEN = "lastseen"  # store document: {host: {"time", "domus"}} from its last answer
 
 
 def __virtual__():
@@ -377,7 +378,12 @@ def _snapshot(cluster, checks=False, hosts=None, disks=False, *, wait=CALL_TIMEO
     answers = _reports(asked, kwarg, wait, patient)
     reports = {h: value if ok else None for h, (ok, value, _) in answers.items()}
     maintenance, hoststate = _marks()
-    snap = xenha_snapshot.build(cluster, reports, maintenance, hoststate)
+    # what each host ran when it last answered: a domU nobody manages, lost with its host, is
+    # still named (status's problems) instead of vanishing from every answer
+    with xenha_store.edit(_cachedir(), LAST_SEEN) as doc:
+        doc.update(xenha_snapshot.seen(reports, time.time()))
+        last_seen = dict(doc)
+    snap = xenha_snapshot.build(cluster, reports, maintenance, hoststate, last_seen)
     snap["reports"] = reports
     for host, (ok, value, seconds) in answers.items():
         snap["hosts"][host]["answered_s"] = seconds

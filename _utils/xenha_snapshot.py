@@ -16,6 +16,8 @@ failed: no target), ``down`` (no answer, or no working toolstack on a VM host), 
 Only ``up`` hosts are placement targets.
 """
 
+import time
+
 MIGRATING_SUFFIXES = ("--migratedaway", "--incoming")  # names xl uses during a live migration
 
 
@@ -80,12 +82,15 @@ def _domu(name, spec):
     }
 
 
-def build(cluster, reports, maintenance=None, hoststate=None):
+def build(cluster, reports, maintenance=None, hoststate=None, last_seen=None):
     """
     Build the snapshot ``{"hosts": {...}, "domus": {...}, "problems": [...]}`` (see the module
     docstring). A domU running on two hosts at once is listed under both in ``running_on``,
     left with ``host`` None so nothing plans to move it, and reported in ``problems``; one
     caught mid-migration is ``migrating``, its ``host`` the side that is authoritative now.
+    ``last_seen`` (``{host: {"time", "domus"}}``, see :func:`seen`): a domU the pillar does not
+    manage that was last seen on a host that does not answer now is a problem too (it may be
+    lost with that host, and nothing else knows it existed).
     """
     maintenance = maintenance or {}
     hoststate = hoststate or {}
@@ -123,7 +128,25 @@ def build(cluster, reports, maintenance=None, hoststate=None):
         if entry["managed"] and not entry["running_on"]:
             unknown = f" (no answer from {', '.join(silent)})" if silent else ""
             problems.append(f"domU {name} is not running anywhere{unknown}")
+    for host in silent:
+        last = (last_seen or {}).get(host) or {}
+        for name in sorted(set(last.get("domus") or ()) - set(domus)):
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last.get("time") or 0))
+            problems.append(
+                f"domU {name} (not in the pillar) was last seen on {host} at {when}; "
+                f"{host} does not answer"
+            )
     return {"hosts": hosts, "domus": domus, "problems": problems}
+
+
+def seen(reports, now):
+    """``{host: {"time": now, "domus": [names]}}`` for each host whose toolstack answered."""
+    found = {}
+    for host, report in reports.items():
+        listed = ((report or {}).get("domains") or {}).get("domus")
+        if listed is not None:
+            found[host] = {"time": now, "domus": sorted({split_name(n)[0] for n in listed})}
+    return found
 
 
 # the plumbing checks that matter per role (a storage host has no iSCSI session or OCFS2 mount)

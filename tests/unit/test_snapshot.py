@@ -205,3 +205,18 @@ def test_problems_name_every_failed_check_and_every_marked_host():
         "host ServVirt2 is fenced (failover)",
         "host ServVirt3 is suspect (failover)",
     ]
+
+
+def test_an_unmanaged_domu_lost_with_its_host_is_named_from_its_last_answer():
+    before = {"ServVirt1": report(2000, domus={"web01": 512, "scratch": 64}), "ServVirt2": None}
+    last_seen = xenha_snapshot.seen(before, 1_796_000_000.0)
+    assert last_seen == {"ServVirt1": {"time": 1_796_000_000.0, "domus": ["scratch", "web01"]}}
+    now = {"ServVirt1": None, "ServVirt2": report(3000), "ServVirt3": report(3000)}
+    now["ServDB"] = {"info": None, "domains": None, "checks": {}}
+    snap = xenha_snapshot.build(CLUSTER, now, last_seen=last_seen)
+    assert (
+        "domU scratch (not in the pillar) was last seen on ServVirt1 at 2026-11-30 "
+        "00:53:20 UTC; ServVirt1 does not answer"
+    ) in snap["problems"]
+    assert not any("web01 (not in the pillar)" in p for p in snap["problems"])  # it is managed
+    assert "domU web01 is not running anywhere (no answer from ServVirt1)" in snap["problems"]
