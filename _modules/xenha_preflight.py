@@ -335,12 +335,14 @@ def arrived(name, handover_from=None, wait=0):
     }
 
 
-def report(peers=None, checks=True, max_offset=None, disks=False):
+def report(peers=None, checks=True, max_offset=None, disks=False, leases=False):
     """
     Everything the master needs to know about this host in one call: the Xen host info and
     domain list (``xenha_xen.info`` / ``xenha_xen.list_domains``, with each domU's ``disks``
     when ``disks=True``), and the plumbing checks (clock, iscsi, ocfs2; ``transport`` to
-    ``peers`` when given). Problems are reported in the answer, not raised.
+    ``peers`` when given); with ``leases=True`` this host's view of every other VM host's
+    storage lease (``xenha_lease.observe``, no waiting: its renewer watches them all the time).
+    Problems are reported in the answer, not raised.
 
     CLI Example:
 
@@ -349,6 +351,7 @@ def report(peers=None, checks=True, max_offset=None, disks=False):
         salt '*' xenha_preflight.report
         salt ServVirt1 xenha_preflight.report peers='[ServVirt2]'
         salt ServVirt1 xenha_preflight.report checks=False disks=True
+        salt ServVirt1 xenha_preflight.report leases=True
     """
     answer = {"id": __grains__.get("id") or __opts__.get("id")}
     answer["info"], answer["info_error"] = _xen("xenha_xen.info")
@@ -359,4 +362,22 @@ def report(peers=None, checks=True, max_offset=None, disks=False):
         answer["checks"] = {"clock": clock(max_offset), "iscsi": iscsi(), "ocfs2": ocfs2()}
     if peers:
         answer["transport"] = transport(peers)
+    if leases:
+        answer["leases"] = _lease_views(answer["id"])
     return answer
+
+
+def _lease_views(me):
+    """{peer VM host: lease verdict, or {"error": text}} as this host sees them now."""
+    if "xenha_lease.observe" not in __salt__ or not _pillar("xenha:leases", None):
+        return {}
+    hosts = _pillar("xenha:hosts", {}) or {}
+    views = {}
+    for peer in sorted(h for h, spec in hosts.items() if (spec or {}).get("role") == "vmhost"):
+        if peer == me:
+            continue
+        try:
+            views[peer] = __salt__["xenha_lease.observe"](peer)
+        except CommandExecutionError as err:
+            views[peer] = {"error": str(err)}
+    return views

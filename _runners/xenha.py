@@ -365,17 +365,19 @@ def _gather(client, hosts, needed, *, kwarg, wait, marks):
     return got
 
 
-def _snapshot(cluster, checks=False, hosts=None, disks=False, *, wait=CALL_TIMEOUT, patient=False):
+def _snapshot(cluster, checks=False, hosts=None, disks=False, *, wait=CALL_TIMEOUT, **asks):
     """
     Ask cluster hosts (all, or ``hosts``) for their report and build the snapshot; a host not
     asked is left as if it had not answered. ``disks``: with each domU's disk paths. Each host
     gets ``answered_s`` (how long its answer took; None: none came). ``wait``: seconds for the
     answers (status and plan: REPORT_WAIT; moves, which need every target: CALL_TIMEOUT);
-    ``patient``: wait for hosts the failover marked too (see _reports).
+    ``patient``: wait for hosts the failover marked too (see _reports); ``leases``: with each
+    host's view of its peers' leases.
     """
     kwarg = {"checks": checks, **({"disks": True} if disks else {})}
+    kwarg.update({"leases": True} if asks.get("leases") else {})
     asked = cluster["hosts"] if hosts is None else hosts
-    answers = _reports(asked, kwarg, wait, patient)
+    answers = _reports(asked, kwarg, wait, asks.get("patient", False))
     reports = {h: value if ok else None for h, (ok, value, _) in answers.items()}
     maintenance, hoststate = _marks()
     # what each host ran when it last answered: a domU nobody manages, lost with its host, is
@@ -456,33 +458,33 @@ def _check_text(check):
     return ("ok: " if check.get("ok") else "PROBLEM: ") + check.get("detail", "")
 
 
-def _lease_states(snap, wait=REPORT_WAIT):
+def _lease_states(snap):
     """
-    {host: lease verdict text}, each VM host's lease watched from one peer that answered the
-    report just now and that the failover has not marked (a fenced host is no observer).
+    {VM host: lease verdict text}, each host's lease as a peer saw it in the report it has
+    just sent (no second round of calls), from a peer the failover has not marked: a fenced
+    host is no observer.
     """
     hosts = xenha_snapshot.vmhosts(snap)
     live = [h for h in hosts if snap["hosts"][h]["answered_s"] is not None]
     live = [h for h in live if snap["hosts"][h]["state"] not in (*MARKED_DOWN, "down")]
-
-    def watch(host):
-        peers = [p for p in live if p != host]
-        if not peers:
-            return "unknown: no live peer to watch it"
-        # settled: the peer's renewer has watched this lease all along, so an unchanged lease
-        # is reported as such at once, not after a watch of its own
-        kwarg = {"duration": 2, "settled": 2}
-        ok, verdict = _call_one(peers[0], "xenha_lease.observe", [host], kwarg, timeout=wait)
-        if not ok:
-            return f"unknown ({verdict})"
+    states = {}
+    for host in hosts:
+        views = [(p, (snap["reports"][p] or {}).get("leases", {}).get(host)) for p in live]
+        views = [(p, v) for p, v in views if p != host and v]
+        if not views:
+            states[host] = "unknown: no live peer reported it"
+            continue
+        peer, verdict = views[0]
+        if verdict.get("error"):
+            states[host] = f"unknown ({verdict['error']}, seen by {peer})"
+            continue
         unchanged = verdict.get("unchanged_for")
         stalled = verdict.get("state") == "stalled" and isinstance(unchanged, (int, float))
         # a renewer that lags under load shows 'stalled' for a moment: say for how long
         age = f", not renewed for {unchanged:.1f} s" if stalled else ""
-        return f"{verdict.get('state')} (counter {verdict.get('counter')}{age}, seen by {peers[0]})"
-
-    with ThreadPoolExecutor(max(1, min(8, len(hosts)))) as pool:
-        return dict(zip(hosts, pool.map(watch, hosts), strict=True))
+        counter = verdict.get("counter")
+        states[host] = f"{verdict.get('state')} (counter {counter}{age}, seen by {peer})"
+    return states
 
 
 def _freshness(spec):
@@ -513,8 +515,9 @@ def status(leases=True):
     """
     started = time.monotonic()
     cluster = _cluster()
-    snap = _snapshot(cluster, checks=True, wait=REPORT_WAIT)
-    lease_text = _lease_states(snap) if leases and cluster.get("leases") else {}
+    watch = bool(leases and cluster.get("leases"))
+    snap = _snapshot(cluster, checks=True, wait=REPORT_WAIT, leases=watch)
+    lease_text = _lease_states(snap) if watch else {}
     hosts = []
     for name, spec in sorted(snap["hosts"].items()):
         checks = spec["checks"]
