@@ -1289,10 +1289,14 @@ class _SaltFailoverIO(xenha_failover.Adapter):
 
     def members(self):
         hosts = self.cluster.get("hosts") or {}
-        return {
-            "vmhosts": {h: s for h, s in hosts.items() if s.get("role", "vmhost") == "vmhost"},
-            "domus": self.cluster.get("domus") or {},
-        }
+        vmhosts = {h: s for h, s in hosts.items() if s.get("role", "vmhost") == "vmhost"}
+        # BMC passwords are master configuration (xenha_bmc:<host>:password), never pillar
+        # data a minion could read; a missing one fails that host's IPMI fence, naming the key
+        for host, spec in vmhosts.items():
+            if spec.get("bmc"):
+                bmc = xenha_fence.credentials(spec["bmc"], __opts__.get("xenha_bmc"), host)
+                vmhosts[host] = {**spec, "bmc": bmc}
+        return {"vmhosts": vmhosts, "domus": self.cluster.get("domus") or {}}
 
     def ping(self, host):
         timeout = (self.cluster.get("failover") or {}).get("ping_timeout", PING_TIMEOUT)

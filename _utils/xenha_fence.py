@@ -7,8 +7,10 @@ the command line where ``ps`` would show it. Every call is bounded in time; fail
 ipmitool's own stderr.
 
 BMC settings are the pillar's ``xenha:hosts:<id>:bmc``: ``address`` (an IP address),
-``username``, ``password``, optional ``interface`` (lanplus), ``cipher_suite`` (3: without
-``-C`` ipmitool 1.8.19 stalls ~10 s probing cipher suites), ``port`` (623).
+``username``, optional ``interface`` (lanplus), ``cipher_suite`` (3: without ``-C`` ipmitool
+1.8.19 stalls ~10 s probing cipher suites), ``port`` (623); and the ``password``, which no
+minion's pillar holds: the master configuration's ``xenha_bmc:<id>:password`` (``credentials``
+puts the two together).
 """
 
 import os
@@ -33,11 +35,36 @@ def available():
     return shutil.which("ipmitool") is not None
 
 
+class Unusable(dict):
+    """A host's BMC that is configured but cannot be used (``reason`` says why): fencing
+    refuses it with that reason. Not empty, so it counts as a configured BMC."""
+
+    def __init__(self, host, reason):
+        super().__init__(host=host)
+        self.reason = reason
+
+
+def credentials(settings, master, host):
+    """
+    The BMC settings to fence ``host`` with: the pillar's ``settings`` completed with the
+    password in ``master``, the master configuration's ``xenha_bmc`` (``{host: {password}}``),
+    checked by the pillar check (``master_bmc``). When it is missing or bad the result is Unusable:
+    fencing ``host`` fails with the error naming the key (then the failover falls back on the
+    lease), while every other host's failover goes on.
+    """
+    try:
+        return xenha_pillarcheck.master_bmc(settings, master, host)
+    except CommandExecutionError as err:
+        return Unusable(host, str(err))
+
+
 def bmc_argv(bmc):
     """
     The ipmitool argv prefix for a BMC, without the password. The settings are checked by the
     pillar check's own ``bmc`` (the same rules as ``xenha:hosts:<id>:bmc``).
     """
+    if isinstance(bmc, Unusable):
+        raise FenceError(bmc.reason)
     try:
         bmc = xenha_pillarcheck.bmc(bmc, "bmc")
     except CommandExecutionError as err:

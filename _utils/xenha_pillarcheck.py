@@ -66,6 +66,8 @@ SYSTEM_DIRS = frozenset((
 ))  # fmt: skip
 HIDDEN = "<secret>"
 SECRETS_HINT = "a secret: set it in the secrets pillar (pillar/xenha/secrets.yaml, docs/pillar.md)"
+BMC_CONF = "/etc/salt/master.d/xenha-bmc.conf, docs/pillar.md"
+BMC_HINT = f"BMC passwords are master configuration: xenha_bmc in {BMC_CONF}"
 
 OCFS2_TIMEOUT_DEFAULTS = {
     "heartbeat_dead_threshold": 31,
@@ -327,7 +329,7 @@ def _host(minion_id, data, path, seen_ips):
     host["ip"] = _ip(data, "ip", path)
     _unique(seen_ips, host["ip"], path / "ip", "IP address")
     host["role"] = _choice(data, "role", path, ROLES, None)
-    host["bmc"] = _bmc(data.get("bmc"), path / "bmc", seen_ips)
+    host["bmc"] = _bmc(minion_id, data.get("bmc"), path / "bmc", seen_ips)
     if host["role"] == "vmhost":
         if ipaddress.ip_address(host["ip"]).version != 4:
             (path / "ip").fail(
@@ -349,12 +351,13 @@ def _host(minion_id, data, path, seen_ips):
     return host
 
 
-def bmc(data, where):
+def bmc(data, where, *, password=True):
     """
     A host's BMC settings, checked and completed, as fencing uses them (xenha_fence builds
     ipmitool's argv from the result): ``address`` (an IP address: fencing must not depend on
     DNS), ``username``, ``password``, ``interface`` (lanplus), ``cipher_suite`` (3), ``port``
-    (623).
+    (623). ``password=False``: the settings as the pillar holds them, without the password (the
+    master configuration holds it, see ``master_bmc``).
     """
     path = where if isinstance(where, _Path) else _Path(where)
     data = _mapping(data, path)
@@ -364,19 +367,57 @@ def bmc(data, where):
     if len(username.encode()) > BMC_USER_MAX:
         (path / "username").fail(f"{username!r} is longer than {BMC_USER_MAX} bytes (IPMI)")
     settings["username"] = username
-    settings["password"] = _string(data, "password", path, required=True, secret=True)
+    if password:
+        if data.get("password") is None or data.get("password") == "":
+            (path / "password").fail(f"missing ({BMC_HINT})")
+        settings["password"] = text(data["password"], path / "password", secret=True)
     settings["interface"] = _choice(data, "interface", path, BMC_INTERFACES, "lanplus")
     settings["cipher_suite"] = _integer(data, "cipher_suite", path, 0, 17, default=3)
     settings["port"] = _integer(data, "port", path, 1, 65535, default=623)
     return settings
 
 
-def _bmc(data, path, seen_ips):
+def _bmc(minion_id, data, path, seen_ips):
     if data is None:
         return None
-    settings = bmc(data, path)
+    # every minion could read a password here (pillar/xenha/init.sls leaves a null in its place)
+    if isinstance(data, dict) and "password" in data:
+        (path / "password").fail(
+            "BMC passwords are not pillar data (every minion could read them): move it to"
+            f" xenha_bmc:{minion_id}:password in the master configuration ({BMC_CONF})"
+        )
+    settings = bmc(data, path, password=False)
     _unique(seen_ips, settings["address"], path / "address", "IP address")
     return settings
+
+
+def master_bmc(settings, master, minion_id):
+    """
+    The BMC settings fencing uses for ``minion_id``: the pillar's ``settings`` (no password)
+    completed with the password in ``master``, the master configuration's ``xenha_bmc``
+    (``{minion id: {password: ...}}``), checked by ``bmc``. Raises naming
+    ``xenha_bmc:<minion_id>...`` when that entry is missing or bad,
+    ``xenha:hosts:<minion_id>:bmc...`` when the pillar's part is.
+    """
+    path = ROOT / "hosts" / minion_id / "bmc"
+    settings = _mapping(settings, path)
+    master = _mapping(master, _Path("xenha_bmc"), required=False)
+    where = _Path("xenha_bmc", minion_id)
+    entry = master.get(minion_id)
+    if entry is None:
+        where.fail(f"missing ({BMC_HINT})")
+    entry = _mapping(entry, where)
+    unknown = sorted(set(entry) - {"password"}, key=str)
+    if unknown:
+        (where / unknown[0]).fail(
+            f"not read here: only password (the pillar's xenha:hosts:{minion_id}:bmc holds"
+            " the rest)"
+        )
+    if entry.get("password") is None or entry.get("password") == "":
+        (where / "password").fail(f"missing ({BMC_HINT})")
+    password = text(entry["password"], where / "password", secret=True)
+    settings = {k: v for k, v in settings.items() if k != "password"}
+    return bmc({**settings, "password": password}, path)
 
 
 def _hosts(data):
@@ -692,8 +733,7 @@ def member(cluster, minion_id):
 def redact(cluster):
     """A copy of a checked cluster with every secret replaced by ``<secret>`` (for display)."""
     shown = copy.deepcopy(cluster)
-    places = [(host["bmc"], "password") for host in shown["hosts"].values() if host["bmc"]]
-    places += [
+    places = [
         (shown["storage"]["chap"] or {}, "secret"),
         (shown["heartbeat"], "key"),
         (shown["xen"]["ssh"], "private_key"),

@@ -3,7 +3,8 @@
 Each BMC runs in its own network namespace on the segment (the ``bmc-<host>`` endpoint of
 :class:`lab.cluster.Lab`) at the pillar's ``bmc.address``, so it survives its host's power-off
 as a real BMC does. Its configuration comes from the templates in ``lab/bmc/`` with the pillar's
-credentials (the password is a generated lab secret). ``chassis power off`` runs
+user name and the password the lab master's configuration holds (``xenha_bmc``, a generated lab
+secret: :meth:`lab.cluster.Lab.bmc`). ``chassis power off`` runs
 :meth:`lab.hosts.Host.power_off` (every process of the host dies: salt-minion, sshd, QEMU
 guests; its link goes down), ``chassis power on`` boots the host again (its services come back,
 its guests do not) and ``chassis power status`` reports it.
@@ -141,7 +142,7 @@ def start_all(lab):
     bmcs = {}
     for host_id, spec in lab.pillar()["hosts"].items():
         if spec.get("bmc"):
-            bmcs[host_id] = BMC(lab, host_id, spec["bmc"])
+            bmcs[host_id] = BMC(lab, host_id, lab.bmc(host_id))
             bmcs[host_id].start()
     return bmcs
 

@@ -4,10 +4,12 @@ The master is a lab host of its own (``master``, 10.99.0.2) serving this checkou
 shipped ``etc/master.d/xenha.conf`` (relocated), keys auto-accepted and the reactor as shipped.
 Its pillar roots are, in order: ``<run>/pillar`` (``xenha/secrets.yaml``, generated at ``up``),
 ``lab/pillar`` (the lab's top file, ``xenha/cluster.yaml`` and formula lookups) and the repo's
-``pillar/``. Every host of the cluster file becomes a lab host running its own salt-minion,
-sshd and chronyd (``-x``: the machine clock is never touched), plus tgtd on the storage host; a
-client endpoint ``cli`` and one BMC endpoint per host with a ``bmc`` complete the segment. The
-salt CLIs run inside the master host.
+``pillar/``; the BMC passwords, generated at ``up`` too, are in the master's own configuration
+(``/etc/salt/master.d/xenha-bmc.conf`` inside the master host), as on a real master. Every host
+of the cluster file becomes a lab host running its own salt-minion, sshd and chronyd (``-x``:
+the machine clock is never touched), plus tgtd on the storage host; a client endpoint ``cli``
+and one BMC endpoint per host with a ``bmc`` complete the segment. The salt CLIs run inside
+the master host.
 """
 
 import json
@@ -95,6 +97,17 @@ class Lab:
     def secrets_file(self):
         return self.run_dir / "pillar" / "xenha" / "secrets.yaml"
 
+    @property
+    def bmc_conf(self):
+        """The master's BMC passwords (``xenha_bmc``), where the master reads them."""
+        return self.master.etc / "salt" / "master.d" / "xenha-bmc.conf"
+
+    def bmc(self, mid):
+        """Host ``mid``'s BMC settings as fencing uses them: the pillar's, with the password
+        from the master's configuration."""
+        passwords = yaml.safe_load(self.bmc_conf.read_text())["xenha_bmc"]
+        return {**self.cluster["hosts"][mid]["bmc"], **passwords[mid]}
+
     def pillar(self):
         """The lab's ``xenha`` pillar: the cluster file merged with this run's secrets."""
         return _merge(self.cluster, yaml.safe_load(self.secrets_file.read_text()))
@@ -141,7 +154,8 @@ class Lab:
         _write_yaml(host.etc / "salt" / "minion", conf)
 
     def _write_secrets(self):
-        """Fresh lab secrets, the migration key pair and the hosts' new ssh host keys."""
+        """Fresh lab secrets, the migration key pair and the hosts' new ssh host keys (pillar);
+        the BMC passwords (master configuration)."""
         key = self.run_dir / "keys" / "migrate"
         key.parent.mkdir(parents=True, exist_ok=True)
         sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xenha-migrate", "-f", str(key)])
@@ -159,10 +173,12 @@ class Lab:
                     "host_keys": host_keys,
                 }
             },
-            "hosts": {mid: {"bmc": {"password": secrets.token_hex(8)}} for mid in self.bmcs},
         }
         _write_yaml(self.secrets_file, data)
         self.secrets_file.chmod(0o600)
+        passwords = {mid: {"password": secrets.token_hex(8)} for mid in self.bmcs}
+        _write_yaml(self.bmc_conf, {"xenha_bmc": passwords})
+        self.bmc_conf.chmod(0o600)
 
     def _write_sanlock_pillar(self):
         """The lease area's path, which depends on the run folder (lab/pillar/lab_sanlock.sls)."""

@@ -12,6 +12,8 @@ def salt_master(salt_factories):
     overrides.pop("reactor", None)  # reactions are exercised by the failover tests
     overrides.pop("schedule", None)  # so is the scheduled failover_resume
     overrides["pillar_roots"] = {"base": [str(REPO / "tests" / "functional" / "pillar")]}
+    # the failover test's BMC password: master configuration, as shipped (xenha-bmc.conf)
+    overrides["xenha_bmc"] = {"xha-fo-a": {"password": "not-a-real-bmc"}}
     master = salt_factories.salt_master_daemon("xenha-func-master", overrides=overrides)
     with master.started():
         yield master

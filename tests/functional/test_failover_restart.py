@@ -29,7 +29,7 @@ PILLAR = """\
 xenha:
   hosts:
     {dead}: {{hostname: {dead}, ip: 127.0.0.31, role: vmhost,
-             bmc: {{address: 127.0.0.1, port: 9, username: admin, password: none-here}}}}
+             bmc: {{address: 127.0.0.1, port: 9, username: admin}}}}
     {survivor}: {{hostname: {survivor}, ip: 127.0.0.32, role: vmhost, memory_reserve_mib: 0}}
   leases: {{dir: {leases}, renew_interval: 0.5, expiry: 3.0, self_fence_after: 1.0,
            destroy_timeout: 1.0}}
@@ -67,6 +67,7 @@ def master(salt_factories, scratch):
     overrides = snippet("master")  # reactor and schedule included
     overrides["schedule"]["xenha-failover-resume"]["seconds"] = 3
     overrides["pillar_roots"] = {"base": [str(scratch / "pillar")]}
+    overrides["xenha_bmc"] = {DEAD: {"password": "none-here"}}  # master configuration
     daemon = salt_factories.salt_master_daemon("xenha-fo-restart-master", overrides=overrides)
     with daemon.started():
         yield daemon

@@ -111,7 +111,11 @@ def _wait_for_bmc():
 @needs_root
 def test_power_off_is_confirmed_by_the_bmc(sim):
     assert xf.power_status(bmc()) == "on"
-    result = xf.power_off(bmc())
+    # as the runner fences: the pillar's settings and the master configuration's password
+    pillar = {"address": BMC_IP, "username": "admin", "cipher_suite": 3}
+    result = xf.power_off(
+        xf.credentials(pillar, {"fence-test": {"password": PASSWORD}}, "fence-test")
+    )
     assert result["fenced"] is True
     assert result["polls"] >= 1 and result["seconds"] >= result["command_seconds"] > 0
     assert sim.read_text().strip() == "0"  # the chassis control hook really ran
@@ -204,3 +208,51 @@ def test_parse_power():
     assert xf.parse_power("Chassis Power is off\n") == "off"
     with pytest.raises(xf.FenceError, match="unexpected ipmitool power status output"):
         xf.parse_power("Chassis Power Control: Down/Off\n")
+
+
+def test_credentials_without_the_masters_password_fail_at_fence_time(monkeypatch):
+    def no_ipmitool(*args, **kwargs):
+        raise AssertionError("ipmitool must not run")
+
+    monkeypatch.setattr(subprocess, "run", no_ipmitool)
+    pillar = {"address": BMC_IP, "username": "admin", "password": None}
+    for entry, message in [
+        (None, "xenha_bmc:ServVirt1: missing (BMC passwords are master configuration"),
+        (
+            {"ServVirt1": {"password": "a\nb"}},
+            "xenha_bmc:ServVirt1:password: the secret contains the control",
+        ),
+    ]:
+        bmc_settings = xf.credentials(pillar, entry, "ServVirt1")
+        assert bmc_settings  # a configured BMC: the failover engine tries it, and fails
+        with pytest.raises(xf.FenceError) as err:
+            xf.power_off(bmc_settings)
+        assert str(err.value).startswith(message)
+    ok = xf.credentials(pillar, {"ServVirt1": {"password": PASSWORD}}, "ServVirt1")
+    assert ok["password"] == PASSWORD and xf.bmc_argv(ok)[:3] == ["ipmitool", "-I", "lanplus"]
+
+
+def test_the_runner_fences_with_the_masters_passwords(monkeypatch):
+    """The failover runner's members: each VM host's pillar bmc plus its master password; a
+    host without one still has a BMC, whose fence fails naming the key (the lease is next)."""
+    from _runners import xenha as runner  # noqa: PLC0415 - the runner's Salt imports, here only
+
+    master = {"xenha_bmc": {"ServVirt1": {"password": PASSWORD}}}
+    monkeypatch.setattr(runner, "__opts__", master, raising=False)
+    pillar = {"address": BMC_IP, "username": "admin"}
+    cluster = {
+        "hosts": {
+            "ServVirt1": {"role": "vmhost", "bmc": dict(pillar)},
+            "ServVirt2": {"role": "vmhost", "bmc": {**pillar, "address": "10.98.0.32"}},
+            "ServVirt3": {"role": "vmhost"},
+            "ServDB": {"role": "storage"},
+        }
+    }
+    members = runner._SaltFailoverIO(cluster).members()
+    vmhosts = members["vmhosts"]
+    assert sorted(vmhosts) == ["ServVirt1", "ServVirt2", "ServVirt3"]
+    assert vmhosts["ServVirt1"]["bmc"]["password"] == PASSWORD
+    assert "bmc" not in vmhosts["ServVirt3"]
+    assert "password" not in cluster["hosts"]["ServVirt1"]["bmc"]  # the pillar view is kept
+    with pytest.raises(xf.FenceError, match=r"^xenha_bmc:ServVirt2: missing \(BMC passwords"):
+        runner._SaltFailoverIO(cluster).fence_ipmi("ServVirt2", vmhosts["ServVirt2"]["bmc"])

@@ -165,12 +165,70 @@ def test_missing_secret(tree, path, key):
     assert "pillar/xenha/secrets.yaml" in message
 
 
-def test_bmc_password_is_a_required_secret(tree):
+def test_bmc_without_password_in_the_pillar(tree):
     tree["hosts"]["ServVirt1"]["bmc"] = {"address": "192.168.26.10", "username": "admin"}
-    assert _error(tree).startswith("xenha:hosts:ServVirt1:bmc:password: missing (a secret")
-    tree["hosts"]["ServVirt1"]["bmc"]["password"] = "pw"  # noqa: S105
     bmc = xenha_pillarcheck.check(tree)["hosts"]["ServVirt1"]["bmc"]
-    assert (bmc["interface"], bmc["cipher_suite"]) == ("lanplus", 3)
+    assert bmc == {"address": "192.168.26.10", "username": "admin", "interface": "lanplus",
+                   "cipher_suite": 3, "port": 623}  # fmt: skip
+
+
+@pytest.mark.parametrize("password", ["bmc-password", None, ""])
+def test_bmc_password_in_the_pillar_is_refused_saying_where_it_belongs(tree, password):
+    # None: what pillar/xenha/init.sls leaves of a password it keeps from the minions
+    tree["hosts"]["ServVirt1"]["bmc"] = {
+        "address": "192.168.26.10", "username": "admin", "password": password}  # fmt: skip
+    assert _error(tree) == (
+        "xenha:hosts:ServVirt1:bmc:password: BMC passwords are not pillar data (every minion"
+        " could read them): move it to xenha_bmc:ServVirt1:password in the master"
+        " configuration (/etc/salt/master.d/xenha-bmc.conf, docs/pillar.md)"
+    )
+
+
+PILLAR_BMC = {"address": "192.168.26.10", "username": "admin", "port": 6230}
+
+
+def test_master_bmc_completes_the_pillars_settings_with_the_masters_password():
+    master = {"ServVirt1": {"password": "-x"}, "ServVirt2": {"password": "other"}}
+    bmc = xenha_pillarcheck.master_bmc(PILLAR_BMC, master, "ServVirt1")
+    assert bmc == {**PILLAR_BMC, "password": "-x", "interface": "lanplus", "cipher_suite": 3}
+    # the master's password wins over the pillar's placeholder
+    bmc = xenha_pillarcheck.master_bmc({**PILLAR_BMC, "password": None}, master, "ServVirt2")
+    assert bmc["password"] == "other"  # noqa: S105
+
+
+HINT = "(BMC passwords are master configuration: xenha_bmc in /etc/salt/master.d/xenha-bmc.conf"
+
+
+def _master(entry):
+    return {"ServVirt1": entry, "ServVirt2": {"password": "other"}}
+
+
+@pytest.mark.parametrize(
+    ("pillar", "master", "message"),
+    [
+        (PILLAR_BMC, None, f"xenha_bmc:ServVirt1: missing {HINT}"),
+        (PILLAR_BMC, {"ServVirt2": {"password": "pw"}}, f"xenha_bmc:ServVirt1: missing {HINT}"),
+        (PILLAR_BMC, ["ServVirt1"], "xenha_bmc: must be a mapping, got list"),
+        (PILLAR_BMC, _master({}), f"xenha_bmc:ServVirt1:password: missing {HINT}"),
+        (PILLAR_BMC, _master({"password": ""}), f"xenha_bmc:ServVirt1:password: missing {HINT}"),
+        (PILLAR_BMC, _master("pw"), "xenha_bmc:ServVirt1: must be a mapping, got str"),
+        (PILLAR_BMC, _master({"password": "pass\x00word"}),
+         "xenha_bmc:ServVirt1:password: the secret contains the control character '\\x00'"),
+        (PILLAR_BMC, _master({"password": 1234}),
+         "xenha_bmc:ServVirt1:password: must be a non-empty string, got int"),
+        (PILLAR_BMC, _master({"password": "pw", "username": "root"}),
+         "xenha_bmc:ServVirt1:username: not read here: only password (the pillar's"
+         " xenha:hosts:ServVirt1:bmc holds the rest)"),
+        ({**PILLAR_BMC, "port": "623; x"}, _master({"password": "pw"}),
+         "xenha:hosts:ServVirt1:bmc:port: must be an integer, got '623; x'"),
+        (None, _master({"password": "pw"}), "xenha:hosts:ServVirt1:bmc: missing"),
+    ],
+)  # fmt: skip
+def test_master_bmc_refused_naming_the_key(pillar, master, message):
+    with pytest.raises(CommandExecutionError) as err:
+        xenha_pillarcheck.master_bmc(pillar, master, "ServVirt1")
+    assert str(err.value).startswith(message)
+    assert "pass\x00word" not in str(err.value)
 
 
 # Further mistakes the checks catch, each naming its key.
@@ -331,19 +389,16 @@ def test_not_a_mapping():
 
 
 def test_redact_hides_every_secret_and_nothing_else(tree):
-    tree["hosts"]["ServVirt1"]["bmc"] = {
-        "address": "192.168.26.10", "username": "admin", "password": "bmc-password"}  # fmt: skip
     tree["xen"]["relocation"]["ssl_key"] = "ssl-key"
     cluster = xenha_pillarcheck.check(tree)
     shown = xenha_pillarcheck.redact(cluster)
     text = repr(shown)
-    for secret in ("bmc-password", "ssl-key", "render-test-chap-secret",
+    for secret in ("ssl-key", "render-test-chap-secret",
                    "render-test-heartbeat-key", "PRIVATE KEY"):  # fmt: skip
         assert secret in repr(cluster)
         assert secret not in text
     assert shown["heartbeat"]["key"] == "<secret>"
     assert shown["xen"]["ssh"]["public_key"] == cluster["xen"]["ssh"]["public_key"]
-    assert shown["hosts"]["ServVirt1"]["bmc"]["username"] == "admin"
     assert cluster["heartbeat"]["key"] == "render-test-heartbeat-key"  # the original is kept
 
 
@@ -398,7 +453,7 @@ def _set(*path, value):
 
 
 def _bmc(**extra):
-    bmc = {"address": "192.168.26.10", "username": "admin", "password": "bmc-password"}
+    bmc = {"address": "192.168.26.10", "username": "admin"}
     return _set("hosts", "ServVirt1", "bmc", value={**bmc, **extra})
 
 
@@ -465,8 +520,6 @@ def _bmc(**extra):
          " command would read it as an option)"),
         (_bmc(username="seventeen-letters"),
          "xenha:hosts:ServVirt1:bmc:username: 'seventeen-letters' is longer than 16 bytes (IPMI)"),
-        (_bmc(password="pass\x00word"),  # noqa: S106 - a secret is not repeated in the message
-         "xenha:hosts:ServVirt1:bmc:password: the secret contains the control character '\\x00'"),
         (_set("storage", "chap", "user", value="-xenha"),
          "xenha:storage:chap:user: '-xenha' must not start with '-' (a command would read it as"
          " an option)"),
@@ -598,7 +651,7 @@ def test_values_that_stay_valid(tree):
         tree["domus"][name]["config"] = f"/srv/cluster/domus/{name}.cfg"
     tree["heartbeat"]["key"] = "-starts-with-a-dash-and-has-{-braces}"  # a secret may
     tree["hosts"]["ServVirt1"]["bmc"] = {
-        "address": "fd00::10", "username": "sixteen-letters!", "password": "-x", "port": 6230,
+        "address": "fd00::10", "username": "sixteen-letters!", "port": 6230,
     }  # fmt: skip
     tree["leases"].update(expiry=12.0, self_fence_after=4, destroy_timeout=2)
     tree["ntp"]["max_offset"] = 1
@@ -617,3 +670,11 @@ def test_failover_retry_for_zero_leaves_retries_to_the_resume():
     assert xenha_pillarcheck.failover_settings({"retry_for": 0}) == {"retry_for": 0.0}
     with pytest.raises(CommandExecutionError, match="xenha:failover:retry_for: must be at least"):
         xenha_pillarcheck.failover_settings({"retry_for": -1})
+
+
+def test_the_shipped_master_bmc_example_completes_the_pillars_bmc():
+    example = yaml.safe_load((REPO / "etc/master.d/xenha-bmc.conf.example").read_text())
+    assert set(example) == {"xenha_bmc"}  # a master option of its own, nothing else
+    for host in ("ServVirt1", "ServVirt2"):
+        bmc = xenha_pillarcheck.master_bmc(PILLAR_BMC, example["xenha_bmc"], host)
+        assert bmc["password"] == "change-me"  # noqa: S105 - the example's placeholder

@@ -43,8 +43,8 @@ def _shipped():
     tree = _merge(cluster, secrets)
     for host, address in (("ServVirt1", "192.168.26.10"), ("ServVirt2", "192.168.26.11")):
         tree["hosts"][host]["bmc"] = {
-            "address": address, "username": "admin", "password": "bmc-password",
-            "interface": "lanplus", "cipher_suite": 3, "port": 623,
+            "address": address, "username": "admin", "interface": "lanplus", "cipher_suite": 3,
+            "port": 623,
         }  # fmt: skip
     tree["failover"] = {"retry_for": 600.0, "expiry_margin": 1.0, "start_tries": 3}
     tree["leases"].update(self_fence_after=4.0, destroy_timeout=3.0)
@@ -187,16 +187,19 @@ def _beacon_config(tree, me):
 
 def _consumers_accept(tree, cluster):
     """The beacon and fencing get raw pillar values (init.sls renders the beacon's options from
-    them, the runner hands over a host's ``bmc``); planning and the lease settings get the
-    checked cluster, whose defaults are the ones the check applied."""
+    them, the runner hands over a host's ``bmc`` completed with the master's password);
+    planning and the lease settings get the checked cluster, whose defaults are the ones the
+    check applied."""
     vmhosts = cluster["vmhosts"]
     for me in vmhosts:
         config = _beacon_config(tree, me)
         if config is not None:
             xenha_hbproto.parse_config(config)
-    for spec in tree["hosts"].values():
+    for host, spec in tree["hosts"].items():
         if spec.get("bmc") is not None:
-            xenha_fence.bmc_argv(spec["bmc"])
+            xenha_fence.bmc_argv(
+                xenha_fence.credentials(spec["bmc"], {host: {"password": "pw"}}, host)
+            )
     # placement as the runner plans (a snapshot from the pillar and the hosts' reports) ...
     memory = {h: cluster["hosts"][h]["memory_mib"] for h in vmhosts}
     reports = {

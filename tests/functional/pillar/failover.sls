@@ -1,6 +1,7 @@
 # The failover functional test's cluster: xha-fo-a (the host that "dies"; its BMC address is a
 # closed local port, so IPMI fencing fails) and xha-fo-b (the survivor, xl stand-in). Leases live
-# in a fixed scratch directory the test creates and removes. Test-only values.
+# in a fixed scratch directory the test creates and removes. Test-only values; the BMC password
+# is the master's (xenha_bmc in tests/functional/conftest.py).
 xenha:
   hosts:
     xha-fo-a:
@@ -8,8 +9,7 @@ xenha:
       ip: 127.0.0.21
       role: vmhost
       memory_reserve_mib: 0
-      bmc: {address: 127.0.0.1, port: 9, username: admin, password: not-a-real-bmc,
-            interface: lanplus, cipher_suite: 3}
+      bmc: {address: 127.0.0.1, port: 9, username: admin, interface: lanplus, cipher_suite: 3}
     xha-fo-b:
       hostname: xha-fo-b
       ip: 127.0.0.22
