@@ -22,17 +22,20 @@ def _tree(pillar):
     return source.get("xenha")
 
 
-def validate(pillar=None, secrets=False):
+def validate(pillar=None, secrets=False, minion_id=None):
     """
     Check the ``xenha`` pillar and return the normalised cluster: every default filled in,
     plus ``vmhosts`` (VM host minion ids ordered by OCFS2 node number) and ``storage_host``.
-    Raises CommandExecutionError naming the first bad key.
+    Raises CommandExecutionError naming the first bad key. The secrets required are those of
+    the minion's role (each minion's pillar holds only those: docs/pillar.md).
 
     pillar
         A whole pillar dict to check instead of this minion's pillar.
     secrets
         Return the secrets too (the formulas need them); by default they are shown as
         ``<secret>``, so the command line never prints keys or passwords.
+    minion_id
+        The minion whose pillar this is (default: this minion).
 
     CLI Example:
 
@@ -40,7 +43,7 @@ def validate(pillar=None, secrets=False):
 
         salt '*' xenha_pillar.validate
     """
-    cluster = xenha_pillarcheck.check(_tree(pillar))
+    cluster = xenha_pillarcheck.check(_tree(pillar), minion_id or __opts__["id"])
     return cluster if secrets else xenha_pillarcheck.redact(cluster)
 
 
@@ -55,7 +58,7 @@ def member(minion_id=None, pillar=None):
 
         salt ServVirt1 xenha_pillar.member
     """
-    cluster = validate(pillar)  # redacted: a host entry shows its BMC password as <secret>
+    cluster = validate(pillar)  # redacted: the secrets are not for showing
     return xenha_pillarcheck.member(cluster, minion_id or __opts__["id"])
 
 

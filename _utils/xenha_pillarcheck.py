@@ -523,7 +523,7 @@ def _evacuation(data):
     return evacuation
 
 
-def _xen(data, vmhosts):
+def _xen(data, vmhosts, keys=True):
     path = ROOT / "xen"
     data = _mapping(data, path, required=False)
     xen = dict(data)
@@ -541,7 +541,7 @@ def _xen(data, vmhosts):
         ssh["identity_file"] = _abspath(ssh, "identity_file", spath, "/root/.ssh/xenha_migrate")
         ssh["user"] = _matching(ssh, "user", spath, USER, "root")
         ssh["private_key"] = _string(
-            ssh, "private_key", spath, required=True, secret=True, multiline=True
+            ssh, "private_key", spath, required=keys, secret=True, multiline=True
         )
         ssh["public_key"] = _matching(ssh, "public_key", spath, SSH_KEY, required=True)
         host_keys = _mapping(ssh.get("host_keys"), spath / "host_keys")
@@ -553,7 +553,7 @@ def _xen(data, vmhosts):
             (path / "toolstack").fail("xm relocation needs at least two VM hosts to allow")
         if relocation["ssl"]:
             relocation["ssl_key"] = _string(
-                relocation, "ssl_key", rpath, required=True, secret=True, multiline=True
+                relocation, "ssl_key", rpath, required=keys, secret=True, multiline=True
             )
             relocation["ssl_cert"] = _string(
                 relocation, "ssl_cert", rpath, required=True, multiline=True
@@ -586,7 +586,7 @@ def heartbeat_timing(interval, dead_time, where_interval, where_dead_time):
     return interval, dead_time
 
 
-def _heartbeat(data):
+def _heartbeat(data, keys=True):
     path = ROOT / "heartbeat"
     data = _mapping(data, path, required=False)
     heartbeat = dict(data)
@@ -598,9 +598,9 @@ def _heartbeat(data):
         path / "dead_time",
     )
     key = _get(data, "key", path)
-    if key is None or key == "":
+    if (key is None or key == "") and keys:
         (path / "key").fail(f"missing ({SECRETS_HINT})")
-    heartbeat["key"] = heartbeat_key(key, path / "key")
+    heartbeat["key"] = None if key is None or key == "" else heartbeat_key(key, path / "key")
     return heartbeat
 
 
@@ -685,11 +685,16 @@ def _domus(data, hosts, vmhosts, mount):
     return domus
 
 
-def check(tree):
+def check(tree, minion_id=None):
     """
     Validate the ``xenha`` pillar value and return it normalised (defaults filled in, plus
     ``vmhosts``: VM host minion ids by OCFS2 node number, and ``storage_host``: the storage
     host's minion id). Raise CommandExecutionError naming the first bad key.
+
+    ``minion_id``: the pillar is that minion's, which holds only the secrets of its role
+    (pillar/xenha/init.sls): the storage host's lacks the VM hosts' heartbeat key and
+    migration keys, so they are checked when present and not required. Without it (or for a
+    VM host, or a minion outside ``xenha:hosts``) every secret is required.
     """
     tree = _mapping(tree, ROOT)
     hosts = _hosts(tree.get("hosts"))
@@ -703,6 +708,8 @@ def check(tree):
     )
     if not vmhosts:
         (ROOT / "hosts").fail("no host has role 'vmhost'")
+    # the VM hosts' keys: a storage host's own pillar does not hold them
+    keys = hosts.get(minion_id, {}).get("role") != "storage"
     storage = _storage(tree.get("storage"))
     ocfs2 = _ocfs2(tree.get("ocfs2"), hosts, vmhosts, storage, hosts[storage_hosts[0]]["ip"])
     result = dict(tree)
@@ -714,8 +721,8 @@ def check(tree):
         ocfs2=ocfs2,
         ntp=_ntp(tree.get("ntp")),
         evacuation=_evacuation(tree.get("evacuation")),
-        xen=_xen(tree.get("xen"), vmhosts),
-        heartbeat=_heartbeat(tree.get("heartbeat")),
+        xen=_xen(tree.get("xen"), vmhosts, keys),
+        heartbeat=_heartbeat(tree.get("heartbeat"), keys),
         leases=_leases(tree.get("leases"), ocfs2),
         failover=failover_settings(tree.get("failover")),
         domus=_domus(tree.get("domus"), hosts, vmhosts, ocfs2["mount_point"]),

@@ -165,6 +165,35 @@ def test_missing_secret(tree, path, key):
     assert "pillar/xenha/secrets.yaml" in message
 
 
+# The storage host's pillar holds only its own secret (pillar/xenha/init.sls): checked for it,
+# the VM hosts' keys are not required, but checked when present.
+@pytest.mark.parametrize(
+    ("path", "key"), [(("heartbeat",), "key"), (("xen", "ssh"), "private_key")]
+)
+def test_the_storage_hosts_pillar_needs_no_vm_host_key(tree, path, key):
+    parent = tree
+    for part in path:
+        parent = parent[part]
+    value = parent.pop(key)
+    assert xenha_pillarcheck.check(tree, "ServDB")["storage"]["chap"]["secret"]
+    for minion in ("ServVirt1", "stranger", None):  # a VM host, or the whole tree
+        with pytest.raises(CommandExecutionError, match=f"^xenha:{':'.join(path)}:{key}: missing"):
+            xenha_pillarcheck.check(tree, minion)
+    parent[key] = value + "\x00"
+    with pytest.raises(CommandExecutionError, match="the control character"):
+        xenha_pillarcheck.check(tree, "ServDB")
+    del tree["storage"]["chap"]["secret"]  # the target's own secret stays required
+    with pytest.raises(CommandExecutionError, match="^xenha:storage:chap:secret: missing"):
+        xenha_pillarcheck.check(tree, "ServDB")
+
+
+def test_xm_ssl_key_is_required_but_not_on_the_storage_host(tree):
+    tree["xen"]["toolstack"] = "xm"
+    tree["xen"]["relocation"].update(ssl=True, ssl_cert="-----BEGIN CERTIFICATE-----\nB\n")
+    assert _error(tree).startswith("xenha:xen:relocation:ssl_key: missing (a secret")
+    assert xenha_pillarcheck.check(tree, "ServDB")["xen"]["relocation"]["ssl_key"] is None
+
+
 def test_bmc_without_password_in_the_pillar(tree):
     tree["hosts"]["ServVirt1"]["bmc"] = {"address": "192.168.26.10", "username": "admin"}
     bmc = xenha_pillarcheck.check(tree)["hosts"]["ServVirt1"]["bmc"]
