@@ -41,11 +41,17 @@ def render(name, **values):
 
 
 def ipmitool_argv(bmc, *command):
-    """``ipmitool`` against a pillar ``bmc`` entry (address, username, password, cipher_suite)."""
+    """``ipmitool`` against a ``bmc`` (address, username, cipher_suite), the password read from
+    the environment (``IPMI_PASSWORD``: see ``ipmitool_env``), never from the command line."""
     return [
         "ipmitool", "-I", bmc.get("interface", "lanplus"), "-C", str(bmc.get("cipher_suite", 3)),
-        "-H", bmc["address"], "-U", bmc["username"], "-P", bmc["password"], *command,
+        "-H", bmc["address"], "-U", bmc["username"], "-E", *command,
     ]  # fmt: skip
+
+
+def ipmitool_env(bmc):
+    """The environment ``ipmitool -E`` reads the password from."""
+    return {"IPMI_PASSWORD": bmc["password"]}
 
 
 class BMC:
@@ -119,7 +125,8 @@ class BMC:
 
     def ipmitool(self, *command, timeout=20):
         """Run ipmitool against this BMC from the lab's client endpoint (standard IPMI/LAN)."""
-        return self.lab.cli.run(ipmitool_argv(self.spec, *command), check=False, timeout=timeout)
+        argv, env = ipmitool_argv(self.spec, *command), ipmitool_env(self.spec)
+        return self.lab.cli.run(argv, check=False, timeout=timeout, env=env)
 
     def power_status(self, timeout=20):
         """True/False from ``chassis power status``; None when the BMC does not answer."""

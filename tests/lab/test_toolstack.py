@@ -317,5 +317,8 @@ def test_bmc_templates_render_every_placeholder():
     assert "$" not in text
     with pytest.raises(KeyError):
         bmc.render("lan.conf", host="ServVirt1")
-    argv = bmc.ipmitool_argv({"address": "10.99.0.31", "username": "a", "password": "p"}, "mc")
+    spec = {"address": "10.99.0.31", "username": "a", "password": "secret-p"}
+    argv = bmc.ipmitool_argv(spec, "mc")
     assert argv[:5] == ["ipmitool", "-I", "lanplus", "-C", "3"]
+    assert "-E" in argv and not any("secret-p" in arg for arg in argv)  # never on the argv
+    assert bmc.ipmitool_env(spec) == {"IPMI_PASSWORD": "secret-p"}
