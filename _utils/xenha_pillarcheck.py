@@ -25,6 +25,7 @@ import unicodedata
 
 import xenha_lease
 import xenha_names
+import xenha_sanlockcfg
 from salt.exceptions import CommandExecutionError
 
 ROLES = ("vmhost", "storage")
@@ -727,6 +728,9 @@ def check(tree, minion_id=None):
         failover=failover_settings(tree.get("failover")),
         domus=_domus(tree.get("domus"), hosts, vmhosts, ocfs2["mount_point"]),
     )
+    if tree.get("sanlock") is not None:
+        # the same function the sanlock module runs with: accepted here, never refused there
+        result["sanlock"] = xenha_sanlockcfg.settings(tree, minion_id)
     return result
 
 

@@ -76,7 +76,9 @@ def _lease_lun(conf, tree, out):
             "udev link to it)",
         )
     storage = tree.get("storage") if isinstance(tree.get("storage"), dict) else {}
-    data_lun = storage.get("lun", 1)
+    data_lun = storage.get("lun")
+    # the OCFS2 LUN's number as the pillar check completes it (unset or null: 1)
+    data_lun = data_lun if isinstance(data_lun, int) and not isinstance(data_lun, bool) else 1
     low = LUN_RANGE[0] if storage.get("implementation", "tgt") != "tgt" else 1
     got = {"backing_device": _path(lun.get("backing_device"), f"{key}:backing_device")}
     got["lun"] = _int(lun.get("lun", data_lun + 1), f"{key}:lun", low, LUN_RANGE[1])
