@@ -8,11 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from lab import DEFAULT_RUN_DIR, bmc, demo, failover, toolstack
+from lab import DEFAULT_RUN_DIR, RUN_ROOT, bmc, demo, failover, nemesis, toolstack
 from lab.cluster import SALT_CLIS, Lab
 from lab.hosts import LabError
 
 DEFAULT_PREFIX = "xha"
+NEMESIS_PREFIX = "xnm"  # `nemesis` builds a lab of its own unless --run-dir/--prefix say otherwise
+NEMESIS_RUN_DIR = RUN_ROOT / "nemesis-lab"
 WIDE = 64  # longest command `up` aligns its notes after
 GLOBAL_OPTIONS = ("--run-dir", "--prefix")  # the options before the command, each with a value
 # what `up` suggests next, after the lab's own options: (command, what it shows)
@@ -154,6 +156,22 @@ def cmd_demo(lab, args):
     demo.main(lab)
 
 
+def cmd_nemesis(lab, args):
+    """Random faults against a lab of its own; checks that no domU ever runs twice."""
+    faults = args.faults.split(",") if args.faults else None
+    sys.exit(
+        nemesis.main(
+            lab,
+            trials=args.trials,
+            seed=args.seed,
+            faults=faults,
+            start=args.start,
+            out_dir=args.out,
+            settle_timeout=args.settle_timeout,
+        )
+    )
+
+
 COMMANDS = {
     "up": cmd_up,
     "down": cmd_down,
@@ -163,6 +181,7 @@ COMMANDS = {
     "isolate-storage": cmd_isolate_storage,
     "restore": cmd_restore,
     "demo": cmd_demo,
+    "nemesis": cmd_nemesis,
     **{name: cmd_salt for name in SALT_CLIS},
 }
 NEEDS_HOST = {"crash", "partition", "isolate-storage", "restore"}
@@ -202,8 +221,24 @@ def main(argv=None):
             )
             p.add_argument("--no-failover", action="store_true", help="leave failover off")
             p.add_argument("--no-guests", action="store_true", help="start no guests")
+        if name == "nemesis":
+            p.add_argument("--trials", type=int, default=10, help="how many (default 10)")
+            p.add_argument("--seed", type=int, help="replay this seed (default: a random one)")
+            p.add_argument("--start", type=int, default=0, help="first trial index (replay one)")
+            p.add_argument("--faults", help=f"comma-separated subset of {','.join(nemesis.FAULTS)}")
+            p.add_argument("--out", help="results folder (default run/nemesis/<time>-seed<S>)")
+            p.add_argument(
+                "--settle-timeout",
+                type=float,
+                default=nemesis.SETTLE_TIMEOUT,
+                help="seconds a healed cluster has to settle (default %(default)s)",
+            )
     args = parser.parse_args(argv)
     args.salt_args = salt_args or []
+    if args.command == "nemesis" and args.prefix == DEFAULT_PREFIX:
+        args.prefix = NEMESIS_PREFIX
+        if Path(args.run_dir).resolve() == DEFAULT_RUN_DIR.resolve():
+            args.run_dir = str(NEMESIS_RUN_DIR)
     try:
         lab = Lab(args.run_dir, prefix=args.prefix)
         toolstack.attach(lab)  # VM hosts boot with the lab xl (up, restore)
