@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test lint bench lab-up lab-down lab-status clean
+.PHONY: deps demo test lint bench nemesis lab-up lab-down lab-status clean
 
 deps:
 	sh scripts/install-deps
@@ -22,6 +22,13 @@ lint:
 
 bench: deps
 	$(PY) -m bench
+
+## random faults against a lab of its own: never two copies of a domU, every fault settles
+## (make nemesis NEMESIS_TRIALS=20 NEMESIS_SEED=1234 replays a seed)
+NEMESIS_TRIALS ?= 50
+NEMESIS_SEED ?=
+nemesis: deps
+	$(PY) -m lab nemesis --trials $(NEMESIS_TRIALS) $(if $(NEMESIS_SEED),--seed $(NEMESIS_SEED))
 
 lab-up: deps
 	$(PY) -m lab up
