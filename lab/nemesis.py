@@ -52,6 +52,7 @@ HEARTBEAT_DROP = 0.3
 # the short run (CI): five different faults in five trials with this seed (a unit test checks)
 SHORT_FAULTS = ("partition", "kill-master-failover", "stop-host", "power-off", "drop-heartbeat")
 SHORT_SEED = 4
+EVACUATION_WAIT = 120.0  # s an evacuation hit by a fault may take before it is interrupted
 
 # --- where each domU runs, seen from outside the hosts ---------------------------------------
 
@@ -376,7 +377,7 @@ def fault_kill_master_failover(nem, host, duration):
 
 
 def _evacuate(nem, host):
-    box = {}
+    box = {"started": time.time()}
 
     def call():
         try:
@@ -401,11 +402,23 @@ def _migration_in_flight(nem, host, timeout):
     return False
 
 
-def _end_maintenance(nem, host, thread, box, timeout=600):
-    thread.join(timeout)
-    answer = box.get("answer") or {}
+def _end_maintenance(nem, host, thread, box):
+    """Wait (up to :data:`EVACUATION_WAIT` s) for the evacuation's answer, interrupt it as an
+    operator's Ctrl-C would when it has none by then, and end the host's maintenance."""
+    t0 = time.time()
+    thread.join(max(0.0, EVACUATION_WAIT - (time.time() - box["started"])))
+    facts = {"evacuation_s": round(time.time() - box["started"], 1)}
+    if thread.is_alive():
+        runners = [p for p in nem.lab.master.pids() if b"xenha.evacuate" in _cmdline(p)]
+        _signal_all(runners, signal.SIGINT)
+        thread.join(30)
+        facts["evacuation"] = f"no answer after {EVACUATION_WAIT:.0f} s: interrupted"
+    else:
+        answer = box.get("answer") or {}
+        facts["evacuation"] = answer.get("summary") or box.get("error") or "no summary"
     nem.lab.salt_run("xenha.restore", host, timeout=300)  # the operator ends maintenance
-    return {"evacuation": answer.get("summary") or box.get("error") or "no answer"}
+    facts["restore_s"] = round(time.time() - t0, 1)
+    return facts
 
 
 def fault_kill_master_evacuation(nem, host, duration):
