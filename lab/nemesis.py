@@ -656,12 +656,12 @@ class Nemesis:
         row["violations"] = self.checker.since(self.last_end)
         row["migrations_seen"] = len(self.checker.since(self.last_end, "overlaps"))
         self.last_end = time.time()
-        verdict = "SETTLED" if row["settled"] else "UNSETTLED"
-        print(
-            f"nemesis: trial {index}: {verdict} in {settle_s} s after the heal, "
-            f"{len(row['violations'])} violations" + (f" ({reason})" if reason else ""),
-            flush=True,
+        verdict = (
+            f"settled {settle_s} s after the heal"
+            if row["settled"]
+            else f"NOT SETTLED within {settle_timeout:.0f} s ({reason})"
         )
+        print(f"nemesis: trial {index}: {verdict}; {len(row['violations'])} violations", flush=True)
         return row
 
 
