@@ -28,6 +28,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -783,6 +784,15 @@ def markdown(summary, rows):
     return "\n".join(lines) + "\n"
 
 
+def keep(lab, out_dir):
+    """Copy the master's failover audit trail and recorded events into ``out_dir`` (the
+    evidence behind the trials' records outlives the lab)."""
+    cache = lab.master.root / "var" / "cache" / "salt" / "master" / "xenha"
+    for src in (cache / "audit.log", lab.run_dir / "failover" / "events.jsonl"):
+        if src.exists() and Path(out_dir).exists():
+            shutil.copy(src, Path(out_dir) / src.name)
+
+
 def main(lab, *, trials, seed, faults=None, start=0, out_dir=None, settle_timeout=SETTLE_TIMEOUT):
     """``python -m lab nemesis``: build ``lab``, run the trials, report, tear it down; returns
     the process exit status (0 only with no violation and every trial settled)."""
@@ -798,6 +808,7 @@ def main(lab, *, trials, seed, faults=None, start=0, out_dir=None, settle_timeou
         summary = run(lab, fo, trials=trials, seed=seed, out_dir=out_dir, faults=faults,
                       start=start, settle_timeout=settle_timeout)  # fmt: skip
     finally:
+        keep(lab, out_dir)
         print("nemesis: tearing the lab down ...", flush=True)
         lab.down()
     print(f"results: {out_dir / 'trials.json'}, {out_dir / 'summary.md'}")
