@@ -38,6 +38,7 @@ def run():
             out_dir=OUT,
         )
     finally:
+        nemesis.keep(lab, OUT)
         lab.down()
     print("\n" + (OUT / "summary.md").read_text())
     return summary, json.loads((OUT / "trials.json").read_text())
