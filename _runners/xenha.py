@@ -1431,14 +1431,18 @@ def failover_resume():
     journals = xenha_failover.journals(_cachedir())
     if not journals:
         return []
-    rows = []
-    for host, journal in journals.items():
-        recheck = journal.get("state") == xenha_failover.IGNORED and journal.get("recheck")
-        if recheck or journal.get("state") in (*xenha_failover.ACTIVE, xenha_failover.DONE):
-            rows.append(_failover_engine(_cluster(host)).resume(host))
-        else:
-            rows.append({k: journal.get(k) for k in ("host", "id", "state", "reason")})
-    return rows
+    # side by side: one failover blocked in its back-off (up to retry_for) must not hold up
+    # another host's, e.g. the stale claim whose resume clears the survivor the first waits for
+    with ThreadPoolExecutor(len(journals)) as pool:
+        return list(pool.map(_resume_one, journals.items()))
+
+
+def _resume_one(item):
+    host, journal = item
+    recheck = journal.get("state") == xenha_failover.IGNORED and journal.get("recheck")
+    if recheck or journal.get("state") in (*xenha_failover.ACTIVE, xenha_failover.DONE):
+        return _failover_engine(_cluster(host)).resume(host)
+    return {k: journal.get(k) for k in ("host", "id", "state", "reason")}
 
 
 @_command
