@@ -372,7 +372,8 @@ def _snapshot(cluster, checks=False, hosts=None, disks=False, *, wait=CALL_TIMEO
     gets ``answered_s`` (how long its answer took; None: none came). ``wait``: seconds for the
     answers (status and plan: REPORT_WAIT; moves, which need every target: CALL_TIMEOUT);
     ``patient``: wait for hosts the failover marked too (see _reports); ``leases``: with each
-    host's view of its peers' leases.
+    host's view of its peers' leases; ``remember``: keep what each host runs (status only:
+    plan writes nothing).
     """
     kwarg = {"checks": checks, **({"disks": True} if disks else {})}
     kwarg.update({"leases": True} if asks.get("leases") else {})
@@ -382,9 +383,12 @@ def _snapshot(cluster, checks=False, hosts=None, disks=False, *, wait=CALL_TIMEO
     maintenance, hoststate = _marks()
     # what each host ran when it last answered: a domU nobody manages, lost with its host, is
     # still named (status's problems) instead of vanishing from every answer
-    with xenha_store.edit(_cachedir(), LAST_SEEN) as doc:
-        doc.update(xenha_snapshot.seen(reports, time.time()))
-        last_seen = dict(doc)
+    if asks.get("remember"):
+        with xenha_store.edit(_cachedir(), LAST_SEEN) as doc:
+            doc.update(xenha_snapshot.seen(reports, time.time()))
+            last_seen = dict(doc)
+    else:
+        last_seen = xenha_store.load(_cachedir(), LAST_SEEN)
     snap = xenha_snapshot.build(cluster, reports, maintenance, hoststate, last_seen)
     snap["reports"] = reports
     for host, (ok, value, seconds) in answers.items():
@@ -516,7 +520,7 @@ def status(leases=True):
     started = time.monotonic()
     cluster = _cluster()
     watch = bool(leases and cluster.get("leases"))
-    snap = _snapshot(cluster, checks=True, wait=REPORT_WAIT, leases=watch)
+    snap = _snapshot(cluster, checks=True, wait=REPORT_WAIT, leases=watch, remember=True)
     lease_text = _lease_states(snap) if watch else {}
     hosts = []
     for name, spec in sorted(snap["hosts"].items()):
