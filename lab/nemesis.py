@@ -534,7 +534,8 @@ class Nemesis:
         self.rng = random.Random(0)  # noqa: S311 -- replayable faults, not secrets
         self.vmhosts = sorted(h for h, x in lab.hosts.items() if x.role == "vmhost")
         spec = lab.pillar()["hosts"]
-        self.bmcs = {h: BMC(lab, h, spec[h]["bmc"]) for h in self.vmhosts if spec[h].get("bmc")}
+        # the pillar has no BMC password (it is the master's): lab.bmc() adds it
+        self.bmcs = {h: BMC(lab, h, lab.bmc(h)) for h in self.vmhosts if spec[h].get("bmc")}
 
     def ipmi(self, host, state):
         out = self.bmcs[host].ipmitool("chassis", "power", state, timeout=60)
