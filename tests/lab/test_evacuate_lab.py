@@ -6,13 +6,11 @@ ServVirt2 without a reboot (same boot ids, RAM and disk counters went on), marks
 maintenance (status and a what-if plan say so); the restore ends maintenance and moves both back.
 """
 
-import os
-
 import pytest
 
 from bench.lab_common import LabBench
-from lab import RUN_ROOT, demo, vm
-from lab.cluster import Lab
+from lab import demo, vm
+from tests.support.labs import prepared_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -22,17 +20,8 @@ GUESTS = {"web01": "10.99.0.100", "web02": "10.99.0.101"}
 
 @pytest.fixture(scope="module")
 def lab():
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network namespaces, QEMU taps, tgtd)")
-    if missing := demo.missing_tools():
-        pytest.fail(f"missing lab tools {missing}: run `make deps`")
-    the_lab = Lab(RUN_ROOT / "test-evacuate-lab", prefix="xev")
-    try:
-        fo = demo.prepare(the_lab)
-        demo.start_guests(the_lab, fo, V1, GUESTS)
+    with prepared_lab("test-evacuate-lab", "xev", GUESTS) as (the_lab, _):
         yield the_lab
-    finally:
-        the_lab.down()
 
 
 def states(lab):

@@ -14,9 +14,10 @@ import time
 import pytest
 
 from bench.lab_common import LabBench
-from lab import RUN_ROOT, demo, vm
-from lab.cluster import VENV_BIN, Lab
+from lab import demo, vm
+from lab.cluster import VENV_BIN
 from lab.hosts import wait_for
+from tests.support.labs import prepared_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -28,18 +29,9 @@ STORE = "var/cache/salt/master/xenha"
 
 @pytest.fixture(scope="module")
 def lab():
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network namespaces, QEMU taps, tgtd)")
-    if missing := demo.missing_tools():
-        pytest.fail(f"missing lab tools {missing}: run `make deps`")
-    the_lab = Lab(RUN_ROOT / "test-operator-lab", prefix="xop")
-    try:
-        fo = demo.prepare(the_lab)
-        demo.start_guests(the_lab, fo, V1, GUESTS)
+    with prepared_lab("test-operator-lab", "xop", GUESTS) as (the_lab, fo):
         the_lab.fo = fo
         yield the_lab
-    finally:
-        the_lab.down()
 
 
 def salt_run(lab, *args, timeout=600):
