@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.support.saltconf import REPO
+from tests.support.saltconf import REPO, merged
 
 FAMILIES = {
     "Debian": {
@@ -39,17 +39,6 @@ FAMILIES = {
     },
 }
 SECRETS = yaml.safe_load((REPO / "tests/render/pillar/xenha/secrets.yaml").read_text())
-
-
-def merged(base, extra):
-    """A deep merge of two mappings (extra wins), as the pillar's recurse merge does."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class SaltCall:

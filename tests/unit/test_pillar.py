@@ -7,16 +7,7 @@ import xenha_pillarcheck
 import yaml
 from salt.exceptions import CommandExecutionError
 
-from tests.support.saltconf import REPO
-
-
-def _merge(base, extra):
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
+from tests.support.saltconf import REPO, merged
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +15,7 @@ def example():
     """The shipped cluster.yaml merged with the render tests' stand-in secrets."""
     cluster = yaml.safe_load((REPO / "pillar/xenha/cluster.yaml").read_text())
     secrets = yaml.safe_load((REPO / "tests/render/pillar/xenha/secrets.yaml").read_text())
-    return _merge(cluster, secrets)
+    return merged(cluster, secrets)
 
 
 @pytest.fixture

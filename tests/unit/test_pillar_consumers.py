@@ -24,23 +24,14 @@ from hypothesis import strategies as st
 from salt.exceptions import CommandExecutionError
 
 from _modules import xenha_preflight
-from tests.support.saltconf import REPO
-
-
-def _merge(base, extra):
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
+from tests.support.saltconf import REPO, merged
 
 
 def _shipped():
     """The shipped cluster.yaml and the render tests' secrets, plus every optional key set."""
     cluster = yaml.safe_load((REPO / "pillar/xenha/cluster.yaml").read_text())
     secrets = yaml.safe_load((REPO / "tests/render/pillar/xenha/secrets.yaml").read_text())
-    tree = _merge(cluster, secrets)
+    tree = merged(cluster, secrets)
     for host, address in (("ServVirt1", "192.168.26.10"), ("ServVirt2", "192.168.26.11")):
         tree["hosts"][host]["bmc"] = {
             "address": address, "username": "admin", "interface": "lanplus", "cipher_suite": 3,
