@@ -1117,16 +1117,21 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
     with _reused_clients():
         table = _evacuate(cluster, host, parallel, timeout, cold)
     answer = {"host": host, "result": table}
-    left = [row for row in table if row["outcome"] not in MOVED]
+    left, which = _not_moved(table)
     if not table:
         return {**answer, "summary": f"{host} in maintenance; nothing to move: no domU runs there"}
     if not left:
         return {**answer, "summary": f"{host} in maintenance and empty: {len(table)} domU(s) moved"}
     return _short_of(
         answer,
-        f"{host} in maintenance with {len(left)} of {len(table)} domU(s) not moved: "
-        + "; ".join(f"{row['domu']} {row['outcome']}: {row['reason']}" for row in left),
+        f"{host} in maintenance with {left} of {len(table)} domU(s) not moved: {which}",
     )
+
+
+def _not_moved(table):
+    """(how many, one line naming each): the rows of ``table`` whose move did not happen."""
+    rows = [row for row in table if row["outcome"] not in MOVED]
+    return len(rows), "; ".join(f"{row['domu']} {row['outcome']}: {row['reason']}" for row in rows)
 
 
 def _evacuate(cluster, host, parallel, timeout, cold):
@@ -1187,14 +1192,13 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
     xenha_store.delete(_cachedir(), f"evacuate-{host}")
     _fire(f"xenha/restore/{host}/done", {"host": host, "result": table})
     answer = {"host": host, "result": table}
-    left = [row for row in table if row["outcome"] not in MOVED]
+    left, which = _not_moved(table)
     if not was and not table:
         return _short_of(answer, f"{host} was not in maintenance: nothing to restore")
     if left:
         return _short_of(
             answer,
-            f"{host} out of maintenance; {len(left)} of {len(table)} domU(s) not moved back: "
-            + "; ".join(f"{row['domu']} {row['outcome']}: {row['reason']}" for row in left),
+            f"{host} out of maintenance; {left} of {len(table)} domU(s) not moved back: {which}",
         )
     back = f"; {len(table)} domU(s) moved back" if table else ""
     if move_back and not table:
