@@ -10,6 +10,7 @@ storage that is not the OCFS2 volume), ``io_timeout``, ``slots``, ``toolstack_pa
 docs/design/leases-sanlock.md explains the layout, the keeper and its killpath.
 """
 
+import contextlib
 import json
 import os
 import shlex
@@ -28,6 +29,7 @@ POLL_INTERVAL = 0.2
 KEEPER = os.path.join(os.path.dirname(os.path.abspath(cfgmod.__file__)), "xenha_sanlockkeeper.py")
 ERR_EXIST = -17  # add_lockspace of a lockspace already joined
 ERR_IDLIVE = -243  # SANLK_ACQUIRE_IDLIVE: the lease is held by a host that is alive
+WATCH_POLL = 0.25
 
 
 def __virtual__():
@@ -72,12 +74,19 @@ def _check_area(cfg):
     cfgmod.settings(__pillar__.get("xenha"), __opts__.get("id"), device_size=int(size))
 
 
-def _used(cfg):
-    """{slot: lease name} of the initialised resource areas, read from the lease area."""
-    argv = [SANLOCK, "direct", "dump", f"{cfg['lease_path']}:0:{cfgmod.area_size(cfg['slots'])}"]
+def _dump(cfg, size=None):
+    """The parsed ``sanlock direct dump`` of the lease area's first ``size`` bytes (all of it
+    by default); read from storage, no daemon needed."""
+    size = cfgmod.area_size(cfg["slots"]) if size is None else size
+    argv = [SANLOCK, "direct", "dump", f"{cfg['lease_path']}:0:{size}"]
     # the layout given, so that an area without a lockspace yet reads as empty, not an error
     argv += ["-Z", str(cfgmod.SECTOR), "-A", f"{cfgmod.ALIGN >> 20}M"]
-    return cfgmod.used_slots(cfgmod.parse_dump(_run(argv)["stdout"]))
+    return cfgmod.parse_dump(_run(argv)["stdout"])
+
+
+def _used(cfg):
+    """{slot: lease name} of the initialised resource areas, read from the lease area."""
+    return cfgmod.used_slots(_dump(cfg))
 
 
 def _lockspace_ready(cfg):
@@ -339,3 +348,168 @@ def release(domu, timeout=RELEASE_TIMEOUT):
             raise CommandExecutionError(f"release {domu}: still held after {timeout} s")
         time.sleep(POLL_INTERVAL)
     return {"domu": domu, "changed": True}
+
+
+def _host_id_of(cfg, host):
+    if host not in cfg["host_ids"]:
+        raise CommandExecutionError(f"host {host!r} is not a VM host with a host_id in xenha:hosts")
+    return cfg["host_ids"][host]
+
+
+def _min_watch(cfg):
+    """The shortest watch that tells a stopped delta lease from a live one: a live host renews
+    every 2 x io_timeout and a renewal's write may take up to another io_timeout."""
+    return 3 * cfg["io_timeout"]
+
+
+def _delta(cfg, hid):
+    """(timestamp, generation, owner_id) of host_id ``hid``'s delta lease, read from storage."""
+    row = _dump(cfg, cfgmod.ALIGN).get((hid - 1) * cfgmod.SECTOR)
+    if row is None or row["lockspace"] != cfgmod.LOCKSPACE:
+        return (0, 0, 0)
+    return (row["timestamp"], row["generation"], row["owner_id"])
+
+
+def observe(host, duration=None):
+    """
+    Whether VM host ``host`` still renews its delta lease in the lockspace, read from storage:
+    ``{"state", "host_id", "sanlock", "unchanged_for"}``. ``state`` is ``advancing`` (its
+    timestamp changed while watched: it is alive; returns as soon as seen), ``stopped``
+    (unchanged over the whole watch), ``dead`` (this host's sanlock daemon says so: its leases
+    may be taken) or ``free`` (never joined, or left). ``sanlock`` is the local daemon's view
+    (as :func:`hosts` gives it), ``unchanged_for`` the seconds watched without a change.
+    ``duration`` defaults to 3 x io_timeout + 1 and may not be shorter than 3 x io_timeout
+    (a live host renews every 2 x io_timeout, a renewal may take one more io_timeout).
+    No daemon or an unreadable lease area raises: never a verdict.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.observe ServVirt1
+        salt ServVirt2 xenha_sanlock.observe ServVirt1 duration=40
+    """
+    cfg = _settings()
+    hid = _host_id_of(cfg, host)
+    shortest = _min_watch(cfg)
+    duration = shortest + 1 if duration is None else duration
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < shortest:
+        raise CommandExecutionError(
+            f"observe: duration must be at least {shortest} s (3 x io_timeout), got {duration!r}"
+        )
+    view = hosts()[hid]
+    out = {"host_id": hid, "sanlock": view, "unchanged_for": 0.0}
+    if view["state"] == "dead":
+        return {"state": "dead", **out}
+    first = _delta(cfg, hid)
+    if not first[0]:
+        return {"state": "free", **out}
+    start = time.monotonic()
+    while True:
+        time.sleep(WATCH_POLL)
+        now = _delta(cfg, hid)
+        waited = round(time.monotonic() - start, 2)
+        if now != first:
+            return {**out, "state": "advancing", "unchanged_for": waited}
+        if waited >= duration:
+            return {**out, "state": "stopped", "unchanged_for": waited}
+
+
+def holders(host=None):
+    """
+    The domU leases held now, read from storage (``sanlock direct dump``): ``{domu: {"mode":
+    "ex"|"sh", "hosts": [host]}}`` (a host with no pillar name shows as ``host_id N``). A dead
+    host's lease stays listed until another host takes it. With ``host``, only the leases that
+    ``host`` holds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.holders
+        salt ServVirt2 xenha_sanlock.holders host=ServVirt1
+    """
+    cfg = _settings()
+    if host is not None:
+        _host_id_of(cfg, host)
+    names = _names(cfg)
+    by_id = {hid: name for name, hid in cfg["host_ids"].items()}
+    out = {}
+    for offset, row in sorted(_dump(cfg).items()):
+        if cfgmod.offset_slot(offset) is None or row["lockspace"] != cfgmod.LOCKSPACE:
+            continue
+        mode, ids = cfgmod.lease_holders(row)
+        if mode is None:
+            continue
+        found = [by_id.get(i, f"host_id {i}") for i in ids]
+        if host is None or host in found:
+            out[names.get(row["resource"], row["resource"])] = {"mode": mode, "hosts": found}
+    return out
+
+
+def _free_fenced(cfg, domu, fenced):
+    """
+    Free domU ``domu``'s lease if host ``fenced`` holds it and sanlock does not call that host
+    dead yet: only after proving that its delta lease stopped. Returns what was done.
+    """
+    hid = _host_id_of(cfg, fenced)
+    name, slot = _slot(cfg, domu)
+    row = _dump(cfg).get(cfgmod.slot_offset(slot))
+    mode, ids = cfgmod.lease_holders(row) if row else (None, [])
+    if hid not in ids:
+        return {"freed": False, "why": f"{fenced} does not hold the lease"}
+    by_id = {i: h for h, i in cfg["host_ids"].items()}
+    others = [by_id.get(i, f"host_id {i}") for i in ids if i != hid]
+    if others:
+        raise CommandExecutionError(
+            f"start {domu}: its lease is also held ({mode}) by {', '.join(others)}, "
+            f"not only by the fenced host {fenced}"
+        )
+    seen = observe(fenced)
+    if seen["state"] == "dead":
+        return {"freed": False, "why": f"sanlock calls {fenced} dead", "observed": seen}
+    if seen["state"] == "advancing":
+        raise CommandExecutionError(
+            f"start {domu}: {fenced} still renews its sanlock delta lease (host_id {hid}): "
+            "not taking its lease"
+        )
+    # the holder is proven gone: write the resource area afresh (lver 0, no owner, no shared
+    # holders), sanlock 3.8.5's only direct way to clear one lease; the lockspace is untouched
+    if _dump(cfg).get(cfgmod.slot_offset(slot)) != row:
+        raise CommandExecutionError(f"start {domu}: its lease changed while {fenced} was watched")
+    _run([SANLOCK, "direct", "init", "-r", cfgmod.resource_arg(name, cfg["lease_path"], slot)])
+    return {"freed": True, "why": f"{fenced}'s delta lease is {seen['state']}", "observed": seen}
+
+
+def start_domu(name, config, fenced=None):
+    """
+    Take domU ``name``'s lease and only then start it from ``config`` (``xenha_xen.start``);
+    the lease is released again when the start fails: ``{"lease": {"domu", "pid", "slot",
+    "changed", "fenced"}, "domu": <xenha_xen.start answer>}``. Refuses a config
+    that defines another domU. With ``fenced=HOST`` (a host whose power-off was confirmed): if
+    HOST holds the lease and sanlock does not call it dead yet, HOST's delta lease must be seen
+    stopped (unchanged over 3 x io_timeout) before that one lease is freed on storage; a HOST
+    that still renews is refused, and so is a lease held by any other live host.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.start_domu web01 /cluster/domus/web01.cfg
+        salt ServVirt2 xenha_sanlock.start_domu web01 /cluster/domus/web01.cfg fenced=ServVirt1
+    """
+    cfg = _settings()
+    _my_host_id(cfg)
+    defined = __salt__["xenha_xen.read_config"](config)["name"]
+    if defined != name:
+        raise CommandExecutionError(f"{config} defines domU {defined!r}, not {name!r}")
+    freed = None if fenced is None else _free_fenced(cfg, name, fenced)
+    lease = acquire(name)
+    try:
+        row = __salt__["xenha_xen.start"](config)
+    except CommandExecutionError:
+        if lease["changed"]:
+            with contextlib.suppress(CommandExecutionError):  # the keeper's start grace ends it
+                release(name)
+        raise
+    return {"lease": {**lease, "fenced": freed}, "domu": row}

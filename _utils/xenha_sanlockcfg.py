@@ -233,21 +233,38 @@ def resource_arg(name, path, slot):
 
 def parse_dump(text):
     """``sanlock direct dump`` -> {offset: {"lockspace", "resource", "timestamp", "owner_id",
-    "generation", "lver"}} for every initialised leader (lver is None for delta leases)."""
-    rows = {}
+    "generation", "lver", "shared"}} for every initialised leader (lver is None for delta
+    leases; ``shared`` lists the host_ids whose mode block says they hold it shared: dump prints
+    each as an indented ``<host_id> <generation> SH`` line under its resource)."""
+    rows, last = {}, None
     for line in text.splitlines()[1:]:
         parts = line.split()
+        if len(parts) == 3 and parts[2] == "SH" and parts[0].isdigit() and last is not None:
+            last["shared"].append(int(parts[0]))
+            continue
         if len(parts) < 6 or not parts[0].isdigit():
             continue
-        rows[int(parts[0])] = {
+        last = rows[int(parts[0])] = {
             "lockspace": parts[1],
             "resource": parts[2],
             "timestamp": int(parts[3]),
             "owner_id": int(parts[4]),
             "generation": int(parts[5]),
             "lver": int(parts[6]) if len(parts) > 6 else None,
+            "shared": [],
         }
     return rows
+
+
+def lease_holders(row):
+    """``(mode, [host_id])`` of a parsed resource row: ``("ex", [owner])`` while its leader
+    carries a timestamp (sanlock zeroes it on release and on a conversion to shared),
+    ``("sh", [...])`` for shared holders, ``(None, [])`` when free."""
+    if row["timestamp"] and row["owner_id"]:
+        return "ex", [row["owner_id"]]
+    if row["shared"]:
+        return "sh", sorted(row["shared"])
+    return None, []
 
 
 def used_slots(dump):

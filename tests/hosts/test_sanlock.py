@@ -7,6 +7,7 @@ ran. io_timeout 1, sanlock's shortest, keeps joins at about 3 s.
 """
 
 import importlib.util
+import os
 import shlex
 import threading
 import time
@@ -27,10 +28,12 @@ SLOTS = 8
 HOST_IDS = {"A": 1, "B": 2}
 
 
-def load_module(host, pillar, env):
-    """A fresh copy of the execution module whose commands run inside ``host``."""
-    path = REPO / "_modules" / "xenha_sanlock.py"
-    spec = importlib.util.spec_from_file_location(f"xenha_sanlock_{host.name}", path)
+def load_module(host, pillar, env, name="xenha_sanlock"):
+    """A fresh copy of execution module ``name`` whose commands run inside ``host``; with
+    xenha_sanlock, a copy of xenha_xen (on the stand-in xl) comes along, each calling the
+    other as the Salt loader would."""
+    path = REPO / "_modules" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_{host.name}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
 
@@ -39,9 +42,17 @@ def load_module(host, pillar, env):
         proc = host.run(argv, check=False, timeout=timeout or 60, env=env)
         return {"retcode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
 
-    mod.__salt__ = {"cmd.run_all": run_all, "config.get": lambda key, default=None: default}
+    xen_conf = {"toolstack": "xl"}
+    mod.__salt__ = {
+        "cmd.run_all": run_all,
+        "config.get": lambda key, default=None: xen_conf if key == "xenha:xen" else default,
+    }
     mod.__pillar__ = pillar
     mod.__opts__ = {"id": host.name}
+    if name == "xenha_sanlock":
+        xen = load_module(host, pillar, env, "xenha_xen")
+        mod.__salt__.update({f"xenha_xen.{f}": getattr(xen, f) for f in ("read_config", "start")})
+        xen.__salt__.update({f"xenha_sanlock.{f}": getattr(mod, f) for f in ("acquire", "release")})
     return mod
 
 
@@ -55,7 +66,12 @@ class Cluster:
         }
         self.xen = None  # made at up(): the segment starts from an empty run folder
         xen_dir = self.run_dir / "shared" / "xen"
-        env = {n: {"XENHA_STANDIN_DIR": str(xen_dir), "XENHA_STANDIN_HOST": n} for n in HOST_IDS}
+        # the stand-in xl first on PATH: xenha_xen runs "xl"
+        path = f"{STANDINS}:{os.environ['PATH']}"
+        env = {
+            n: {"XENHA_STANDIN_DIR": str(xen_dir), "XENHA_STANDIN_HOST": n, "PATH": path}
+            for n in HOST_IDS
+        }
         self.env = env
         self.sanlock = Sanlock(self.run_dir, self.hosts.values(), env=env)
         self.pillar = {
@@ -87,6 +103,20 @@ class Cluster:
             self.sanlock.stop_all()
         finally:
             self.segment.down()
+
+    def config(self, domu):
+        """A domU config file on the shared folder, as the hosts read it."""
+        path = self.run_dir / "shared" / "domus" / f"{domu}.cfg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'name = "{domu}"\nmemory = 128\n')
+        return str(path)
+
+    def drop_domain(self, host, domu):
+        """The domU leaves ``host`` (as after a migration or a power-off)."""
+        with self.xen.state.lock():
+            data = self.xen.state.load(host)
+            data["domains"].pop(domu, None)
+            self.xen.state.save(data)
 
     def calls(self, verb):
         """(time, host, argv) of every stand-in toolstack call of ``verb``."""
@@ -210,6 +240,72 @@ def test_a_requested_lease_runs_the_killpath_and_moves(joined):
         f"-> lease free {released - asked:.2f} s"
     )
     assert b.release("web01")["changed"] is True
+
+
+def test_holders_and_observe_read_the_lease_area(joined, monkeypatch):
+    a, b = joined.mods["A"], joined.mods["B"]
+    monkeypatch.setenv("PATH", f"{STANDINS}:{os.environ['PATH']}")  # xenha_xen's which("xl")
+    config = joined.config("db01")
+    started = a.start_domu("db01", config)
+    try:
+        assert started["domu"]["name"] == "db01" and "db01" in joined.xen.domains("A")
+        assert started["lease"]["pid"] == a.held()["db01"]["pid"]
+        assert b.holders() == {"db01": {"mode": "ex", "hosts": ["A"]}}
+        assert b.holders(host="A") == {"db01": {"mode": "ex", "hosts": ["A"]}}
+        assert b.holders(host="B") == {}
+        seen = b.observe("A")
+        assert seen["state"] == "advancing" and seen["host_id"] == 1
+        assert seen["sanlock"]["state"] == "live" and seen["sanlock"]["host"] == "A"
+        print(f"observe A (live): a renewal seen after {seen['unchanged_for']} s")
+        with pytest.raises(CommandExecutionError, match=r"at least 3 s \(3 x io_timeout\)"):
+            b.observe("A", duration=2)
+        # a second start is refused by the lease before the toolstack runs
+        with pytest.raises(CommandExecutionError, match=r"-243 .*held by host_id 1 \(A\)"):
+            b.start_domu("db01", config)
+        # a host still renewing its delta lease is not fenced, whatever the caller says
+        with pytest.raises(CommandExecutionError, match="A still renews its sanlock delta lease"):
+            b.start_domu("db01", config, fenced="A")
+        assert "db01" not in joined.xen.domains("B")
+        assert b.holders(host="A") == {"db01": {"mode": "ex", "hosts": ["A"]}}
+        with pytest.raises(CommandExecutionError, match="defines domU 'db01', not 'web01'"):
+            b.start_domu("web01", config)
+    finally:
+        joined.drop_domain("A", "db01")
+        wait_for(lambda: "db01" not in a.held(), 30, "A's keeper to release db01")
+    assert b.holders() == {}
+
+
+def test_a_fenced_hosts_lease_is_freed_only_once_its_delta_lease_stopped(joined, monkeypatch):
+    """A's sanlock daemon frozen (as in a host whose power-off the BMC confirmed): its delta
+    lease stops; B proves that over 3 x io_timeout, frees the one lease and starts the domU."""
+    a, b, host_a = joined.mods["A"], joined.mods["B"], joined.hosts["A"]
+    monkeypatch.setenv("PATH", f"{STANDINS}:{os.environ['PATH']}")
+    config = joined.config("db01")
+    a.start_domu("db01", config)
+    pids = host_a.run(["pidof", "sanlock"]).stdout.split()
+    host_a.run(["kill", "-STOP", *pids])
+    try:
+        start = time.monotonic()
+        got = b.start_domu("db01", config, fenced="A")
+        took = time.monotonic() - start
+        fenced = got["lease"]["fenced"]
+        assert fenced["freed"] is True and fenced["observed"]["state"] == "stopped"
+        assert fenced["observed"]["unchanged_for"] >= 3 * IO_TIMEOUT
+        assert fenced["observed"]["sanlock"]["state"] in ("live", "fail")  # not dead yet
+        assert "db01" in joined.xen.domains("B")
+        assert b.holders() == {"db01": {"mode": "ex", "hosts": ["B"]}}
+        print(f"start_domu fenced=A (frozen daemon): {took:.1f} s")
+    finally:
+        host_a.power_off()  # the "confirmed" power-off: A's domU and keeper go with it
+        joined.drop_domain("A", "db01")
+    host_a.power_on()
+    joined.sanlock.wait(host_a)
+    a.join()
+    # A is back and sees B holding db01: A cannot take it
+    with pytest.raises(CommandExecutionError, match=r"held by host_id 2 \(B\)"):
+        a.acquire("db01")
+    joined.drop_domain("B", "db01")
+    wait_for(lambda: "db01" not in b.held(), 30, "B's keeper to release db01")
 
 
 def test_a_power_cycled_host_gets_its_daemon_back_and_rejoins(joined):

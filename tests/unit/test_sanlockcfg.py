@@ -214,9 +214,29 @@ def test_parse_dump_and_used_slots():
         "owner_id": 2,
         "generation": 1,
         "lver": None,
+        "shared": [],
     }
     assert dump[5242880]["lver"] == 1
     assert cfg.used_slots(dump) == {0: "web01", 4: "db01"}
+    assert cfg.lease_holders(dump[5242880]) == ("ex", [2])
+
+
+# recorded after A converted its exclusive lease on db01 to shared and B took it shared too
+DUMP_SHARED = """  offset                            lockspace                                         resource  timestamp  own  gen lver
+00000000                                xenha                                                A 0000011311 0001 0001
+01048576                                xenha                                            web01 0000000000 0000 0000 0
+05242880                                xenha                                             db01 0000000000 0001 0001 1
+                                                                                                          0001 0001 SH
+                                                                                                          0002 0001 SH
+"""  # noqa: E501
+
+
+def test_parse_dump_reads_shared_holders_and_free_leases():
+    dump = cfg.parse_dump(DUMP_SHARED)
+    assert dump[5242880]["shared"] == [1, 2]
+    assert cfg.lease_holders(dump[5242880]) == ("sh", [1, 2])
+    assert cfg.lease_holders(dump[1048576]) == (None, [])
+    assert dump[0]["shared"] == []
 
 
 def test_parse_gets():
