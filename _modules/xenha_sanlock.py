@@ -29,6 +29,8 @@ POLL_INTERVAL = 0.2
 KEEPER = os.path.join(os.path.dirname(os.path.abspath(cfgmod.__file__)), "xenha_sanlockkeeper.py")
 ERR_EXIST = -17  # add_lockspace of a lockspace already joined
 ERR_IDLIVE = -243  # SANLK_ACQUIRE_IDLIVE: the lease is held by a host that is alive
+ERR_AGAIN = -11  # convert to exclusive while another host still shares the lease
+EXCLUSIVE_WAIT = 60
 WATCH_POLL = 0.25
 
 
@@ -261,8 +263,8 @@ def hosts():
 
 def held():
     """
-    The domU leases held on this host: ``{domu: {"pid", "lver", "offset"}}`` (``pid`` is the
-    keeper's), from the local sanlock daemon.
+    The domU leases held on this host: ``{domu: {"pid", "lver", "offset", "mode"}}`` (``pid``
+    is the keeper's, ``mode`` "ex" or "sh"), from the local sanlock daemon.
 
     CLI Example:
 
@@ -274,37 +276,52 @@ def held():
     out = {}
     for (space, name), res in _status()["resources"].items():
         if space == cfgmod.LOCKSPACE:
-            out[names.get(name, name)] = {k: res[k] for k in ("pid", "lver", "offset")}
+            out[names.get(name, name)] = {k: res[k] for k in ("pid", "lver", "offset", "mode")}
     return out
 
 
-def acquire(domu, poll=1, start_grace=600):
+def acquire(domu, poll=1, start_grace=600, shared=False):
     """
     Take domU ``domu``'s lease on this host and keep it: a keeper process holds it until the
-    domU, once seen running, is gone (or never appears within ``start_grace`` seconds, or
-    ``release`` is called). Returns ``{"domu", "pid", "slot", "changed"}`` once the lease is
-    held; raises when sanlock refuses it, naming the holder's host_id (e.g. -243: held by a
-    live host). Start the domU only after this returned.
+    domU (or a migration's copy of it), once seen here, is gone (or never appears within
+    ``start_grace`` seconds, or ``release`` is called). Returns ``{"domu", "pid", "slot",
+    "mode", "changed"}`` once the lease is held; raises when sanlock refuses it, naming the
+    holder's host_id (e.g. -243: held by a live host). Start the domU only after this
+    returned. ``shared=True`` takes it in shared mode: the target's side of a live
+    migration's hand-over (see :func:`share`, :func:`exclusive`).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt ServVirt2 xenha_sanlock.acquire web01
+        salt ServVirt2 xenha_sanlock.acquire web01 shared=True
     """
     cfg = _settings()
     _my_host_id(cfg)
     name, slot = _slot(cfg, domu)
+    mode = "sh" if shared else "ex"
     mine = held()
     if domu in mine:
-        return {"domu": domu, "pid": mine[domu]["pid"], "slot": slot, "changed": False}
+        if mine[domu]["mode"] != mode:
+            raise CommandExecutionError(
+                f"acquire {domu}: this host already holds its lease {mine[domu]['mode']}, "
+                f"not {mode}"
+            )
+        return {
+            "domu": domu,
+            "pid": mine[domu]["pid"],
+            "slot": slot,
+            "mode": mode,
+            "changed": False,
+        }
     argv = [
         cfg["keeper_python"], KEEPER,
         "--lockspace", cfgmod.LOCKSPACE, "--resource", name,
         "--path", cfg["lease_path"], "--offset", str(cfgmod.slot_offset(slot)),
         "--domu", domu, "--toolstack", _toolstack(),
         "--poll", str(float(poll)), "--start-grace", str(float(start_grace)),
-        "--log", f"{cfgmod.STATE_DIR}/{domu}.log",
+        "--log", f"{cfgmod.STATE_DIR}/{domu}.log", *(["--shared"] if shared else []),
     ]  # fmt: skip
     ret = _run(argv, timeout=COMMAND_TIMEOUT + 4 * cfg["io_timeout"], ok=(0, 2))
     try:
@@ -314,7 +331,7 @@ def acquire(domu, poll=1, start_grace=600):
             f"{shlex.join(argv)}: no answer from the keeper: {ret['stderr'].strip()}"
         ) from err
     if "pid" in answer:
-        return {"domu": domu, "pid": answer["pid"], "slot": slot, "changed": True}
+        return {"domu": domu, "pid": answer["pid"], "slot": slot, "mode": mode, "changed": True}
     names = {hid: host for host, hid in cfg["host_ids"].items()}
     owners = ", ".join(f"host_id {o} ({names.get(o, '?')})" for o in answer.get("owners", []))
     why = f"held by {owners}" if answer.get("error") == ERR_IDLIVE and owners else owners
@@ -513,3 +530,87 @@ def start_domu(name, config, fenced=None):
                 release(name)
         raise
     return {"lease": {**lease, "fenced": freed}, "domu": row}
+
+
+# --- the live-migration hand-over (docs/design/leases-sanlock.md) ----------------------------
+
+
+def _convert(cfg, domu, mode):
+    """Convert this host's lease on ``domu`` to ``mode`` ("ex"/"sh"); sanlock's rc on -11."""
+    mine = held().get(domu)
+    if mine is None:
+        raise CommandExecutionError(f"convert {domu}: this host holds no lease on it")
+    if mine["mode"] == mode:
+        return {"domu": domu, "pid": mine["pid"], "mode": mode, "changed": False}
+    name, slot = _slot(cfg, domu)
+    res = cfgmod.resource_arg(name, cfg["lease_path"], slot) + (":SH" if mode == "sh" else "")
+    argv = [SANLOCK, "client", "convert", "-r", res, "-p", str(mine["pid"])]
+    ret = _run(argv, timeout=COMMAND_TIMEOUT + 4 * cfg["io_timeout"], ok=(0, 1, 255))
+    said = ret["stdout"] + ret["stderr"]
+    if ret["retcode"] == 0 and "convert done 0" in said:
+        return {"domu": domu, "pid": mine["pid"], "mode": mode, "changed": True}
+    if f"convert done {ERR_AGAIN}" in said:
+        return None
+    raise CommandExecutionError(f"{shlex.join(argv)}: exit {ret['retcode']}: {said.strip()}")
+
+
+def share(domu):
+    """
+    On a live migration's source, before ``xl migrate``: turn this host's exclusive lease on
+    ``domu`` into a shared one, so the target can take it shared too. From then until the
+    target's :func:`exclusive`, the two hosts share it and no third host can take it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.share web01
+    """
+    return _convert(_settings(), domu, "sh")
+
+
+def _exclusive(domu, wait):
+    cfg = _settings()
+    deadline = time.monotonic() + float(wait)
+    while True:
+        done = _convert(cfg, domu, "ex")
+        if done is not None:
+            return done
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(
+                f"convert {domu} to exclusive: another host still shares its lease after {wait} s"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+def exclusive(domu, wait=EXCLUSIVE_WAIT):
+    """
+    On a live migration's target, once the domU arrived: turn this host's shared lease on
+    ``domu`` into an exclusive one. sanlock refuses (-11) while the source still shares it;
+    the source's keeper lets go once the domU left the source, so this retries for up to
+    ``wait`` seconds (a dead source's shared lease is cleared by sanlock once it is dead).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.exclusive web01
+        salt ServVirt2 xenha_sanlock.exclusive web01 wait=120
+    """
+    return _exclusive(domu, wait)
+
+
+def unshare(domu, wait=EXCLUSIVE_WAIT):
+    """
+    On a live migration's source, when the migration failed and the domU stayed: take the
+    lease back from shared to exclusive, once the target let go of its shared one (its keeper
+    does when the domU never arrived; ``release`` on the target makes it at once). Retries for
+    up to ``wait`` seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.unshare web01
+    """
+    return _exclusive(domu, wait)

@@ -305,7 +305,8 @@ def parse_gets(text):
 
 def parse_status(text):
     """``sanlock client status`` -> {"lockspaces": [name], "resources": {(lockspace,
-    resource): {"path", "offset", "lver", "pid"}}} (resources held by local processes)."""
+    resource): {"path", "offset", "lver", "mode", "pid"}}} (resources held by local processes;
+    ``mode`` "ex" or "sh", ``lver`` None for a shared one)."""
     out = {"lockspaces": [], "resources": {}}
     for line in text.splitlines():
         parts = line.split()
@@ -315,11 +316,13 @@ def parse_status(text):
             fields = parts[1].split(":")
             if len(fields) < 5:
                 continue
+            # an exclusive lease ends in ":<lver>", a shared one in ":SH" (no lver)
             lver = fields[-1]
             out["resources"][(fields[0], fields[1])] = {
                 "path": ":".join(fields[2:-2]),
                 "offset": int(fields[-2]),
-                "lver": int(lver) if lver.isdigit() else lver,
+                "lver": int(lver) if lver.isdigit() else None,
+                "mode": "sh" if lver == "SH" else "ex",
                 "pid": int(parts[3]),
             }
     return out

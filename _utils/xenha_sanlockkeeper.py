@@ -5,7 +5,11 @@ Not a Salt utility: ``xenha_sanlock.acquire`` runs it as a program with Debian's
 with python3-sanlock); only the standard library and ``sanlock`` are used, imported at run time::
 
     python3 xenha_sanlockkeeper.py --lockspace xenha --resource NAME --path PATH --offset N \
-        --domu NAME --toolstack /usr/sbin/xl [--poll 1] [--start-grace 600] [--log FILE]
+        --domu NAME --toolstack /usr/sbin/xl [--shared] [--poll 1] [--start-grace 600] \
+        [--log FILE]
+
+``--shared`` takes the lease in shared mode (the target's side of a live migration's
+hand-over; ``xenha_sanlock.exclusive`` converts it afterwards).
 
 The command returns once the lease is held or refused, printing one JSON line: ``{"pid": N}``
 (exit 0; the holder lives on in the background, in a session of its own) or ``{"error": rc,
@@ -49,7 +53,10 @@ def listed(toolstack, domu):
     if proc.returncode != 0:
         return None
     names = [line.split()[0] for line in proc.stdout.splitlines()[1:] if line.strip()]
-    return domu in names
+    # a migration's copies count: the lease stays while any copy of the domU is here
+    return bool(
+        {domu, f"{domu}--incoming", f"{domu}--migratedaway", f"migrating-{domu}"} & set(names)
+    )
 
 
 class Keeper:
@@ -75,7 +82,9 @@ class Keeper:
         rv = lib.sanlock_restrict(self.fd, RESTRICT_SIGKILL)
         if rv < 0:
             raise sl.SanlockException(rv, "sanlock_restrict failed", os.strerror(-rv))
-        sl.acquire(self.lockspace, self.resource, self.disks, slkfd=self.fd)
+        sl.acquire(
+            self.lockspace, self.resource, self.disks, slkfd=self.fd, shared=self.args.shared
+        )
 
     def owners(self):
         with contextlib.suppress(Exception):  # only decorates an error report
@@ -148,6 +157,7 @@ def main(argv=None):
     for name in ("--lockspace", "--resource", "--path", "--domu", "--toolstack"):
         parser.add_argument(name, required=True)
     parser.add_argument("--offset", type=int, required=True)
+    parser.add_argument("--shared", action="store_true")
     parser.add_argument("--poll", type=float, default=1.0)
     parser.add_argument("--start-grace", type=float, default=600.0)
     parser.add_argument("--log", default=os.devnull)

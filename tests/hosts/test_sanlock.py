@@ -25,7 +25,7 @@ pytestmark = pytest.mark.root
 PREFIX = "xsl"
 IO_TIMEOUT = 1
 SLOTS = 8
-HOST_IDS = {"A": 1, "B": 2}
+HOST_IDS = {"A": 1, "B": 2, "C": 3}
 
 
 def load_module(host, pillar, env, name="xenha_sanlock"):
@@ -306,6 +306,49 @@ def test_a_fenced_hosts_lease_is_freed_only_once_its_delta_lease_stopped(joined,
         a.acquire("db01")
     joined.drop_domain("B", "db01")
     wait_for(lambda: "db01" not in b.held(), 30, "B's keeper to release db01")
+
+
+def test_the_migration_hand_over_shares_the_lease_and_keeps_a_third_host_out(joined, monkeypatch):
+    """The shared-mode bridge: source ex -> sh, target sh, the domU moves, target sh -> ex.
+    From the source's share to the target's exclusive, C can take the lease in no way."""
+    a, b, c = (joined.mods[n] for n in "ABC")
+    monkeypatch.setenv("PATH", f"{STANDINS}:{os.environ['PATH']}")
+    config = joined.config("web01")
+    a.start_domu("web01", config)
+    try:
+        assert a.share("web01")["mode"] == "sh" and a.held()["web01"]["mode"] == "sh"
+        assert b.acquire("web01", shared=True)["mode"] == "sh"
+        assert c.holders() == {"web01": {"mode": "sh", "hosts": ["A", "B"]}}
+        with pytest.raises(CommandExecutionError, match="sanlock refused the lease"):
+            c.acquire("web01")
+        with pytest.raises(CommandExecutionError, match=r"also held \(sh\) by B"):
+            c.start_domu("web01", config, fenced="A")
+        assert "web01" not in joined.xen.domains("C")
+        with pytest.raises(CommandExecutionError, match="another host still shares its lease"):
+            b.exclusive("web01", wait=1)
+        # the migration: the domU appears on B and leaves A; A's keeper lets its share go
+        joined.xen.add_domain("B", "web01")
+        joined.drop_domain("A", "web01")
+        start = time.monotonic()
+        assert b.exclusive("web01", wait=30)["changed"] is True
+        print(f"exclusive on the target after the source left: {time.monotonic() - start:.1f} s")
+        assert "web01" not in a.held()
+        assert c.holders() == {"web01": {"mode": "ex", "hosts": ["B"]}}
+        with pytest.raises(CommandExecutionError, match=r"held by host_id 2 \(B\)"):
+            c.acquire("web01")
+        # a failed migration back: A shares, the domU never arrives, A lets go, B takes it back
+        assert b.share("web01")["changed"] is True
+        a.acquire("web01", shared=True)
+        with pytest.raises(CommandExecutionError, match="sanlock refused the lease"):
+            c.acquire("web01")
+        assert a.release("web01")["changed"] is True
+        assert b.unshare("web01", wait=30)["mode"] == "ex"
+        assert c.holders() == {"web01": {"mode": "ex", "hosts": ["B"]}}
+    finally:
+        for host in "AB":
+            joined.drop_domain(host, "web01")
+        for name in "AB":
+            wait_for(lambda m=joined.mods[name]: "web01" not in m.held(), 30, "web01 released")
 
 
 def test_a_power_cycled_host_gets_its_daemon_back_and_rejoins(joined):

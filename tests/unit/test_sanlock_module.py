@@ -107,12 +107,19 @@ def test_acquire_refuses_a_bad_name_before_running_anything(fake):
 
 def test_acquire_of_a_lease_held_here_is_no_change(fake):
     got = xenha_sanlock.acquire("web01")
-    assert got == {"domu": "web01", "pid": 28, "slot": PLACED["web01"], "changed": False}
+    assert got == {
+        "domu": "web01",
+        "pid": 28,
+        "slot": PLACED["web01"],
+        "mode": "ex",
+        "changed": False,
+    }
     assert not fake.ran("/usr/bin/python3")
 
 
 def test_held_and_release_refused_while_the_domu_runs(fake):
-    assert xenha_sanlock.held() == {"web01": {"pid": 28, "lver": 1, "offset": 1048576}}
+    held = {"web01": {"pid": 28, "lver": 1, "offset": 1048576, "mode": "ex"}}
+    assert xenha_sanlock.held() == held
     fake.on("/usr/sbin/xl", "list", answer=ok(XL_LIST + "web01  3  256  1  -b----  1.0\n"))
     with pytest.raises(CommandExecutionError, match="release web01: the domU runs on this host"):
         xenha_sanlock.release("web01")

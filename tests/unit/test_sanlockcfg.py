@@ -254,5 +254,21 @@ def test_parse_status():
     status = cfg.parse_status(STATUS)
     assert status == {
         "lockspaces": ["xenha"],
-        "resources": {("xenha", "web01"): {"path": PATH, "offset": 1048576, "lver": 1, "pid": 28}},
+        "resources": {
+            ("xenha", "web01"): {
+                "path": PATH,
+                "offset": 1048576,
+                "lver": 1,
+                "mode": "ex",
+                "pid": 28,
+            }
+        },
+    }
+    shared = cfg.parse_status(f"s xenha:1:{PATH}:0\nr xenha:db01:{PATH}:5242880:SH p 31\n")
+    assert shared["resources"][("xenha", "db01")] == {
+        "path": PATH,
+        "offset": 5242880,
+        "lver": None,
+        "mode": "sh",
+        "pid": 31,
     }
