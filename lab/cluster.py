@@ -222,13 +222,14 @@ class Lab:
         """Remove every process, namespace and file of this lab. Safe to call twice."""
         self.segment.down()
 
-    def wait_minions(self, ids=None, timeout=120):
-        """Wait until every minion in ``ids`` (default: all hosts) answers test.ping."""
+    def wait_minions(self, ids=None, timeout=120, ping_timeout=5):
+        """Wait until every minion in ``ids`` (default: all hosts) answers test.ping (each
+        ping waited for ``ping_timeout`` s)."""
         ids = sorted(ids or self.hosts)
 
         def answered():
             try:
-                got = self.salt(ids, "test.ping", timeout=5)
+                got = self.salt(ids, "test.ping", timeout=ping_timeout)
             except (LabError, subprocess.TimeoutExpired):  # a loaded master may miss the deadline
                 return False
             return all(got.get(i) is True for i in ids)

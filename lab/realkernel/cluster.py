@@ -191,7 +191,8 @@ class RealKernelLab(Lab):
             RealBMC(self, mid, self.bmc(mid)).start()
         for mid in self.guests:
             self.ipmitool(mid, "chassis", "power", "on")
-        self.wait_minions(timeout=timeout)
+        # a TCG guest's minion, on a loaded machine, answers its first jobs in tens of seconds
+        self.wait_minions(timeout=timeout, ping_timeout=60)
         synced = self.salt(sorted(self.hosts), "saltutil.sync_all", timeout=timeout)
         missing = sorted(set(self.hosts) - set(synced))
         if missing:
