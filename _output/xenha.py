@@ -19,6 +19,7 @@ __virtualname__ = "xenha"
 
 TIME_KEYS = ("started", "updated", "finished", "since", "planned", "fired", "as_of")
 HIDDEN = ("retcode", "summary", "error")
+VERBATIM = ("report",)  # lines a runner already laid out for people (failover_report)
 
 
 def __virtual__():
@@ -73,6 +74,9 @@ def render(data):
     lines = []
     for key, value in data.items():
         if key in HIDDEN:
+            continue
+        if key in VERBATIM and isinstance(value, list):
+            lines += [str(line) for line in value]
             continue
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             lines += [f"{key}:", *(f"  {line}" for line in table(value)), ""]

@@ -1525,3 +1525,47 @@ def _folded(lines):
         first if count == 1 else f"{first} (x{count}, last {last})"
         for first, _, count, last in folded
     ]
+
+
+# --- failover report ---
+
+import xenha_report  # noqa: E402
+
+
+@_command
+def failover_report(target=None, png=None):
+    """
+    One timeline per failover, from the audit trail and the journals: each step with its
+    evidence and its seconds since the claim, what was restarted where, what was not and why.
+    ``target``: a host (its failovers) or a failover id; all failovers without it.
+    ``png=PATH`` also draws the timelines into a PNG on the master (needs matplotlib).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.failover_report
+        salt-run xenha.failover_report ServVirt1 --out=json
+        salt-run xenha.failover_report 4fdd5aed4c51 png=/tmp/failover.png
+    """
+    target = None if target is None else _host_arg(str(target))  # an id is a valid name too
+    found = xenha_report.load(_cachedir(), target)
+    data = {"failovers": found}
+    if _for_people():
+        data = {"report": xenha_report.text(found)}
+    if png is not None and found:
+        data["png"] = _report_png(found, png)
+    if not found:
+        return _short_of(data, f"no failover{f' of {target}' if target else ''} recorded")
+    return data
+
+
+def _report_png(found, path):
+    if not isinstance(path, str) or not path.endswith(".png") or not posixpath.isabs(path):
+        raise SaltInvocationError(f"png: {path!r} is not an absolute path ending in .png")
+    if not posixpath.isdir(posixpath.dirname(path)):
+        raise SaltInvocationError(f"png: directory {posixpath.dirname(path)} does not exist")
+    try:
+        return xenha_report.plot(found, path)
+    except ImportError as err:
+        raise CommandExecutionError(f"png: matplotlib is not installed: {err}") from err

@@ -58,3 +58,12 @@ def test_times_are_clock_times_and_nested_data_one_line(output):
 def test_booleans_and_empty_values_read_as_words(output):
     text = output.output({"acknowledged": False, "problems": [], "summary": "not acknowledged"})
     assert text.splitlines() == ["acknowledged: no", "problems: -", "not acknowledged"]
+
+
+def test_a_laid_out_report_prints_as_it_is(output):
+    report = ["failover f1 of A: done in 4.2 s (ipmi)", "      +0.0 s  received  loss claimed by B"]
+    text = output.output({"report": report, "png": "/tmp/f.png", "summary": "1 failover"})
+    assert text.splitlines() == [*report, "png: /tmp/f.png", "1 failover"]
+    assert output.output({"report": [], "summary": "no failover recorded"}) == (
+        "no failover recorded"
+    )
