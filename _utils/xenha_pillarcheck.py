@@ -629,7 +629,9 @@ def _leases(data, ocfs2):
 FAILOVER_SECONDS = (
     "corroborate_window", "ping_timeout", "expiry_margin", "retry_base", "retry_max", "retry_for",
 )  # fmt: skip
-FAILOVER_KEYS = (*FAILOVER_SECONDS, "start_tries")
+SHUTDOWN_POLICIES = ("migrate", "freeze", "failover")  # Proxmox ha-manager's names
+SHUTDOWN_DEFAULTS = {"shutdown_policy": "migrate", "shutdown_timeout": 600.0}
+FAILOVER_KEYS = (*FAILOVER_SECONDS, "start_tries", *SHUTDOWN_DEFAULTS)
 
 
 def failover_settings(data, where=ROOT / "failover"):
@@ -649,7 +651,27 @@ def failover_settings(data, where=ROOT / "failover"):
     }
     if "start_tries" in data:
         failover["start_tries"] = _integer(data, "start_tries", path, 1, 100)
+    given = shutdown_settings(data, path)
+    failover.update({key: given[key] for key in SHUTDOWN_DEFAULTS if key in data})
     return failover
+
+
+def shutdown_settings(data, where=ROOT / "failover"):
+    """
+    What a VM host does when it is shut down or rebooted on purpose (pillar ``xenha:failover``,
+    defaults filled in): ``shutdown_policy`` migrate (ask the master to evacuate it and wait
+    up to ``shutdown_timeout`` s for its domUs to leave), freeze or failover (nothing on the
+    way down: the domUs stop with the host).
+    """
+    path = where if isinstance(where, _Path) else _Path(where)
+    data = _mapping(data, path, required=False)
+    defaults = SHUTDOWN_DEFAULTS
+    return {
+        "shutdown_policy": _choice(
+            data, "shutdown_policy", path, SHUTDOWN_POLICIES, defaults["shutdown_policy"]
+        ),
+        "shutdown_timeout": _number(data, "shutdown_timeout", path, defaults["shutdown_timeout"]),
+    }
 
 
 def _domus(data, hosts, vmhosts, mount):

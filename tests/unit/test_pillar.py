@@ -351,7 +351,17 @@ def test_master_bmc_refused_naming_the_key(pillar, master, message):
         (
             lambda t: t.update(failover={"retry_bse": 5}),
             "xenha:failover:retry_bse: unknown setting (known: corroborate_window, ping_timeout,"
-            " expiry_margin, retry_base, retry_max, retry_for, start_tries)",
+            " expiry_margin, retry_base, retry_max, retry_for, start_tries, shutdown_policy,"
+            " shutdown_timeout)",
+        ),
+        (
+            lambda t: t.update(failover={"shutdown_policy": "conditional"}),
+            "xenha:failover:shutdown_policy: unknown value 'conditional': must be one of"
+            " migrate, freeze, failover",
+        ),
+        (
+            lambda t: t.update(failover={"shutdown_timeout": 0}),
+            "xenha:failover:shutdown_timeout: must be a positive number, got 0",
         ),
         (
             lambda t: t.update(failover={"retry_base": "five"}),
@@ -645,7 +655,8 @@ def _bmc(**extra):
          " digits, '.', '_', '-' (at most 64, no leading '.' or '-')"),
         (_set("failover", value={1: 2, "x": 3}),
          "xenha:failover:1: unknown setting (known: corroborate_window, ping_timeout,"
-         " expiry_margin, retry_base, retry_max, retry_for, start_tries)"),
+         " expiry_margin, retry_base, retry_max, retry_for, start_tries, shutdown_policy,"
+         " shutdown_timeout)"),
     ],
 )  # fmt: skip
 def test_refused_naming_the_key(tree, edit, message):
@@ -698,3 +709,14 @@ def test_the_shipped_master_bmc_example_completes_the_pillars_bmc():
     for host in ("ServVirt1", "ServVirt2"):
         bmc = xenha_pillarcheck.master_bmc(PILLAR_BMC, example["xenha_bmc"], host)
         assert bmc["password"] == "change-me"  # noqa: S105 - the example's placeholder
+
+
+def test_shutdown_policy_defaults_to_migrate_and_takes_proxmox_names(tree):
+    assert xenha_pillarcheck.shutdown_settings(None) == {
+        "shutdown_policy": "migrate",
+        "shutdown_timeout": 600.0,
+    }
+    tree["failover"] = {"shutdown_policy": "freeze", "shutdown_timeout": 90}
+    checked = xenha_pillarcheck.check(tree)["failover"]
+    assert checked == {"shutdown_policy": "freeze", "shutdown_timeout": 90.0}
+    assert xenha_pillarcheck.shutdown_settings(checked)["shutdown_policy"] == "freeze"
