@@ -86,3 +86,19 @@ def sanlock(minion_id=None, pillar=None, required=True):
     if not required and isinstance(tree, dict) and tree.get("sanlock") is None:
         return None
     return xenha_sanlockcfg.settings(tree, minion_id or __opts__["id"])
+
+
+def shutdown(pillar=None):
+    """
+    Return what a VM host does on a clean shutdown or reboot, defaults filled in:
+    ``{"shutdown_policy": "migrate" | "freeze" | "failover", "shutdown_timeout": seconds}``
+    (pillar ``xenha:failover``), raising CommandExecutionError naming a bad key. The xenha
+    formula's shutdown unit renders from this; ``xenha_shutdown.drain`` acts on it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_pillar.shutdown
+    """
+    return xenha_pillarcheck.shutdown_settings(validate(pillar).get("failover"))

@@ -13,6 +13,7 @@ base:
     - xenha
     - ntp
     - hosts
+    - xenha.shutdown
     - iscsi.initiator
     - ocfs2
     - xen
