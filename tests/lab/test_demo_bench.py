@@ -32,6 +32,19 @@ pytestmark = [pytest.mark.root, pytest.mark.lab]
 V1, V2 = demo.V1, demo.V2
 WEB01 = ("web01", demo.GUESTS["web01"])
 RESULTS = {}  # benchmark name -> result, for the report test
+# what the bench records when TCG's live migration corrupted the guest's memory: a lab
+# artefact (docs/lab.md), not a fault of the script under test
+TCG_ARTEFACT = "after its live migration (its kernel:"
+
+
+def smoke(run, **kwargs):
+    """``run(runs=1, ...)``; once more if the one run broke on the TCG artefact alone. Any
+    other break, or a second one, fails: a smoke run must not break."""
+    result = run(runs=1, **kwargs)
+    if result["broken_runs"] and all(TCG_ARTEFACT in b["reason"] for b in result["broken_runs"]):
+        result = run(runs=1, **kwargs)
+    assert not result["broken_runs"], result["broken_runs"]
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +83,7 @@ def test_demo_live_migration_keeps_the_guest_and_reports_it(bench, tmp_path):
 def test_unavailability_smoke(bench):
     # the reboot is the cold move's code path on the same host: left out to save a boot
     moves = ("cold migration", "live migration")
-    result = lab_unavailability.run(runs=1, bench=bench, guest=WEB01, cases=moves)
-    assert not result["broken_runs"], result["broken_runs"]  # a smoke run must not break
+    result = smoke(lab_unavailability.run, bench=bench, guest=WEB01, cases=moves)
     cases = {c["case"]: c for c in result["cases"]}
     assert set(cases) == set(moves)
     cold, live = cases["cold migration"], cases["live migration"]
@@ -82,8 +94,7 @@ def test_unavailability_smoke(bench):
 
 
 def test_bulk_smoke(bench):
-    result = lab_bulk.run(runs=1, bench=bench, guest=WEB01)
-    assert not result["broken_runs"], result["broken_runs"]  # a smoke run must not break
+    result = smoke(lab_bulk.run, bench=bench, guest=WEB01)
     (case,) = result["cases"]
     assert case["quiet_mb_s"] > 0.5  # 16 MiB downloads flowed
     assert case["migrating_mb_s"] is not None and case["ratio_mean"] is not None
@@ -91,8 +102,7 @@ def test_bulk_smoke(bench):
 
 
 def test_http_smoke(bench):
-    result = lab_http.run(runs=1, bench=bench, guest=WEB01)
-    assert not result["broken_runs"], result["broken_runs"]  # a smoke run must not break
+    result = smoke(lab_http.run, bench=bench, guest=WEB01)
     normal, migrating = result["cases"]
     assert normal["requests"] > 0 and migrating["requests"] > 0
     assert normal["requests_per_s"] > 0
