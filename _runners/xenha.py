@@ -434,7 +434,9 @@ def _room(reports):
         found[host] = {
             "free_memory_mib": info["free_memory_mib"],
             "total_memory_mib": info.get("total_memory_mib"),
-            "domus": sorted({xenha_snapshot.split_name(n)[0] for n in names}),
+            # a live migration's copies (paused --incoming, --migratedaway) run nothing: the
+            # lease, held shared during the hand-over, says who completes it
+            "domus": sorted(n for n in names if not xenha_snapshot.split_name(n)[1]),
         }
     return found
 
