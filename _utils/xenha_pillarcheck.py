@@ -573,6 +573,20 @@ def heartbeat_key(value, where):
     return key
 
 
+def heartbeat_keys(key, previous, where_key, where_previous):
+    """
+    ``(key, previous)``: the key a host signs with and accepts, and the optional key it only
+    accepts during a rotation (None when unset or empty), each checked as ``heartbeat_key``.
+    """
+    key = heartbeat_key(key, where_key)
+    if previous is None or previous == "":
+        return key, None
+    previous = heartbeat_key(previous, where_previous)
+    if previous == key:
+        fail(where_previous, f"is the same as {str(where_key).rsplit(':', 1)[-1]}: unset it")
+    return key, previous
+
+
 def heartbeat_timing(interval, dead_time, where_interval, where_dead_time):
     """(interval, dead_time) of the heartbeat as floats: the keepalive period (at least 0.05 s)
     and the silence after which a peer is lost (more than two periods)."""
@@ -599,9 +613,15 @@ def _heartbeat(data, keys=True):
         path / "dead_time",
     )
     key = _get(data, "key", path)
-    if (key is None or key == "") and keys:
-        (path / "key").fail(f"missing ({SECRETS_HINT})")
-    heartbeat["key"] = None if key is None or key == "" else heartbeat_key(key, path / "key")
+    if key is None or key == "":
+        if keys:
+            (path / "key").fail(f"missing ({SECRETS_HINT})")
+        # a pillar without the key (the storage host's) has no previous key either
+        heartbeat["key"] = heartbeat["previous_key"] = None
+        return heartbeat
+    heartbeat["key"], heartbeat["previous_key"] = heartbeat_keys(
+        key, data.get("previous_key"), path / "key", path / "previous_key"
+    )
     return heartbeat
 
 
@@ -769,6 +789,7 @@ def redact(cluster):
     places = [
         (shown["storage"]["chap"] or {}, "secret"),
         (shown["heartbeat"], "key"),
+        (shown["heartbeat"], "previous_key"),
         (shown["xen"]["ssh"], "private_key"),
         (shown["xen"]["relocation"], "ssl_key"),
     ]

@@ -432,6 +432,18 @@ def test_redact_hides_every_secret_and_nothing_else(tree):
     assert cluster["heartbeat"]["key"] == "render-test-heartbeat-key"  # the original is kept
 
 
+def test_a_rotation_keeps_both_heartbeat_keys_and_redact_hides_both(tree):
+    tree["heartbeat"]["previous_key"] = "the-key-of-last-year"
+    cluster = xenha_pillarcheck.check(tree)
+    assert cluster["heartbeat"]["key"] == "render-test-heartbeat-key"
+    assert cluster["heartbeat"]["previous_key"] == "the-key-of-last-year"
+    shown = xenha_pillarcheck.redact(cluster)
+    assert shown["heartbeat"]["previous_key"] == "<secret>"
+    assert "the-key-of-last-year" not in repr(shown)
+    del tree["heartbeat"]["previous_key"]
+    assert xenha_pillarcheck.check(tree)["heartbeat"]["previous_key"] is None
+
+
 def _paths(node, prefix=()):
     """Every key path of a nested mapping (lists count as leaves)."""
     for key, value in node.items():
@@ -573,6 +585,16 @@ def _bmc(**extra):
          "xenha:heartbeat:key: the secret contains the control character '\\n'"),
         (_set("heartbeat", "key", value="fifteen-bytes!!"),
          "xenha:heartbeat:key: the key is 15 bytes, at least 16 required"),
+        # the rotation's second key: checked as the key, and not the key itself
+        (_set("heartbeat", "previous_key", value="{{ pillar }}-sixteen-bytes"),
+         "xenha:heartbeat:previous_key: the key must not contain '{{', '{%' or '{#' (Jinja would"
+         " evaluate it)"),
+        (_set("heartbeat", "previous_key", value="fifteen-bytes!!"),
+         "xenha:heartbeat:previous_key: the key is 15 bytes, at least 16 required"),
+        (_set("heartbeat", "previous_key", value=["a-list-of-keys-is-no-key"]),
+         "xenha:heartbeat:previous_key: must be a non-empty string, got list"),
+        (_set("heartbeat", "previous_key", value="render-test-heartbeat-key"),
+         "xenha:heartbeat:previous_key: is the same as key: unset it"),
         # domU names xl would misread or that Xen reserves
         (_set("domus", "123", value={"config": "/cluster/domus/123.cfg", "memory_mib": 64}),
          "xenha:domus:123: invalid domain name '123': not a domU name, all digits (xl reads it as"
