@@ -53,7 +53,9 @@ class _Engine(threading.Thread):
         self.fire = fire  # fire(beacon events) -> bool, on the minion bus; None: poll() only
         self.unfired = []  # heartbeat events the thread could not fire: poll() returns them
         self.cfg = cfg
-        self.key = cfg["key"].encode()
+        # signs with the first, accepts any (the second only during a key rotation)
+        self.keys = tuple(k.encode() for k in (cfg["key"], cfg["previous_key"]) if k)
+        self.peer_key = {}  # peer -> index in keys of the key its newest packet was signed with
         self.reporter = reporter
         self.run_all = run_all  # cmd.run_all, bound to its loader so it works from a thread
         self.snapshot_path = snapshot_path
@@ -129,7 +131,7 @@ class _Engine(threading.Thread):
 
     def _send(self, sock):
         self.seq += 1
-        packet = hb.encode(self.key, self.cfg["cluster"], self.reporter, self.boot, self.seq)
+        packet = hb.encode(self.keys[0], self.cfg["cluster"], self.reporter, self.boot, self.seq)
         for peer, ip in self.cfg["peers"].items():
             try:
                 sock.sendto(packet, (ip, self.cfg["port"]))
@@ -138,9 +140,10 @@ class _Engine(threading.Thread):
 
     def _receive(self, packet, source_ip):
         try:
-            fields = hb.decode(self.key, packet)
+            fields, index = hb.open_packet(self.keys, packet)
             with self.lock:
                 self.detector.accept(fields, source_ip, time.monotonic())
+                self.peer_key[fields["sender"]] = index
         except hb.ProtocolError as err:
             log.debug("xenha heartbeat: refused packet from %s: %s", source_ip, err)
             with self.lock:
@@ -187,7 +190,9 @@ class _Engine(threading.Thread):
         for peer, ip in self.cfg["peers"].items():
             state, age = self.detector.state(peer, now)
             seq = self.detector.last.get(peer, (None, None))[1]
-            peers[peer] = {"ip": ip, "state": state, "age": age, "seq": seq}
+            key = self.peer_key.get(peer)
+            key = None if key is None else hb.key_id(self.keys[key])
+            peers[peer] = {"ip": ip, "state": state, "age": age, "seq": seq, "key_id": key}
         return {
             "reporter": self.reporter,
             "cluster": self.cfg["cluster"],
@@ -195,6 +200,9 @@ class _Engine(threading.Thread):
             "send_interval": self.cfg["send_interval"],
             "dead_time": self.cfg["dead_time"],
             "sent": self.seq,
+            # fingerprints, never the keys: where a rotation stands on this host
+            "signs_with": hb.key_id(self.keys[0]),
+            "accepts": [hb.key_id(k) for k in self.keys],
             "error": self.error,
             "rejected": self.rejected,
             "last_rejected": self.last_rejected,
@@ -279,8 +287,8 @@ def poll(config):
 
     config
         The beacon's options as one mapping: ``key``, ``bind``, ``peers`` (minion id: IP) and
-        optionally ``port``, ``send_interval``, ``dead_time``, ``cluster``, ``toolstack``,
-        ``probe_interval``.
+        optionally ``previous_key`` (accepted, never signed with: a key rotation), ``port``,
+        ``send_interval``, ``dead_time``, ``cluster``, ``toolstack``, ``probe_interval``.
 
     CLI Example:
 
@@ -310,8 +318,10 @@ def status():
     """
     Show what this host's heartbeat hears: for each peer its address, state (``alive``,
     ``lost``, or ``unknown`` = not heard since the minion started), seconds since it was last
-    heard and its last sequence number; plus packets refused, socket errors and the toolstack
-    probe's verdict. Read from the snapshot the beacon refreshes every minion loop.
+    heard, its last sequence number and the fingerprint (``key_id``) of the key it signed with;
+    the fingerprints of the key this host signs with (``signs_with``) and of the keys it accepts
+    (``accepts``); plus packets refused, socket errors and the toolstack probe's verdict. Read
+    from the snapshot the beacon refreshes every minion loop.
 
     CLI Example:
 

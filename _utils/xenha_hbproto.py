@@ -11,6 +11,10 @@ it accepted from that sender, so a replayed packet (of this run or an earlier on
 HMAC is checked before the payload is unpacked: nothing unauthenticated is parsed. The receiver
 times packets with its own monotonic clock and never reads the sender's clock.
 
+Key rotation: a host signs with ``key`` and accepts a packet signed with ``key`` or with the
+optional ``previous_key`` (docs/detection.md, "Rotating the key", gives the order of the steps
+that keeps every host's signing key among every host's accepted keys at every moment).
+
 Nothing here touches sockets, threads or clocks: the caller passes ``now`` (a monotonic time), so
 tests drive the detection with a fake clock. The sockets and threads live in the execution module
 ``_modules/xenha_heartbeat.py``.
@@ -65,11 +69,23 @@ def encode(key, cluster, sender, boot, seq):
     return body + hmac.new(key, body, hashlib.sha256).digest()
 
 
-def decode(key, packet):
+def key_id(key):
+    """A short fingerprint of ``key`` (bytes) that names it in status without revealing it."""
+    return hmac.new(key, b"xenha heartbeat key id", hashlib.sha256).hexdigest()[:12]
+
+
+def decode(keys, packet):
     """
-    Verify ``packet`` (bytes) with ``key`` and return its fields as a dict; raise ProtocolError
-    saying why a packet is refused (size, magic, signature, layout).
+    Verify ``packet`` (bytes) with ``keys`` (one key, or the accepted keys in order) and return
+    its fields as a dict; raise ProtocolError saying why a packet is refused (size, magic,
+    signature, layout).
     """
+    return open_packet(keys, packet)[0]
+
+
+def open_packet(keys, packet):
+    """``(fields, index)``: decode's fields and the index in ``keys`` of the key that signed."""
+    keys = (keys,) if isinstance(keys, bytes | bytearray) else tuple(keys)
     if not isinstance(packet, bytes | bytearray):
         raise ProtocolError(f"packet is {type(packet).__name__}, not bytes")
     if len(packet) > MAX_PACKET:
@@ -79,7 +95,11 @@ def decode(key, packet):
     if not packet.startswith(MAGIC):
         raise ProtocolError("bad magic: not a xenha heartbeat packet")
     body, digest = bytes(packet[:-DIGEST_SIZE]), bytes(packet[-DIGEST_SIZE:])
-    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), digest):
+    # every key is tried, so the time taken does not tell which one matched
+    matches = [
+        hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), digest) for key in keys
+    ]
+    if not any(matches):
         raise ProtocolError("bad signature (wrong cluster key or altered packet)")
     try:
         fields = msgpack.unpackb(body[len(MAGIC) :], raw=False, strict_map_key=True)
@@ -94,7 +114,7 @@ def decode(key, packet):
             raise ProtocolError(f"field {name} is {type(value).__name__}, not {kind.__name__}")
     if not (0 < fields["boot"] <= UINT64_MAX and 0 < fields["seq"] <= UINT64_MAX):
         raise ProtocolError("boot and seq must be positive 64-bit integers")
-    return fields
+    return fields, matches.index(True)
 
 
 def _check_names_and_addresses(cfg):
@@ -127,7 +147,8 @@ def parse_config(config):
             "'interval' is Salt's beacon polling period, not the keepalive period: "
             "use send_interval"
         )
-    unknown = sorted(set(config) - set(DEFAULTS) - FRAMEWORK_KEYS - {"key", "bind", "peers"})
+    options = {"key", "previous_key", "bind", "peers"}
+    unknown = sorted(set(config) - set(DEFAULTS) - FRAMEWORK_KEYS - options)
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(map(str, unknown))}")
     missing = [name for name in ("key", "bind", "peers") if name not in config]
@@ -139,7 +160,9 @@ def parse_config(config):
             f"toolstack must be one of {', '.join(TOOLSTACKS)}, not {cfg['toolstack']!r}"
         )
     try:  # the pillar check's own rules for xenha:heartbeat, named by the beacon's options
-        cfg["key"] = pc.heartbeat_key(cfg["key"], "key")
+        cfg["key"], cfg["previous_key"] = pc.heartbeat_keys(
+            cfg["key"], cfg.get("previous_key"), "key", "previous_key"
+        )
         cfg["port"] = pc.port(cfg["port"], "port")
         cfg["send_interval"], cfg["dead_time"] = pc.heartbeat_timing(
             cfg["send_interval"], cfg["dead_time"], "send_interval", "dead_time"

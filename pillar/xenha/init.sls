@@ -26,7 +26,8 @@
 {%-   endfor %}
 {%-   set withheld = [] %}
 {%-   if me.get("role") != "vmhost" %}
-{%-     do withheld.extend([["heartbeat", "key"], ["xen", "ssh", "private_key"],
+{%-     do withheld.extend([["heartbeat", "key"], ["heartbeat", "previous_key"],
+                           ["xen", "ssh", "private_key"],
                            ["xen", "relocation", "ssl_key"]]) %}
 {%-   endif %}
 {%-   if me.get("role") not in ("vmhost", "storage") %}
@@ -54,6 +55,7 @@ xenha: {{ xenha | json }}
 {%-     set config = [{"bind": me.get("ip")}, {"peers": peers}] %}
 {%-     set settings = {
           "key": heartbeat.get("key"),
+          "previous_key": heartbeat.get("previous_key"),
           "port": heartbeat.get("port"),
           "send_interval": heartbeat.get("interval"),
           "dead_time": heartbeat.get("dead_time"),

@@ -249,6 +249,56 @@ def test_poll_reuses_the_thread_and_restarts_it_on_a_config_change(mod, tmp_path
     peer.stop()
 
 
+def test_a_key_rotation_step_by_step_never_refuses_a_packet(mod, tmp_path):
+    # docs/detection.md's procedure on two hosts, one step on one host at a time: hostA through
+    # poll (the beacon's path: a new thread per configuration), hostB restarted by hand
+    old, new = KEY, "the-next-cluster-key-2027"
+    port = free_port()
+    cfg_a = {**config(port, A, "hostB", B), "_beacon_name": "xenha_heartbeat"}
+    engines = [engine(mod, tmp_path, "hostB", config(port, B, "hostA", A))]
+    mod.poll(cfg_a)
+    engines.append(mod._running("xenha-heartbeat/xenha_heartbeat"))
+    lost = []
+
+    def hears(eng, peer, key):
+        lost.extend(e for e in eng.poll() if e["tag"] == "lost")
+        return eng.peer_key.get(peer) is not None and eng.keys[eng.peer_key[peer]] == key
+
+    def step_a(key, previous):
+        lost.extend(mod.poll({**cfg_a, "key": key, "previous_key": previous}))
+        engines.append(mod._running("xenha-heartbeat/xenha_heartbeat"))
+        wait_until(lambda: hears(engines[-1], "hostB", engines[0].keys[0]), "A hears B")
+        wait_until(lambda: hears(engines[0], "hostA", key.encode()), "B hears A's new key")
+
+    def step_b(key, previous):
+        engines[0].stop()
+        fresh = engine(mod, tmp_path, "hostB", {**config(port, B, "hostA", A), "key": key,
+                                                "previous_key": previous})  # fmt: skip
+        fresh.detector.adopt(engines[0].detector)
+        engines.insert(0, fresh)
+        wait_until(lambda: hears(engines[-1], "hostB", key.encode()), "A hears B's new key")
+        wait_until(lambda: hears(fresh, "hostA", engines[-1].keys[0]), "B hears A")
+
+    for key, previous in ((old, new), (new, old), (new, None)):
+        step_a(key, previous)
+        step_b(key, previous)
+    assert lost == [] and sum(e.rejected for e in engines) == 0
+    status = mod.status()
+    assert status["signs_with"] == hb.key_id(new.encode()) and status["accepts"] == [
+        status["signs_with"]
+    ]
+    assert status["peers"]["hostB"]["key_id"] == hb.key_id(new.encode())
+    assert old not in repr(status) and new not in repr(status)
+
+    # the window the procedure avoids: hostB replaced its key at once, and hostA refuses it
+    engines[0].stop()
+    naive = engine(
+        mod, tmp_path, "hostB", {**config(port, B, "hostA", A), "key": "a-third-key-at-once"}
+    )
+    wait_until(lambda: engines[-1].rejected > 0, "A refuses B's packets")
+    naive.stop()
+
+
 def test_unusable_address_is_reported_and_retried(mod, tmp_path):
     a = engine(mod, tmp_path, "hostA", config(free_port(), "192.0.2.1", "hostB", B))
     wait_until(lambda: a.error, "a socket error")

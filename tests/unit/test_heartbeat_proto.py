@@ -46,6 +46,52 @@ def test_any_flipped_bit_is_refused(offset):
         hb.decode(KEY, bytes(data))
 
 
+def test_any_of_the_accepted_keys_verifies_and_open_packet_says_which():
+    old, new = KEY, b"the-next-cluster-key-2027"
+    assert hb.decode((new, old), packet(key=old)) == hb.decode(KEY, packet())
+    assert hb.open_packet((new, old), packet(key=old))[1] == 1
+    assert hb.open_packet((new, old), packet(key=new))[1] == 0
+    with pytest.raises(hb.ProtocolError, match="bad signature"):
+        hb.decode((new, old), packet(key=b"a-third-key-nobody-accepts"))
+
+
+def test_key_id_names_a_key_without_revealing_it():
+    assert hb.key_id(KEY) == hb.key_id(bytes(KEY))
+    assert hb.key_id(KEY) != hb.key_id(b"the-next-cluster-key-2027")
+    assert len(hb.key_id(KEY)) == 12 and KEY.hex()[:12] not in hb.key_id(KEY)
+
+
+# the rotation from K1 to K2 in docs/detection.md: each host goes through these configurations
+# (key, previous_key) in order, and a host starts step n+1 only when every host has done step n
+K1, K2 = b"the-old-cluster-key-2026", b"the-new-cluster-key-2027"
+ROTATION = [(K1, None), (K1, K2), (K2, K1), (K2, None)]
+
+
+def _hears(receiver, sender):
+    """Whether a host configured ``receiver`` accepts a keepalive of a host at ``sender``."""
+    try:
+        hb.decode([k for k in receiver if k], packet(key=sender[0]))
+    except hb.ProtocolError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("step", range(len(ROTATION) - 1))
+def test_no_two_hosts_refuse_each_other_at_any_moment_of_a_rotation(step):
+    # under the barrier, any two hosts are at most one step apart: checking every ordered pair
+    # of the two adjacent configurations covers every moment, for any number of hosts
+    here, ahead = ROTATION[step], ROTATION[step + 1]
+    for sender, receiver in ((here, ahead), (ahead, here), (here, here), (ahead, ahead)):
+        assert _hears(receiver, sender), (step, sender, receiver)
+
+
+def test_a_rotation_that_skips_the_barrier_has_hosts_refuse_each_other():
+    # the wait between the steps is what the argument rests on: two steps apart, hosts refuse
+    assert not _hears(ROTATION[0], ROTATION[2]) and not _hears(ROTATION[3], ROTATION[1])
+    # and replacing the key at once (no previous_key) is the window the rotation avoids
+    assert not _hears((K2, None), (K1, None))
+
+
 def test_truncated_and_oversized_are_refused():
     with pytest.raises(hb.ProtocolError, match="truncated"):
         hb.decode(KEY, packet()[:30])
@@ -235,7 +281,7 @@ GOOD = {"key": "k" * 16, "bind": "192.168.25.10", "peers": {"ServVirt2": "192.16
 
 def test_config_defaults():
     cfg = hb.parse_config({**GOOD, "_beacon_name": "xenha_heartbeat", "enabled": True})
-    assert cfg == {**hb.DEFAULTS, **GOOD}
+    assert cfg == {**hb.DEFAULTS, **GOOD, "previous_key": None}
     assert cfg["dead_time"] / cfg["send_interval"] == 8
 
 
@@ -268,6 +314,9 @@ def test_config_defaults():
         ({"key": "sixteen-bytes-and\na-newline"}, "key: the secret contains the control"),
         ({"dead_time": float("inf")}, "dead_time: must be a finite number, got inf"),
         ({"port": True}, "port: must be an integer, got True"),
+        ({"previous_key": "short"}, "previous_key: the key is 5 bytes, at least 16 required"),
+        ({"previous_key": "k" * 16}, "previous_key: is the same as key: unset it"),
+        ({"previous_key": "{% if %}-sixteen-bytes"}, "previous_key: the key must not contain"),
     ],
 )
 def test_bad_config_is_explained(change, why):

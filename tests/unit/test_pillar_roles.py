@@ -2,7 +2,7 @@
 Secrets per role: the shipped pillar tree (pillar/top.sls, pillar/xenha/init.sls and
 cluster.yaml) compiled by Salt's own pillar compiler, as the master compiles it for each minion,
 with a secrets.yaml that holds a marker in every secret. Each minion may see exactly the
-markers of its role: a VM host the heartbeat key, the migration keys and the CHAP secret; the
+markers of its role: a VM host the heartbeat keys, the migration keys and the CHAP secret; the
 storage host the CHAP secret; a minion outside xenha:hosts nothing; nobody a BMC password.
 """
 
@@ -20,6 +20,7 @@ from tests.support.saltconf import REPO
 MARKERS = {
     "chap": "MARKER-chap-secret",
     "heartbeat": "MARKER-heartbeat-key",
+    "heartbeat-previous": "MARKER-heartbeat-previous-key",
     "migration": "MARKER-migration-private-key",
     "ssl": "MARKER-xm-ssl-key",
     "bmc-ServVirt1": "MARKER-bmc-ServVirt1",
@@ -27,7 +28,7 @@ MARKERS = {
 }
 SECRETS = {
     "storage": {"chap": {"secret": MARKERS["chap"]}},
-    "heartbeat": {"key": MARKERS["heartbeat"]},
+    "heartbeat": {"key": MARKERS["heartbeat"], "previous_key": MARKERS["heartbeat-previous"]},
     "xen": {
         "ssh": {
             "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\n"
@@ -45,7 +46,7 @@ SECRETS = {
         for host, address in (("ServVirt1", "192.168.26.10"), ("ServVirt2", "192.168.26.11"))
     },
 }
-VMHOST_SEES = {"chap", "heartbeat", "migration", "ssl"}
+VMHOST_SEES = {"chap", "heartbeat", "heartbeat-previous", "migration", "ssl"}
 SEES = {"ServVirt1": VMHOST_SEES, "ServVirt2": VMHOST_SEES, "ServDB": {"chap"}, "web9": set()}
 
 
@@ -128,5 +129,6 @@ def test_a_vm_host_gets_the_heartbeat_beacon_and_the_storage_host_does_not(compi
     beacon = dict(kv for item in compile_pillar("ServVirt1")["beacons"]["xenha_heartbeat"]
                   for kv in item.items())  # fmt: skip
     assert beacon["key"] == MARKERS["heartbeat"]
+    assert beacon["previous_key"] == MARKERS["heartbeat-previous"]
     assert beacon["peers"] == {"ServVirt2": "192.168.25.11"}
     assert "beacons" not in compile_pillar("ServDB")
