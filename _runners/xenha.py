@@ -32,6 +32,7 @@ import salt.utils.minions
 import xenha_names
 import xenha_pillarcheck
 import xenha_placement
+import xenha_proof
 import xenha_snapshot
 import xenha_store
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -143,6 +144,41 @@ def _answer(minion, fun, got, timeout):
     return True, got["ret"]
 
 
+PROVE = "xenha_proof.call"  # the minion function that signs an answer with the minion's key
+
+
+def _sealed(fun, arg=(), kwarg=None):
+    """``(nonce, arguments of xenha_proof.call)`` that run ``fun`` and seal its answer."""
+    nonce = xenha_proof.nonce()
+    return nonce, [nonce, fun, list(arg), kwarg or {}]
+
+
+def _accepted_key(minion):
+    """The public key the master accepted for ``minion`` (PEM text), or None."""
+    return salt.key.get_key(__opts__).key_str(minion).get("minions", {}).get(minion)
+
+
+def _proven(minion, fun, nonce, got):
+    """
+    The one rule for a return the runner takes as evidence from the bus: ``(ok, value or error
+    text)`` of an answer that ``minion`` sealed with its own key for this call's ``nonce``
+    (xenha_proof.call); ``(None, why)`` for anything else, which the caller ignores as if it
+    had not come. Any minion can put a return in another's name on the bus, and have the master
+    store it in the job cache under that name (_utils/xenha_proof.py, docs/runner.md).
+    """
+    if not isinstance(got, dict):
+        return None, "no answer"
+    ret = got["ret"] if "ret" in got else got.get("return")
+    try:
+        outcome = xenha_proof.unseal(_accepted_key(minion), minion, nonce, fun, ret)
+    except xenha_proof.ProofError as err:
+        log.warning("xenha: ignored an answer to %s in the name of %s: %s", fun, minion, err)
+        return None, f"an answer in its name was not signed by it ({err})"
+    if outcome.get("ok") is True:
+        return True, outcome.get("value")
+    return False, f"{fun} on {minion} failed: {outcome.get('error')}"
+
+
 def _call(minions, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kwargs):
     """
     Call ``fun`` on each of ``minions``: ``{minion: (ok, value or error text)}``. A minion
@@ -251,32 +287,32 @@ class _Watch:
 
     def __init__(self, minion, fun, arg, kwarg, timeout):
         self.minion, self.fun, self.timeout = minion, fun, timeout
+        self.nonce, self.arg = _sealed(fun, arg, kwarg)
         self.jid = salt.utils.jid.gen_jid(__opts__)
         self.answer = None
         self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=self._run, args=(arg, kwarg), name=f"xenha-watch-{minion}", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, name=f"xenha-watch-{minion}", daemon=True)
         self.thread.start()
 
-    def _run(self, arg, kwarg):
+    def _run(self):
         # a client of its own: an abandoned iteration must not leave a shared one half-read
         client = salt.client.get_local_client(__opts__["conf_file"])
         returns = None
         try:
             returns = client.cmd_iter_no_block(
                 [self.minion],
-                self.fun,
-                arg=list(arg),
-                kwarg=kwarg,
+                PROVE,
+                arg=self.arg,
                 tgt_type="list",
                 timeout=self.timeout,
                 jid=self.jid,
             )
             for ret in returns:
                 if ret and self.minion in ret:
-                    self.answer = _answer(self.minion, self.fun, ret[self.minion], self.timeout)
-                    return
+                    ok, value = _proven(self.minion, self.fun, self.nonce, ret[self.minion])
+                    if ok is not None:  # a forged answer is no answer: Salt may end the
+                        self.answer = (ok, value)  # iteration on it, then result() asks again
+                        return
                 if self.stop.is_set():
                     return
                 # Salt's non-blocking iterator does not wait by itself; the answer is the end of
@@ -338,29 +374,33 @@ def _client_for_call():
 def _gather(client, hosts, needed, *, kwarg, wait, marks):
     """Publish the report call once and collect answers until ``needed`` all came, or ``wait``."""
     started = time.monotonic()
-    pub = client.run_job(
-        hosts, "xenha_preflight.report", kwarg=kwarg, tgt_type="list", timeout=wait, listen=True
-    )
+    fun = "xenha_preflight.report"
+    nonce, arg = _sealed(fun, kwarg=kwarg)
+    pub = client.run_job(hosts, PROVE, arg=arg, tgt_type="list", timeout=wait, listen=True)
     if not pub or "jid" not in pub:
         return {h: (False, "the master could not publish the report call", None) for h in hosts}
     prefix = f"salt/job/{pub['jid']}/ret/"
-    got = {}
+    got, ignored = {}, {}
     while not needed <= set(got) and (left := started + wait - time.monotonic()) > 0:
         # wait must stay above 0: get_event(wait=0) blocks for ever
         event = client.event.get_event(wait=max(min(left, 0.5), 0.01), tag=prefix, full=True)
         minion = (event or {}).get("tag", "")[len(prefix) :]
         if minion in hosts and minion not in got:
-            data = {"ret": event["data"].get("return"), **event["data"]}
-            answer = _answer(minion, "xenha_preflight.report", data, wait)
-            got[minion] = (*answer, round(time.monotonic() - started, 2))
+            ok, value = _proven(minion, fun, nonce, event["data"])
+            if ok is None:
+                ignored[minion] = value
+                continue
+            got[minion] = (ok, value, round(time.monotonic() - started, 2))
     for host in hosts:
         if host not in got:
             mark = (marks.get(host) or {}).get("state")
             why = (
                 f"not waited for: marked {mark} by the failover"
                 if mark in MARKED_DOWN
-                else (f"no answer within {wait} s")
+                else f"no answer within {wait} s"
             )
+            if host in ignored:
+                why += f"; ignored: {ignored[host]}"
             got[host] = (False, why, None)
     return got
 
@@ -1267,21 +1307,26 @@ START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
 
 def _answers_ping(minion, timeout):
     """
-    Whether ``minion`` returns test.ping within ``timeout`` seconds. Waits for the return event
-    itself: LocalClient.cmd would add a find_job round (gather_job_timeout) to every ping of a
-    dead minion, and it counts its timeout from a whole second.
+    Whether ``minion`` returns test.ping, signed by its own key, within ``timeout`` seconds.
+    Waits for the return event itself: LocalClient.cmd would add a find_job round
+    (gather_job_timeout) to every ping of a dead minion, and it counts its timeout from a whole
+    second.
     """
     client = salt.client.get_local_client(__opts__["conf_file"])
     deadline = time.monotonic() + timeout
+    nonce, arg = _sealed("test.ping")
     try:
-        pub = client.run_job([minion], "test.ping", tgt_type="list", timeout=timeout, listen=True)
+        pub = client.run_job(
+            [minion], PROVE, arg=arg, tgt_type="list", timeout=timeout, listen=True
+        )
         if not pub or "jid" not in pub:
             return False
         tag = f"salt/job/{pub['jid']}/ret/{minion}"
         while (left := deadline - time.monotonic()) > 0:
             # wait must stay above 0: get_event(wait=0) blocks for ever
             got = client.event.get_event(wait=max(left, 0.01), tag=tag, full=True)
-            if got and (got.get("data") or {}).get("return") is True:
+            # an answer in its name is not its answer unless it signed it (_proven)
+            if got and _proven(minion, "test.ping", nonce, got.get("data")) == (True, True):
                 return True
         return False
     finally:
