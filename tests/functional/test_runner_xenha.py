@@ -19,9 +19,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import salt.channel.client
 import salt.config
 import salt.loader
+import salt.utils.event
 import salt.utils.schedule
+import xenha_proof
 import yaml
 from pytestshellutils.exceptions import FactoryTimeout
 
@@ -94,6 +97,7 @@ def minions(salt_master, standins):
     CONFIGS.mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, LEASES.parent, ignore_errors=True)
+        started = {}
         for host in HOSTS:
             env = cluster.env(host)
             if host not in VMHOSTS:  # the storage host has no Xen toolstack
@@ -101,8 +105,8 @@ def minions(salt_master, standins):
             env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
             minion = salt_master.salt_minion_daemon(host, overrides=overrides)
             minion.environ = {**minion.environ, **env}  # environ= clashes with the factory's
-            stack.enter_context(minion.started())
-        yield
+            started[host] = stack.enter_context(minion.started())
+        yield started
 
 
 @pytest.fixture
@@ -571,3 +575,136 @@ def test_cold_move_only_when_asked(salt_master, xen):
     }
     for name in ("db01", "web01", "web02"):
         assert json.loads((LEASES / f"domu-{name}.lease").read_text())["owner"] == "ServVirt2"
+
+
+# --- forged answers: a compromised cluster member speaks in a stopped host's name -------------
+
+
+class Forger:
+    """
+    What root on ``minion`` can send the master with that minion's own key (what
+    ``salt-call event.send TAG preload=...`` sends): for every call the runner publishes to
+    ``victim``, the moment it is published, an answer in the victim's name of each kind Salt
+    lets through: an event tagged as the victim's return, and a return that Salt 3008's
+    ``_return`` files under the victim (``resource_id``), job cache included. The forged value
+    is ``forge(fun)``, also sealed with the forger's own key and the call's real nonce (it sees
+    the publication). ``forged`` lists the jids answered.
+    """
+
+    def __init__(self, salt_master, minion, victim, forge):
+        self.victim, self.forge, self.forged = victim, forge, []
+        self.opts = salt.config.minion_config(minion.config_file)
+        self.opts["master_uri"] = f"tcp://127.0.0.1:{self.opts['master_port']}"
+        self.master_opts = salt_master.config
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.ready.wait(60), "the forger did not start"
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)
+
+    def _run(self):
+        key = (Path(self.opts["pki_dir"]) / "minion.pem").read_bytes()
+        sock_dir = self.master_opts["sock_dir"]
+        with (
+            salt.utils.event.get_master_event(self.master_opts, sock_dir, listen=True) as bus,
+            salt.channel.client.ReqChannel.factory(self.opts) as channel,
+        ):
+            channel.send({"cmd": "_minion_event", "id": self.opts["id"], "tag": "forger/up",
+                          "data": {}})  # fmt: skip
+            self.ready.set()
+            while not self.stop.is_set():
+                event = bus.get_event(wait=0.2, tag="salt/job/", full=True) or {}
+                data = event.get("data") or {}
+                if event.get("tag", "").endswith("/new") and self.victim in data.get("minions", []):
+                    self._answer(channel, key, data)
+
+    def _answer(self, channel, key, new):
+        jid, (nonce, fun, *_) = new["jid"], new["arg"]
+        value = self.forge(fun)
+        sealed = xenha_proof.seal(key, self.victim, nonce, fun, {"ok": True, "value": value})
+        for ret in (value, sealed):
+            answer = {"return": ret, "retcode": 0, "success": True, "jid": jid,
+                      "fun": new["fun"], "id": self.opts["id"]}  # fmt: skip
+            tag = f"salt/job/{jid}/ret/{self.victim}"
+            channel.send({**answer, "cmd": "_minion_event", "tag": tag, "data": answer})
+            channel.send({**answer, "cmd": "_return", "resource_id": self.victim})
+        self.forged.append(jid)
+
+
+@contextlib.contextmanager
+def frozen(minion):
+    """``minion``'s processes stopped (SIGSTOP): it hears nothing and answers nothing."""
+    procs = [psutil.Process(minion.pid)]
+    procs += procs[0].children(recursive=True)
+    for proc in procs:
+        proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGCONT)
+
+
+def _fake_report(fun):
+    if fun == "test.ping":
+        return True
+    return {"info": {"free_memory_mib": 65536, "total_memory_mib": 65536}, "domains": {}}
+
+
+def _failover_steps(salt_master, claim, until):
+    """Run a failover of ServVirt2 until its audit trail has a step in ``until``; its steps."""
+    audit = store_dir(salt_master) / "audit.log"
+    argv = salt_master.salt_run_cli().cmdline(
+        "xenha.failover", "ServVirt2", "reporter=ServVirt1", "event=" + claim
+    )
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            lines = audit.read_text().splitlines() if audit.exists() else []
+            steps = [line.split(" ", 3)[2:] for line in lines if " ServVirt2 " in line]
+            if any(step[0] in until for step in steps):
+                return steps
+            time.sleep(0.2)
+        pytest.fail(f"the failover did not get past its claim: {lines}")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # what comes after the ping is not this test's
+        proc.wait(30)
+
+
+def test_forged_reports_and_pings_for_a_stopped_host_are_ignored(salt_master, xen, minions):
+    cli = salt_master.salt_run_cli(timeout=240)
+    claim = json.dumps({"id": "ServVirt1", "peer": "ServVirt2"})
+    # a loss claim about a host that is up changes nothing: its signed ping answer is believed
+    alive = cli.run("xenha.failover", "ServVirt2", "reporter=ServVirt1", "event=" + claim).data
+    assert alive["state"] == "ignored", alive
+    assert "the master still reaches the host's minion" in json.dumps(alive), alive
+    (store_dir(salt_master) / "audit.log").unlink()
+    with Forger(salt_master, minions["ServDB"], "ServVirt2", _fake_report) as forger:
+        with frozen(minions["ServVirt2"]):
+            status = cli.run("xenha.status", "leases=False").data
+            steps = _failover_steps(salt_master, claim, ("ignored", "corroborated"))
+        forged = list(forger.forged)
+    hosts = {h["host"]: h for h in status["hosts"]}
+    assert hosts["ServVirt1"]["state"] == "up"
+    # the stopped host did not answer: each forgery was seen and named, none believed
+    assert hosts["ServVirt2"]["state"] != "up", hosts["ServVirt2"]
+    assert "ignored: an answer in its name was not signed by it" in json.dumps(status)
+    # the master's ping of the claimed host: a forged 'alive' does not end the failover
+    assert "corroborated" in [step[0] for step in steps], steps
+    assert "still reaches the host's minion" not in json.dumps(steps), steps
+    # the forgeries were real: the report's jid and the ping's, and Salt filed the forged report
+    # under the stopped host in its job cache
+    assert len(forged) >= 2, forged
+    cached = json.dumps(cli.run("jobs.lookup_jid", forged[0]).data)
+    assert "ServVirt2" in cached and "65536" in cached, cached
