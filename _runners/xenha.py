@@ -1616,3 +1616,42 @@ def _report_png(found, path):
         return xenha_report.plot(found, path)
     except ImportError as err:
         raise CommandExecutionError(f"png: matplotlib is not installed: {err}") from err
+
+
+# --- metrics ---
+import xenha_metrics  # noqa: E402 - the metrics command keeps its import with it
+
+
+@_command
+def metrics(path=None):
+    """
+    The cluster as Prometheus metrics (``_utils/xenha_metrics.py``): host states, domUs per
+    host, lease and heartbeat ages, failovers by outcome, the latest failover's phases. With
+    ``path`` (``*.prom``) the text replaces that file for node_exporter's textfile collector;
+    without, it is returned. See docs/operations.md.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.metrics /var/lib/prometheus/node-exporter/xenha.prom
+    """
+    cluster = _cluster()
+    snap = _snapshot(cluster, wait=REPORT_WAIT, leases=bool(cluster.get("sanlock")))
+    live = [h for h in _vmhost_names(cluster) if snap["hosts"][h].get("answered_s") is not None]
+    heard = _call(live, "xenha_heartbeat.status", timeout=REPORT_WAIT)
+    try:
+        with open(_audit_path(), encoding="utf-8") as fh:
+            audit = fh.read().splitlines()
+    except FileNotFoundError:
+        audit = []
+    journals = xenha_failover.journals(_cachedir())
+    heartbeat = {h: value for h, (ok, value) in heard.items() if ok}
+    text = xenha_metrics.render(snap, journals, audit, heartbeat, now=time.time())
+    if path is None:
+        return {"metrics": text}
+    try:
+        xenha_metrics.write(path, text)
+    except (ValueError, OSError) as err:
+        raise SaltInvocationError(str(err)) from err
+    return {"path": path, "summary": f"{text.count(chr(10))} lines written to {path}"}
