@@ -20,7 +20,8 @@ class _Collect:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append({"rcpt": list(envelope.rcpt_tos), "message": parsed})
+        got = {"rcpt": list(envelope.rcpt_tos), "message": parsed, "time": time.time()}
+        self.messages.append(got)
         return "250 OK"
 
 
@@ -44,9 +45,8 @@ def http_receiver(status=200):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            posts.append(
-                {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
-            )
+            post = {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
+            posts.append({**post, "time": time.time()})
             self.send_response(status)
             self.end_headers()
 
