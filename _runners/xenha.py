@@ -1636,6 +1636,11 @@ def metrics(path=None):
 
         salt-run xenha.metrics /var/lib/prometheus/node-exporter/xenha.prom
     """
+    try:
+        if path is not None:  # before asking the hosts: a bad path fails at once
+            xenha_metrics.check_path(path)
+    except ValueError as err:
+        raise SaltInvocationError(str(err)) from err
     cluster = _cluster()
     snap = _snapshot(cluster, wait=REPORT_WAIT, leases=bool(cluster.get("sanlock")))
     live = [h for h in _vmhost_names(cluster) if snap["hosts"][h].get("answered_s") is not None]

@@ -188,13 +188,19 @@ def render(snapshot, journals, audit_lines, heartbeat=None, now=None):
     return "\n".join(f.text() for f in families.values() if f.samples) + "\n"
 
 
-def write(path, text):
-    """Replace ``path`` (must end in .prom, in an existing directory) atomically, mode 0644."""
+def check_path(path):
+    """``path`` as a Path if it can take the metrics (``*.prom`` in an existing directory)."""
     path = Path(path)
     if path.suffix != ".prom":
         raise ValueError(f"path {str(path)!r}: the textfile collector reads *.prom files only")
     if not path.parent.is_dir():
         raise ValueError(f"path {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def write(path, text):
+    """Replace ``path`` (see :func:`check_path`) atomically, mode 0644."""
+    path = check_path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
