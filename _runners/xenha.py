@@ -1642,7 +1642,7 @@ def metrics(path=None):
     except ValueError as err:
         raise SaltInvocationError(str(err)) from err
     cluster = _cluster()
-    snap = _snapshot(cluster, wait=REPORT_WAIT, leases=bool(cluster.get("sanlock")))
+    snap = _snapshot(cluster, wait=REPORT_WAIT, leases=bool(cluster.get("leases")))
     live = [h for h in _vmhost_names(cluster) if snap["hosts"][h].get("answered_s") is not None]
     heard = _call(live, "xenha_heartbeat.status", timeout=REPORT_WAIT)
     try:
