@@ -14,6 +14,7 @@ import time
 import pytest
 import xenha_hbproto as hb
 
+from tests.support import daemons
 from tests.support.saltconf import REPO, snippet
 
 A, B = "xenha-hb-a", "xenha-hb-b"
@@ -123,14 +124,8 @@ def count(event_listener, master, tag, after):
     return len(event_listener.get_events([(master.id, tag)], after_time=after))
 
 
-def runner_calls(work, timeout=30):
-    deadline = time.monotonic() + timeout
-    calls = work / "calls"
-    while time.monotonic() < deadline:
-        if calls.exists() and calls.read_text().strip():
-            return [json.loads(line) for line in calls.read_text().splitlines()]
-        time.sleep(0.5)
-    raise AssertionError("the reactor never called the xenha.failover runner")
+def runner_calls(work):
+    return daemons.runner_calls(work, "xenha.failover", timeout=30)
 
 
 def forge_packets(n=20):

@@ -5,12 +5,11 @@ a minion's ``xenha/shutdown/evacuate`` event evacuates that minion, whatever hos
 names.
 """
 
-import json
 import shutil
-import time
 
 import pytest
 
+from tests.support import daemons
 from tests.support.saltconf import REPO, snippet
 
 MINION = "xenha-sd-a"
@@ -55,14 +54,8 @@ def minion(master):
     shutil.rmtree(daemon.config["root_dir"], ignore_errors=True)
 
 
-def runner_calls(work, timeout=60):
-    deadline = time.monotonic() + timeout
-    calls = work / "calls"
-    while time.monotonic() < deadline:
-        if calls.exists() and calls.read_text().strip():
-            return [json.loads(line) for line in calls.read_text().splitlines()]
-        time.sleep(0.5)
-    raise AssertionError("the reactor never called the xenha.evacuate runner")
+def runner_calls(work):
+    return daemons.runner_calls(work, "xenha.evacuate", timeout=60)
 
 
 def test_a_shutdown_request_evacuates_its_sender_only(master, minion, work):
