@@ -12,6 +12,7 @@ hosts (``xenha:xen:ssh``); with ``xm`` the target's xend relocation server
 (``xenha:xen:relocation``).
 """
 
+import contextlib
 import re
 import shlex
 import time
@@ -280,9 +281,11 @@ def start(config, paused=False, timeout=COMMAND_TIMEOUT):
     paused) and return its row once it is listed. Refuses when a domain of that name, or a
     migration copy of it, is already on this host.
 
-    This is the only way xenha starts a domU (the ``xenha_domu.running`` state calls it): the
-    storage-lease check that keeps a domU from running on two hosts belongs here, before the
-    toolstack runs.
+    This is the only way xenha starts a domU (the ``xenha_domu.running`` state, the evacuation
+    and ``xenha_sanlock.start_domu`` call it). On a cluster member of a lease-managed cluster
+    (pillar ``xenha:sanlock`` set, this minion in ``xenha:hosts``) it first takes the domU's
+    sanlock lease (``xenha_sanlock.acquire``): a domU whose lease a live host holds is refused,
+    never started twice. A lease taken here is released again when the start fails.
 
     CLI Example:
 
@@ -298,14 +301,42 @@ def start(config, paused=False, timeout=COMMAND_TIMEOUT):
         raise CommandExecutionError(
             f"domU {name} is already on this host as {_describe(existing)}: not starting it again"
         )
-    argv = [tool, "create", *(["-p"] if paused else []), config]
-    ret = _run(argv, timeout)
-    row = domain(name)
-    if row is None:
-        raise CommandExecutionError(
-            f"{_show(argv)} exited 0 but {name} is not listed afterwards: {ret.get('stderr', '')}"
-        )
+    taken = _take_lease(name)
+    try:
+        argv = [tool, "create", *(["-p"] if paused else []), config]
+        ret = _run(argv, timeout)
+        row = domain(name)
+        if row is None:
+            raise CommandExecutionError(
+                f"{_show(argv)} exited 0 but {name} is not listed afterwards: "
+                f"{ret.get('stderr', '')}"
+            )
+    except CommandExecutionError:
+        if taken:
+            _drop_lease(name)
+        raise
     return row
+
+
+def _take_lease(name):
+    """Take domU ``name``'s sanlock lease when this host is lease-managed; True when this call
+    took it (False: not lease-managed, or already held here)."""
+    xenha = __pillar__.get("xenha") or {}
+    if not xenha.get("sanlock") or __opts__.get("id") not in (xenha.get("hosts") or {}):
+        return False
+    if "xenha_sanlock.acquire" not in __salt__:
+        raise CommandExecutionError(
+            f"domU {name} not started: xenha:sanlock is set but the xenha_sanlock module is not "
+            "loaded here (is sanlock installed?)"
+        )
+    return __salt__["xenha_sanlock.acquire"](name)["changed"]
+
+
+def _drop_lease(name):
+    # the start failed; a lease that cannot be released now is let go by its keeper anyway once
+    # the domU has not appeared within its start grace
+    with contextlib.suppress(CommandExecutionError):
+        __salt__["xenha_sanlock.release"](name)
 
 
 def _running_row(name):

@@ -91,6 +91,7 @@ def configure_loader_modules(xen, conf, on_path):
                 "config.get": lambda key, default=None: conf if key == "xenha:xen" else default,
             },
             "__opts__": {"id": "ServVirt1"},
+            "__pillar__": {},
             "__grains__": {"host": "ServVirt1", "fqdn": "ServVirt1.example"},
         }
     }
@@ -655,3 +656,57 @@ def test_dom0_and_domids_are_not_domu_names(xen, function, name):
     with pytest.raises(CommandExecutionError, match="not a domU name"):
         getattr(xenha_xen, function)(*args)
     assert xen.calls == []
+
+
+@pytest.fixture
+def leased(monkeypatch, xen):
+    """A lease-managed cluster member: the sanlock lease calls are recorded in ``events``,
+    each with the toolstack verbs run before it, so the order is checked."""
+    events = []
+
+    def acquire(name):
+        events.append(("acquire", name, xen.verbs()))
+        if name == "busy":
+            raise CommandExecutionError("acquire busy: sanlock refused the lease: -243")
+        return {"domu": name, "changed": True}
+
+    salt = dict(xenha_xen.__salt__)
+    salt["xenha_sanlock.acquire"] = acquire
+    salt["xenha_sanlock.release"] = lambda name: events.append(("release", name))
+    pillar = {"xenha": {"sanlock": {"lease_path": "/dev/xenha-leases"}, "hosts": {"ServVirt1": {}}}}
+    monkeypatch.setattr(xenha_xen, "__salt__", salt)
+    monkeypatch.setattr(xenha_xen, "__pillar__", pillar)
+    return events
+
+
+def test_start_takes_the_lease_before_the_toolstack_runs(xen, web01_cfg, leased):
+    xen.on("xl", "list", answers=[ok(listing()), ok(listing(("web01", 5, "-b----")))])
+    xen.on("xl", "create", answers=ok())
+    assert xenha_xen.start(web01_cfg)["domid"] == 5
+    assert leased == [("acquire", "web01", ["list"])]
+    assert xen.verbs() == ["list", "create", "list"]
+
+
+def test_start_refused_lease_never_runs_the_toolstack(xen, tmp_path, leased):
+    cfg = tmp_path / "busy.cfg"
+    cfg.write_text('name = "busy"\n')
+    xen.on("xl", "list", answers=ok(listing()))
+    with pytest.raises(CommandExecutionError, match="-243"):
+        xenha_xen.start(str(cfg))
+    assert "create" not in xen.verbs()
+
+
+def test_start_failure_releases_the_lease_it_took(xen, web01_cfg, leased):
+    xen.on("xl", "list", answers=ok(listing()))
+    xen.on("xl", "create", answers=failed("failed to free memory for the domain\n"))
+    with pytest.raises(CommandExecutionError, match="failed to free memory"):
+        xenha_xen.start(web01_cfg)
+    assert leased == [("acquire", "web01", ["list"]), ("release", "web01")]
+
+
+def test_start_on_a_lease_managed_host_without_the_module_refuses(xen, web01_cfg, leased):
+    del xenha_xen.__salt__["xenha_sanlock.acquire"]
+    xen.on("xl", "list", answers=ok(listing()))
+    with pytest.raises(CommandExecutionError, match="xenha_sanlock module is not loaded"):
+        xenha_xen.start(web01_cfg)
+    assert "create" not in xen.verbs()
