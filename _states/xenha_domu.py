@@ -80,20 +80,21 @@ def _keep_running(ret, name, row):
 
 def _lease_refusal(name):
     """
-    Why this host may not start domU ``name`` now, or None. Cluster members (minions listed in
-    ``xenha:hosts``) must hold the domU's storage lease first, so a domU still running on a live
-    or unfenced peer is never started here too; with test=True the lease is only looked at.
+    With test=True on a member of a lease-managed cluster (``xenha:sanlock`` set, this minion
+    in ``xenha:hosts``): why the start would be refused (another host holds the domU's sanlock
+    lease), or None. A real start needs no look first: ``xenha_xen.start`` takes the lease
+    before the toolstack runs and refuses when a live host holds it.
     """
-    if __opts__["id"] not in ((__pillar__.get("xenha") or {}).get("hosts") or {}):
+    xenha = __pillar__.get("xenha") or {}
+    me = __opts__["id"]
+    if not __opts__["test"] or not xenha.get("sanlock") or me not in (xenha.get("hosts") or {}):
         return None
     try:
-        if __opts__["test"]:
-            verdict = __salt__["xenha_lease.check_start"](name)
-            return None if verdict["ok"] else f"lease: {verdict['reason']}"
-        __salt__["xenha_lease.acquire_domu"](name)
-    except CommandExecutionError as err:
-        return str(err)
-    return None
+        held = __salt__["xenha_sanlock.holders"]().get(name)
+    except (CommandExecutionError, KeyError) as err:
+        return f"its sanlock lease cannot be read: {err}"
+    others = [h for h in (held or {}).get("hosts", []) if h != me]
+    return f"its sanlock lease is held ({held['mode']}) by {', '.join(others)}" if others else None
 
 
 def _start(ret, name, config):
@@ -133,8 +134,8 @@ def running(name, config):
     its xl/xm config file, whose ``name`` must be ``name``) when it is not here. A paused domU
     is unpaused; one that is shut down, crashed or dying is reported, not restarted.
 
-    On a cluster member the domU's storage lease is taken first (``xenha_lease.acquire_domu``):
-    a domU whose lease a live, unfenced peer still renews is refused, never started twice.
+    On a member of a lease-managed cluster the domU's sanlock lease is taken first (by
+    ``xenha_xen.start``): a domU whose lease a live host holds is refused, never started twice.
     """
     ret = _ret(name)
     row = _current(ret, name)

@@ -47,6 +47,8 @@ class FakeXen:
 
         def start(path):
             self._act("start", path)
+            if self.lease_refusal:  # as xenha_xen.start's own acquire answers
+                raise CommandExecutionError(f"acquire web01: {self.lease_refusal}")
             return row(domid=7)
 
         def unpause(name):
@@ -64,19 +66,12 @@ class FakeXen:
                 "reason": "slow",
             }
 
-        def check_start(name):
-            self.calls.append(("check_start", (name,), {}))
-            return {"ok": self.lease_refusal is None, "reason": self.lease_refusal or "free"}
-
-        def acquire_domu(name):
-            self.calls.append(("acquire_domu", (name,), {}))
-            if self.lease_refusal:
-                raise CommandExecutionError(f"domU {name}: lease not taken: {self.lease_refusal}")
-            return {"acquired": True}
+        def holders():
+            self.calls.append(("holders", (), {}))
+            return {"web01": {"mode": "ex", "hosts": ["ServVirt1"]}} if self.lease_refusal else {}
 
         return {
-            "xenha_lease.check_start": check_start,
-            "xenha_lease.acquire_domu": acquire_domu,
+            "xenha_sanlock.holders": holders,
             "xenha_xen.domain": domain,
             "xenha_xen.read_config": read_config,
             "xenha_xen.start": start,
@@ -105,15 +100,20 @@ def configure_loader_modules(xen, opts, pillar):
     return {xenha_domu: {"__salt__": xen.salt(), "__opts__": opts, "__pillar__": pillar}}
 
 
-MEMBER = {"xenha": {"hosts": {"ServVirt2": {"role": "vmhost"}}}}
-LIVE_PEER = "held by ServVirt1, whose counter is advancing"
+MEMBER = {
+    "xenha": {
+        "sanlock": {"lease_path": "/dev/xenha-leases"},
+        "hosts": {"ServVirt2": {"role": "vmhost"}},
+    }
+}
+LIVE_PEER = "sanlock refused the lease: -243; held by host_id 1 (ServVirt1)"
 
 
-def test_member_takes_the_lease_before_starting(xen, pillar):
+def test_member_start_goes_straight_to_the_leased_start(xen, pillar):
     pillar.update(MEMBER)
     ret = xenha_domu.running("web01", CFG)
     assert ret["result"] is True
-    assert [c[0] for c in xen.calls] == ["acquire_domu", "start"]
+    assert [c[0] for c in xen.calls] == ["start"]
 
 
 def test_member_refused_by_a_live_lease_starts_nothing(xen, pillar):
@@ -123,7 +123,6 @@ def test_member_refused_by_a_live_lease_starts_nothing(xen, pillar):
     assert ret["result"] is False
     assert ret["changes"] == {}
     assert LIVE_PEER in ret["comment"]
-    assert [c[0] for c in xen.calls] == ["acquire_domu"]
 
 
 def test_member_test_mode_only_looks_at_the_lease(xen, opts, pillar):
@@ -132,8 +131,16 @@ def test_member_test_mode_only_looks_at_the_lease(xen, opts, pillar):
     xen.lease_refusal = LIVE_PEER
     ret = xenha_domu.running("web01", CFG)
     assert ret["result"] is False
-    assert LIVE_PEER in ret["comment"]
-    assert [c[0] for c in xen.calls] == ["check_start"]
+    assert "held (ex) by ServVirt1" in ret["comment"]
+    assert [c[0] for c in xen.calls] == ["holders"]
+
+
+def test_test_mode_outside_a_lease_managed_cluster_reads_no_lease(xen, opts, pillar):
+    pillar.update({"xenha": {"hosts": {"ServVirt2": {"role": "vmhost"}}}})
+    opts["test"] = True
+    ret = xenha_domu.running("web01", CFG)
+    assert ret["result"] is None
+    assert xen.calls == []
 
 
 def test_virtual_needs_the_module(xen):
