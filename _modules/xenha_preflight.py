@@ -271,9 +271,10 @@ def _settled_here(row):
 def arrived(name, handover_from=None, wait=0):
     """
     After a live migration, on the target: whether domU ``name`` runs here under its own name
-    (not as a migration's transient copy), and if so, with ``handover_from`` (the source), take
-    its storage lease over from the source (``xenha_lease.acquire_domu``). One call, so the
-    runner confirms a move and hands the lease over in a single round trip. Answers
+    (not as a migration's transient copy), and if so, with ``handover_from`` (the source), end
+    the lease hand-over: the shared sanlock lease this host took before the migration becomes
+    exclusive once the source let go (``xenha_sanlock.exclusive``). One call, so the runner
+    confirms a move and hands the lease over in a single round trip. Answers
     ``{"here": bool, "row": list_domains row or None, "lease": "taken" / "not configured" /
     problem sentence, "arrival": bool, "waited": seconds, "looks": listings made}``.
 
@@ -316,13 +317,14 @@ def arrived(name, handover_from=None, wait=0):
     arrival = wait > 0 and away and settled
     here = settled if wait > 0 else bool(row) and not row.get("transient")
     lease = "not configured"
-    if here and handover_from and (wait <= 0 or arrival) and _pillar("xenha:leases"):
+    leased = bool(_pillar("xenha:sanlock"))
+    if here and handover_from and (wait <= 0 or arrival) and leased:
         try:
-            __salt__["xenha_lease.acquire_domu"](name, handover_from=handover_from)
+            __salt__["xenha_sanlock.exclusive"](name)
             lease = "taken"
-        except CommandExecutionError as err:
+        except (CommandExecutionError, KeyError) as err:
             lease = f"lease handover failed: {err}"
-    elif here and handover_from and _pillar("xenha:leases"):
+    elif here and handover_from and leased:
         lease = "not taken: it ran here before the migration could have brought it"
     waited = round(time.monotonic() - started, 3)
     return {

@@ -865,6 +865,9 @@ class _Mover:
         hostname = self.cluster["hosts"][target].get("hostname", target)
         started = time.time()
         self.record(name, **{"from": source, "to": target, "outcome": "migrating", "reason": ""})
+        problem = self.bridge(name, source, target)
+        if problem:
+            return self.record(name, outcome="stayed", reason=problem)
         # the target watches for the domU's arrival while the source migrates it, and takes
         # its lease over as soon as it runs there: no round trip after the migration
         watch = _Watch(
@@ -902,6 +905,7 @@ class _Mover:
             outcome, reason = "migrated", "" if ok else f"confirmed on {target} after: {value}"
             reason = "; ".join(r for r in (reason, lease) if r)
         elif where == source:
+            lease = "; ".join(r for r in (lease, self.unbridge(name, source, target)) if r)
             outcome, reason = "stayed", "; ".join(r for r in (_classify(value), lease) if r)
             if self.cold:
                 return self.cold_move(name, source, target, reason, started)
@@ -938,20 +942,53 @@ class _Mover:
         return self.record(name, outcome=outcome, reason=reason)
 
     def start_on(self, name, config, host, previous):
-        """Take the lease from ``previous`` and start ``name`` on ``host``; None or the problem."""
-        if self.cluster.get("leases"):
-            ok, value = _call_one(
-                host, "xenha_lease.acquire_domu", [name], {"handover_from": previous}
-            )
+        """Start ``name`` on ``host`` (``xenha_xen.start`` takes its lease) once ``previous``,
+        where it was shut down, let its lease go; None or the problem."""
+        if self.leased():
+            # its keeper lets go by itself once it sees the domU gone; this makes it now
+            ok, value = _call_one(previous, "xenha_sanlock.release", [name])
             if not ok:
-                return f"lease not taken on {host}: {value}"
+                return f"lease not released on {previous}: {value}"
         ok, value = _call_one(host, "xenha_xen.start", [config])
         if not ok:
             return f"start on {host} failed: {value}"
         return None
 
+    def leased(self):
+        return bool(self.cluster.get("sanlock"))
+
     def handover(self, source):
-        return source if self.cluster.get("leases") else None
+        return source if self.leased() else None
+
+    def bridge(self, name, source, target):
+        """
+        Before a live migration on a lease-managed cluster: the source shares its lease and
+        the target takes it shared, so that from now until the target's ``exclusive`` (at the
+        arrival) no third host can take it. None, or why the domU must stay.
+        """
+        if not self.leased():
+            return None
+        ok, value = _call_one(source, "xenha_sanlock.share", [name])
+        if not ok:
+            return f"lease not shared on {source}: {value}"
+        ok, value = _call_one(target, "xenha_sanlock.acquire", [name], {"shared": True})
+        if not ok:
+            back = self.unbridge(name, source, target)
+            return "; ".join(r for r in (f"lease not taken shared on {target}: {value}", back) if r)
+        return None
+
+    def unbridge(self, name, source, target):
+        """The domU stayed on the source: the target lets its share go and the source takes
+        the lease back exclusive. "" or the problem (the lease then stays shared: safe, no
+        third host can take it)."""
+        if not self.leased():
+            return ""
+        problems = []
+        for host, fun in ((target, "xenha_sanlock.release"), (source, "xenha_sanlock.unshare")):
+            ok, value = _call_one(host, fun, [name])
+            if not ok:
+                problems.append(f"{fun} on {host}: {value}")
+        return "; ".join(problems)
 
     @staticmethod
     def lease_problem(answer):
@@ -1005,7 +1042,9 @@ def _resolve_in_flight(mover, journal):
             reason = "; ".join(r for r in ("completed while the runner was away", lease) if r)
             mover.record(name, outcome="migrated", reason=reason)
         elif where == source:
-            mover.record(name, outcome="pending", reason="interrupted; will retry")
+            problem = mover.unbridge(name, source, target)
+            reason = "; ".join(r for r in ("interrupted; will retry", problem) if r)
+            mover.record(name, outcome="pending", reason=reason)
         else:
             mover.record(name, outcome="UNCERTAIN", reason="interrupted; not found on either host")
 

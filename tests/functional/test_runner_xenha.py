@@ -265,10 +265,7 @@ def test_evacuate_moves_what_fits_and_explains_what_stays(salt_master, xen):
         assert line["target_looks"] >= 1, line
     assert "timeline" not in journal["domus"]["big01"]
 
-    # the migrated domUs' leases were handed over to the target
-    for name in ("db01", "web01", "web02"):
-        lease = json.loads((LEASES / f"domu-{name}.lease").read_text())
-        assert lease["owner"] == "ServVirt2"
+    # (the sanlock lease hand-over is tested on real daemons: tests/hosts, tests/lab)
     assert all(rows[d]["reason"] == "" for d in ("db01", "web01", "web02"))
 
     status = run(salt_master, "xenha.status")
