@@ -16,12 +16,17 @@ the audit trail are files on the master under ``<cachedir>/xenha/`` (``xenha_sto
   journal. A domU is marked ``starting`` before its start is attempted; on resume it is looked
   for on the survivors before it is started again, and the target's lease check refuses a
   second copy anyway.
-- Nothing restarts unless the host is fenced: BMC power-off confirmed, its storage lease
-  provably expired, or an operator acknowledged a manual fence.
+- Nothing restarts unless the host is fenced: its BMC confirmed the power-off and a survivor
+  saw its sanlock delta lease stopped (the target proves that again before it frees a lease), a
+  survivor's sanlock calls it ``dead``, or an operator acknowledged a manual fence. The
+  target's sanlock refuses a lease that a live host holds, whatever the runner believes.
+- Evidence is what the runner reads itself: every survivor is asked (none first and believed),
+  one that sees the lease advance outweighs any that do not, and no readable lease is no
+  evidence (never "down"). A lease held shared by the dead host and another (a live migration)
+  is never started while the other holder is live.
 """
 
 import contextlib
-import datetime
 import fcntl
 import json
 import time
@@ -40,13 +45,18 @@ DONE = "done"
 BLOCKED = "blocked"
 IGNORED = "ignored"
 ACTIVE = (RECEIVED, VERIFIED, CORROBORATED, FENCED, RESTARTING, BLOCKED)
-PREFETCH_FOR = 30.0  # s a restart plan's inputs read while corroborating stay good for
+PENDING = ("pending", "starting", "failed")  # domU entries not started (yet)
+PREFETCH_FOR = 60.0  # s the plan inputs read while corroborating stay good (lease watches: 3T + 2)
 HISTORY_KEPT = 200  # state changes kept in a journal (the audit trail keeps them all)
 
+LEASE_STATES = ("advancing", "stopped", "dead", "free")  # xenha_sanlock.observe verdicts
+TRANSIENT_SUFFIXES = ("--incoming", "--migratedaway")  # a live migration's copies: not running
+
 DEFAULTS = {
-    "corroborate_window": 2.0,  # s the suspect's lease must be seen unchanged (2 renewals)
-    "expiry": 10.0,  # xenha:leases:expiry
-    "expiry_margin": 1.0,  # extra s of watching before a lease counts as expired
+    "io_timeout": 10,  # xenha:sanlock:io_timeout (delta leases renew every 2 x io_timeout)
+    "watchdog_fire": 60,  # sanlock 3.8.5's fixed watchdog_fire_timeout
+    "corroborate_window": None,  # s a lease is watched; default one renewal: 2 x io_timeout + 1
+    "expiry_margin": 1.0,  # lease-only path: s waited for "dead" beyond 8 x io_timeout + fire
     "retry_base": 5.0,  # blocked: first back-off (s), doubled each attempt ...
     "retry_max": 300.0,  # ... up to this
     "retry_for": 600.0,  # one runner call keeps retrying this long, then leaves it to resume
@@ -74,7 +84,11 @@ class Adapter:
         raise NotImplementedError
 
     def observe(self, observer, host, duration):
-        """Lease verdict of ``host`` seen from minion ``observer`` (xenha_lease.observe)."""
+        """
+        ``host``'s sanlock delta lease watched from minion ``observer`` for ``duration`` s (None:
+        the module's default, one io_timeout + 1): ``{"state": advancing|stopped|dead|free,
+        ...}`` (xenha_sanlock.observe). Raises when the lease cannot be read.
+        """
         raise NotImplementedError
 
     def fence_ipmi(self, host, bmc):
@@ -82,7 +96,10 @@ class Adapter:
         raise NotImplementedError
 
     def leased_domus(self, observer, host):
-        """Names of the domUs whose leases ``host`` holds, read on ``observer``."""
+        """
+        The domU leases ``host`` holds, read from the lease area on ``observer``
+        (xenha_sanlock.holders): ``{domU: {"mode": "ex"|"sh", "hosts": [holders]}}``.
+        """
         raise NotImplementedError
 
     def snapshot(self, hosts):
@@ -94,7 +111,11 @@ class Adapter:
         raise NotImplementedError
 
     def start_domu(self, host, name, spec, fenced):
-        """Take the domU's lease on ``host`` (owner ``fenced`` may be overridden) and start it."""
+        """
+        Take the domU's lease on ``host`` and start it (xenha_sanlock.start_domu). With
+        ``fenced``: a lease that host holds is freed once ``host`` proved its delta lease of
+        ``fenced`` stopped; refused while ``fenced`` renews or another live host holds it.
+        """
         raise NotImplementedError
 
     def fire(self, tag, data):
@@ -125,6 +146,10 @@ def verify_claim(vmhosts, host, reporter, event):
     Check a loss claim: ``(ok, reason)``. The reporter must be a cluster VM host, the event's
     own ids (``id``, ``reporter``, ``peer``) must match the reporter and the host, and the host
     must be another VM host. ``reporter=None`` and ``event=None`` is an operator's salt-run.
+
+    Every field checked here is one the event's sender chose (a minion picks its event's tag
+    and data), so an accepted claim is a hint that starts the checks, never evidence: nothing
+    later reads the reporter, the event or its times to decide (see ``lease_evidence``).
     """
     if reporter is None and event is None:
         refusals = [(host not in vmhosts, f"{host!r} is not a cluster VM host")]
@@ -143,22 +168,69 @@ def verify_claim(vmhosts, host, reporter, event):
             (host not in vmhosts, f"{host!r} is not a cluster VM host"),
             (host == reporter, f"{reporter!r} reports itself lost"),
         ]
-        accepted = f"loss of {host} reported by {reporter}"
+        accepted = f"loss of {host} claimed by {reporter} (a hint: corroboration decides)"
     for refused, reason in refusals:
         if refused:
             return False, reason
     return True, accepted
 
 
-def claim_time(event, default):
-    """When the reporter fired ``event`` (its ``_stamp``, UTC if no zone given), or ``default``."""
-    try:
-        fired = datetime.datetime.fromisoformat(event["_stamp"])
-    except (KeyError, TypeError, ValueError):
-        return default
-    if fired.tzinfo is None:
-        fired = fired.replace(tzinfo=datetime.timezone.utc)
-    return fired.timestamp()
+def lease_evidence(answers):
+    """
+    Sort the survivors' answers about one host's sanlock delta lease: ``{"advancing",
+    "stopped", "dead", "free": [observers], "unreadable": {observer: why}}``. An answer that is
+    not a verdict (a failed call, a malformed reply) is unreadable: never a sign of death.
+    """
+    found = {state: [] for state in LEASE_STATES}
+    found["unreadable"] = {}
+    for observer, verdict in answers.items():
+        state = verdict.get("state") if isinstance(verdict, dict) else None
+        if isinstance(verdict, Failure) or state not in LEASE_STATES:
+            why = verdict if isinstance(verdict, Failure) else f"not a lease verdict: {verdict!r}"
+            found["unreadable"][observer] = str(why)[:300]
+        else:
+            found[state].append(observer)
+    return found
+
+
+def readable(evidence):
+    """True if at least one survivor read the lease."""
+    return any(evidence[state] for state in LEASE_STATES)
+
+
+def evidence_text(host, evidence):
+    """One line for humans: who saw what of ``host``'s lease."""
+    parts = [
+        f"{state} for {', '.join(evidence[state])}" for state in LEASE_STATES if evidence[state]
+    ]
+    parts += [f"unreadable on {o} ({why})" for o, why in sorted(evidence["unreadable"].items())]
+    return f"{host}'s sanlock lease: " + ("; ".join(parts) or "no survivor to read it")
+
+
+def holdings(got, host):
+    """
+    The leases ``host`` holds from a ``holders`` answer: ``{domU: {"mode", "hosts"}}``, or
+    None if ``got`` is not such an answer. A plain list (names only) reads as exclusive.
+    """
+    if isinstance(got, (list, tuple)) and all(isinstance(n, str) for n in got):
+        return {name: {"mode": "ex", "hosts": [host]} for name in got}
+    if not isinstance(got, dict):
+        return None
+    held = {}
+    for name, entry in got.items():
+        hosts = entry.get("hosts") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not isinstance(hosts, list):
+            return None
+        if host in hosts:
+            held[name] = {"mode": entry.get("mode", "ex"), "hosts": list(hosts)}
+    return held
+
+
+def _generation(verdict):
+    """The sanlock generation of the host in an observe answer, or None."""
+    seen = verdict.get("sanlock") if isinstance(verdict, dict) else None
+    got = seen.get("generation") if isinstance(seen, dict) else None
+    return got if isinstance(got, int) and not isinstance(got, bool) else None
 
 
 def backoff(attempt, base, cap):
@@ -173,7 +245,12 @@ def restart_plan(host, members, snapshot, host_states, leased):
     (with ``reason``). Pure: members/snapshot/host_states/leased in, plan out.
     """
     pillar_domus = members["domus"]
-    running = {d: h for h, info in snapshot.items() for d in info.get("domus", ())}
+    running = {
+        d: h
+        for h, info in snapshot.items()
+        for d in info.get("domus", ())
+        if not d.endswith(TRANSIENT_SUFFIXES)  # a paused incoming copy is no running domU
+    }
     hosts = {}
     for name, spec in members["vmhosts"].items():
         if name == host or name not in snapshot:
@@ -356,8 +433,7 @@ class Engine:
             record = load(self.cachedir, host)
             self._flush(record)
             if record.get("state") == DONE:
-                back = self._heard_since(record, event) or self._recovered(record, members)
-                if not back:
+                if not self._recovered(record, members):
                     self._audit(host, "repeat", reporter=reporter, failover=record["id"])
                     return {"host": host, "state": DONE, "duplicate": True, "id": record["id"]}
                 record = {}
@@ -429,41 +505,50 @@ class Engine:
         return record
 
     def _recovered(self, record, members):
-        """True (and the host marked healthy) if a failed-over host is back."""
+        """
+        True (and the host marked healthy) if a failed-over host is back: its minion answers,
+        its delta lease advances, or it joined sanlock again since the fence (a generation
+        above the fenced one: it came back and maybe died again, a new incident). The
+        runner's own reads only; a claim's times or ``age`` are the sender's word.
+        """
         host = record["host"]
-        back = self._safe(self.io.ping, host) is True
-        if not back:
-            for observer in self._observers(record, members):
-                verdict = self._safe(self.io.observe, observer, host, 0)
-                if isinstance(verdict, dict) and verdict.get("state") == "advancing":
-                    back = True
-                    break
-        if back:
-            self._mark_recovered(record)
-        return back
+        if self._safe(self.io.ping, host) is True:
+            self._mark_recovered(record, reason="its minion answers the master")
+            return True
+        evidence, answers = self._look(members, host)
+        if evidence["advancing"]:
+            self._mark_recovered(
+                record, reason=f"its lease advances ({evidence_text(host, evidence)})"
+            )
+            return True
+        fenced = (record.get("fence") or {}).get("generation")
+        now = [_generation(v) for v in answers.values()]
+        now = [g for g in now if g is not None]
+        if isinstance(fenced, int) and now and max(now) > fenced:
+            reason = f"joined sanlock again since the fence (generation {max(now)} > {fenced})"
+            self._mark_recovered(record, reason=reason)
+            return True
+        return False
+
+    def _back(self, record, members):
+        """True if the fenced host answers or renews again (a resume or a wait: time passed)."""
+        host = record["host"]
+        if self._safe(self.io.ping, host) is True:
+            return True
+        return bool(self._look(members, host)[0]["advancing"])
+
+    def _came_back(self, record):
+        """The fenced host is back before all its domUs ran elsewhere: start no more of them."""
+        left = sorted(n for n, e in (record.get("domus") or {}).items() if e["state"] in PENDING)
+        reason = f"{record['host']} came back before its domUs were restarted elsewhere"
+        self._mark_recovered(record, reason=reason, not_restarted=left)
+        return True
 
     def _revived(self, host, members):
         """True (and ``host`` marked healthy) if its finished failover's host is back."""
         with run_lock(self.cachedir, host) as mine:
             record = load(self.cachedir, host) if mine else {}
             return record.get("state") == DONE and self._recovered(record, members)
-
-    def _heard_since(self, record, event):
-        """
-        True (and the old failover marked recovered) if the claim's reporter last heard the
-        host after that failover began: the host was back in between and died again, a new
-        incident. A late copy of the old claim heard it before. Without the master's schedule
-        having marked the return yet, the new loss would otherwise pass for a repeat.
-        """
-        age = (event or {}).get("age")
-        if isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0:
-            return False
-        # the event's own time (Salt's _stamp, the reporter's clock, NTP-synced): a copy of the
-        # old claim handled late must not look recent; the margin is the dead time (>= 0.5 s)
-        if claim_time(event, self.io.now()) - age <= record["started"]:
-            return False
-        self._mark_recovered(record, reason=f"heard again {age} s before a new loss")
-        return True
 
     def _mark_recovered(self, record, **fields):
         record["state_before"] = record["state"]
@@ -482,12 +567,21 @@ class Engine:
         except Exception as err:  # noqa: BLE001 - any adapter failure is data here
             return Failure(str(err) or type(err).__name__)
 
-    def _observers(self, record, members):
-        """Survivor minions that can read the lease directory, reporters first."""
-        host = record["host"]
-        names = [r for r in record.get("reporters", []) if r in members["vmhosts"]]
-        names += sorted(members["vmhosts"])
-        return [n for n in dict.fromkeys(names) if n != host]
+    def _look(self, members, host, duration=None, exclude=()):
+        """
+        Ask every VM host but ``host`` (and ``exclude``) about ``host``'s delta lease, side by
+        side: ``(lease_evidence, {observer: answer})``. No reporter is asked first or believed
+        first: one survivor that sees the lease advance outweighs any that do not.
+        """
+        observers = [h for h in sorted(members["vmhosts"]) if h != host and h not in exclude]
+        if not observers:
+            return lease_evidence({}), {}
+        with ThreadPoolExecutor(len(observers)) as pool:
+            futures = [
+                pool.submit(self._safe, self.io.observe, o, host, duration) for o in observers
+            ]
+            answers = dict(zip(observers, (f.result() for f in futures), strict=True))
+        return lease_evidence(answers), answers
 
     def _summary(self, record):
         keys = ("host", "id", "state", "reason", "fence", "domus", "order", "seconds")
@@ -504,6 +598,9 @@ class Engine:
             RESTARTING: self._restart,
         }
         self._retry_until = self.io.mono() + self.conf["retry_for"]
+        # True once this call fenced the host: until time passes (a wait, a resume) nothing
+        # needs to ask whether it is back
+        self._fresh = False
         # reads that change nothing run beside the steps (ping, plan inputs, lease re-listing)
         with ThreadPoolExecutor(4) as self._pool:
             # each step persists its outcome and returns False to stop here (resume continues)
@@ -534,30 +631,30 @@ class Engine:
         # host's failover does not target a suspect host meanwhile
         if pinged.result() is True:
             return self._ignore(record, "the master still reaches the host's minion")
-        seen, alive = watched.result()
-        if alive:
-            # alive but cut off: resume() looks again (o2cb may still fence it)
+        evidence, answers = watched.result()
+        seen = [{"observer": o, "verdict": v} for o, v in answers.items()]
+        if evidence["advancing"]:
+            # alive but cut off: resume() looks again
             return self._ignore(
                 record,
-                f"{host} still renews its storage lease (seen by {alive}): it is alive,"
-                " maybe isolated; its domUs are not restarted elsewhere",
+                f"{host} still renews its sanlock delta lease (seen by "
+                f"{', '.join(evidence['advancing'])}): it is alive, maybe isolated; its domUs"
+                " are not restarted elsewhere",
                 observations=seen,
                 recheck=True,
             )
+        if not readable(evidence):
+            # unreadable is not dead: an unreachable minion plus unreadable leases fences nothing
+            why = f"no evidence that {host} is down: {evidence_text(host, evidence)}"
+            return self._block(record, f"not fenced, nothing restarted: {why}")
         self._queue(record, "corroborated", observations=seen)
         self._set(record, CORROBORATED, observations=seen)
         return True
 
     def _watch_lease(self, record, members):
-        """([observations], observer that saw the lease advance or None)."""
-        seen = []
-        for observer in self._observers(record, members):
-            window = self.conf["corroborate_window"]
-            verdict = self._safe(self.io.observe, observer, record["host"], window)
-            seen.append({"observer": observer, "verdict": verdict})
-            if isinstance(verdict, dict):
-                return seen, observer if verdict.get("state") == "advancing" else None
-        return seen, None
+        """(evidence, answers): every survivor watches the lease for one renewal interval."""
+        window = self.conf["corroborate_window"] or 2 * self.conf["io_timeout"] + 1
+        return self._look(members, record["host"], window)
 
     def _ignore(self, record, reason, recheck=False, **fields):
         self._host_state(record["host"], None)
@@ -566,6 +663,12 @@ class Engine:
         return True
 
     def _fence(self, record, members):
+        """
+        IPMI path: the BMC confirms the power-off and a survivor sees the delta lease stopped
+        (advancing: the BMC switched off another machine, nothing restarts). Lease-only path
+        (no BMC, or it failed): wait until a survivor's sanlock calls the host ``dead``
+        (8 x io_timeout + watchdog_fire after its last renewal: its watchdog has fired).
+        """
         host = record["host"]
         tried = []
         ack = self._acked(host)
@@ -577,31 +680,41 @@ class Engine:
             result = self._safe(self.io.fence_ipmi, host, bmc)
             if isinstance(result, dict):
                 took = round(self.io.mono() - start, 3)
-                return self._fenced(record, {"method": "ipmi", "seconds": took, **result})
-            tried.append(f"IPMI: {result}")
+                evidence, answers = self._look(members, host)
+                text = evidence_text(host, evidence)
+                if evidence["advancing"]:
+                    why = f"the BMC confirmed power off, but {text}: it may control another machine"
+                    return self._block(record, f"not fenced, nothing restarted: {why}")
+                if readable(evidence):
+                    fence = {"method": "ipmi", "seconds": took, **result, "lease": text}
+                    return self._fenced(record, fence, answers)
+                tried.append(f"IPMI: powered off, but {text}")
+            else:
+                tried.append(f"IPMI: {result}")
         else:
             tried.append("IPMI: no BMC configured")
-        window = self.conf["expiry"] + self.conf["expiry_margin"]
-        for observer in self._observers(record, members):
-            verdict = self._safe(self.io.observe, observer, host, window)
-            if not isinstance(verdict, dict):
-                tried.append(f"lease via {observer}: {verdict}")
-                continue
-            if verdict.get("state") == "expired":
-                return self._fenced(
-                    record, {"method": "lease", "observer": observer, "verdict": verdict}
-                )
-            tried.append(
-                f"lease via {observer}: {verdict.get('state')}, unchanged for "
-                f"{verdict.get('unchanged_for')} s (expiry {self.conf['expiry']} s)"
-            )
-            break
-        else:
-            tried.append("lease: no survivor could read it")
+        conf = self.conf
+        deadline = self.io.mono() + 8 * conf["io_timeout"] + conf["watchdog_fire"]
+        deadline += conf["expiry_margin"]
+        while True:
+            evidence, answers = self._look(members, host)
+            text = evidence_text(host, evidence)
+            if evidence["advancing"]:
+                return self._ignore(record, f"{host} renews again ({text})", recheck=True)
+            if evidence["dead"] or evidence["free"]:
+                # the target's sanlock takes these leases only because it also sees them dead
+                return self._fenced(record, {"method": "lease", "lease": text}, answers)
+            if self.io.mono() >= deadline:
+                break
+            self.io.sleep(min(conf["io_timeout"], max(deadline - self.io.mono(), 0)))
+        tried.append(f"lease: not dead after 8 x io_timeout + watchdog_fire: {text}")
+        return self._block(record, "not fenced, nothing restarted: " + "; ".join(tried))
+
+    def _block(self, record, reason):
+        """Blocked: nothing restarted, retried after a back-off (an ack_fence ends it)."""
         record["attempts"] = record.get("attempts", 0) + 1
         wait = backoff(record["attempts"], self.conf["retry_base"], self.conf["retry_max"])
-        reason = "not fenced, nothing restarted: " + "; ".join(tried)
-        self._host_state(host, "suspect")
+        self._host_state(record["host"], "suspect")
         self._queue(record, "blocked", reason=reason, attempt=record["attempts"], retry_in=wait)
         self._set(record, BLOCKED, reason=reason, retry_in=wait)
         return True
@@ -625,19 +738,47 @@ class Engine:
             self._set(record, VERIFIED, reason=f"retry after attempt {record['attempts']}")
         return True
 
-    def _fenced(self, record, fence):
+    def _fenced(self, record, fence, answers=None):
+        generations = [_generation(v) for v in (answers or {}).values()]
+        generations = [g for g in generations if g is not None]
+        if generations:  # a later, higher one: the host joined sanlock again (_recovered)
+            fence["generation"] = max(generations)
+        self._fresh = True
         self._host_state(record["host"], "fenced")
         self._queue(record, "fenced", **fence)
         self._set(record, FENCED, fence=fence, reason=None)
         return True
 
     def _leased(self, record, members):
-        """The dead host's domU leases as a survivor lists them (sorted), or None."""
-        for observer in self._observers(record, members):
-            got = self._safe(self.io.leased_domus, observer, record["host"])
-            if isinstance(got, (list, dict)):
-                return sorted(got)
+        """The dead host's domU leases ``{name: {"mode", "hosts"}}`` as a survivor reads them
+        from the lease area, or None if none could."""
+        host = record["host"]
+        for observer in sorted(h for h in members["vmhosts"] if h != host):
+            got = holdings(self._safe(self.io.leased_domus, observer, host), host)
+            if got is not None:
+                return got
         return None
+
+    def _in_flight(self, record, members, leased):
+        """
+        ``(names to restart, {name: entry})``: a lease the dead host holds shared with another
+        host is a live migration in flight; it is left to that holder (``migrating``) unless a
+        survivor's sanlock calls every other holder dead.
+        """
+        host = record["host"]
+        todo, migrating = [], {}
+        for name, held in sorted(leased.items()):
+            others = sorted(set(held["hosts"]) - {host})
+            live = [o for o in others if not self._look(members, o, exclude=(host,))[0]["dead"]]
+            if not live:
+                todo.append(name)
+                continue
+            reason = (
+                f"lease held shared by {', '.join(held['hosts'])} (a live migration): not"
+                f" started while {', '.join(live)} is live"
+            )
+            migrating[name] = {"state": "migrating", "holders": held["hosts"], "reason": reason}
+        return todo, migrating
 
     def _survivors(self, record, members):
         """The survivors' snapshot ({} when none answers)."""
@@ -673,6 +814,8 @@ class Engine:
             record["leases_read"] = "before the fence"  # _restart reads them again
         if leased is None:
             return self._plan_blocked(record, "no survivor could list the dead host's leases")
+        if not self._fresh and self._back(record, members):
+            return self._came_back(record)
         if not snapshot:
             snapshot = self._survivors(record, members)
         if not snapshot:
@@ -680,7 +823,10 @@ class Engine:
             # would end the failover with nothing restarted
             return self._plan_blocked(record, "no survivor answered with its free memory")
         states = self._target_states(snapshot, members)
-        plan = restart_plan(host, members, snapshot, states, leased)
+        todo, migrating = self._in_flight(record, members, leased)
+        plan = restart_plan(host, members, snapshot, states, todo)
+        plan["domus"].update(migrating)
+        plan["order"] += sorted(migrating)
         unplaced = any(e["state"] == "unplaced" for e in plan["domus"].values())
         suspects = sorted(h for h in snapshot if states.get(h) == "suspect")
         if unplaced and suspects:
@@ -698,11 +844,13 @@ class Engine:
         nowhere now have room, e.g. after an operator freed memory. Only while the dead host
         stays down: once it is back, its domUs are its operator's again.
         """
+        entries = record.get("domus") or {}
         unplaced = [
             name
-            for name, entry in (record.get("domus") or {}).items()
+            for name, entry in entries.items()
             if entry["state"] == "unplaced" and name in members["domus"]
         ]
+        unplaced += self._migrations_ended(record, members)
         snapshot = self._survivors(record, members) if unplaced else {}
         if not snapshot:
             return False
@@ -715,6 +863,25 @@ class Engine:
         self._audit(record["host"], "replanned", failover=record["id"], domus=sorted(placed))
         self._set(record, RESTARTING, reason="room for domUs that fitted nowhere")
         return True
+
+    def _migrations_ended(self, record, members):
+        """
+        The ``migrating`` domUs of a finished failover whose lease the dead host now holds
+        alone (the other holder gave its share up: the migration failed): to be placed. One
+        whose lease the dead host no longer holds went to the other holder; it stays theirs.
+        """
+        waiting = [n for n, e in (record.get("domus") or {}).items() if e["state"] == "migrating"]
+        leased = self._leased(record, members) if waiting else None
+        if leased is None:
+            return []
+        todo, _ = self._in_flight(record, members, {n: leased[n] for n in waiting if n in leased})
+        for name in waiting:
+            if name not in leased:
+                entry = record["domus"][name]
+                entry.update(
+                    state="handed_over", reason=f"{record['host']} no longer holds its lease"
+                )
+        return [n for n in todo if n in members["domus"]]
 
     def _plan_blocked(self, record, why):
         """
@@ -729,6 +896,7 @@ class Engine:
             record["reason"] = reason
             self._emit(record, "blocked", reason=reason)
         wait = backoff(record["plan_attempts"], self.conf["retry_base"], self.conf["retry_max"])
+        self._fresh = False  # the host may be back after the wait
         return self._wait_or_leave(record, wait)
 
     def _wait_or_leave(self, record, wait=None):
@@ -741,6 +909,9 @@ class Engine:
         return True
 
     def _restart(self, record, members):
+        if not self._fresh and self._back(record, members):
+            # a resume, or a wait: a host that came back keeps its domUs
+            return self._came_back(record)
         # leases listed before the fence: list them again (beside the first start) so that one
         # taken in the meantime is not left behind
         again = None
@@ -751,12 +922,14 @@ class Engine:
             self._add_missed(record, members, again.result())
             self._start_pending(record, members)
         while self._retry_failed(record, members):
+            if self._back(record, members):
+                return self._came_back(record)
             self._start_pending(record, members)
         total = round(self.io.now() - record["started"], 3)
         down = {
             n: e.get("reason") or e.get("error")
             for n, e in record["domus"].items()
-            if e["state"] not in ("started", "running")
+            if e["state"] not in ("started", "running", "handed_over")
         }
         down.update(self._unaccounted(record, members))
         self._queue(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
@@ -788,6 +961,7 @@ class Engine:
         ]
         if not failed or not self._wait_or_leave(record):
             return False
+        self._fresh = False
         again = False
         for name, entry in failed:
             where = self._locate(name, record, members)
@@ -810,18 +984,22 @@ class Engine:
             self._audit(host, "leases_not_reread", failover=record["id"])
             self._save(record)
             return
-        missed = sorted(set(leased) - set(record["domus"]))
+        missed = {n: h for n, h in leased.items() if n not in record["domus"]}
         if missed:
+            todo, migrating = self._in_flight(record, members, missed)
             snapshot = self._survivors(record, members)
-            plan = restart_plan(host, members, snapshot, self._host_states(), missed)
-            record["domus"].update(plan["domus"])
-            record["order"] += plan["order"]
-            self._audit(host, "leases_missed", failover=record["id"], domus=missed)
+            plan = restart_plan(host, members, snapshot, self._host_states(), todo)
+            record["domus"].update(plan["domus"], **migrating)
+            record["order"] += plan["order"] + sorted(migrating)
+            self._audit(host, "leases_missed", failover=record["id"], domus=sorted(missed))
         self._save(record)
 
     def _start_pending(self, record, members):
         """Start every planned domU not started yet, in order, each step persisted."""
         host = record["host"]
+        # powered off (BMC, or the operator's word): the target may free the host's leases once
+        # it proved its delta lease stopped; lease-only: sanlock's own "dead" frees them
+        fenced = host if (record.get("fence") or {}).get("method") in ("ipmi", "manual") else None
         for name in record["order"]:
             entry = record["domus"][name]
             if entry["state"] == "starting":
@@ -838,7 +1016,7 @@ class Engine:
             self._save(record)
             start = self.io.mono()
             spec = members["domus"][name]
-            result = self._safe(self.io.start_domu, entry["target"], name, spec, host)
+            result = self._safe(self.io.start_domu, entry["target"], name, spec, fenced)
             took = round(self.io.mono() - start, 3)
             if isinstance(result, Failure):
                 entry.update(state="failed", error=result, seconds=took)

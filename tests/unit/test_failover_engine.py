@@ -31,9 +31,13 @@ class FakeIO(xf.Adapter):
             "tiny": {"config": "/c/tiny.cfg", "memory_mib": 128, "priority": 10},
         }
         self.reachable = {"B", "C"}
-        self.lease_state = {"A": "expired"}  # verdict seen by survivors
+        # xenha_sanlock.observe verdicts seen by survivors; a host not named renews (advancing)
+        self.lease_state = {"A": "stopped"}
+        self.generation = {}  # sanlock generation of each host's delta lease (default 1)
         self.ipmi = "ok"  # ok | fail | callable
-        self.leases_of = {"A": ["web01", "db01", "tiny"]}
+        self.leases_of = {"A": ["web01", "db01", "tiny"]}  # exclusive domU leases
+        self.shared = {}  # {domU: [holders]}: leases held shared (a live migration)
+        self.fenced_args = []  # the fenced= of each start
         self.free = {"B": 2048, "C": 1024}
         self.running = {"B": [], "C": []}
         self.events, self.audits, self.calls, self.starts = [], [], [], []
@@ -57,10 +61,12 @@ class FakeIO(xf.Adapter):
     def observe(self, observer, host, duration):
         if observer not in self.reachable:
             raise RuntimeError(f"minion {observer} did not answer")
-        self.clock += duration
-        state = self.lease_state.get(host, "missing")
+        if observer == min(self.reachable - {host}):  # the survivors watch side by side
+            self.clock += 11.0 if duration is None else duration  # default: io_timeout + 1
+        state = self.lease_state.get(host, "advancing")
         self._call("observe")
-        return {"state": state, "unchanged_for": 12.0 if state == "expired" else 1.0}
+        seen = {"state": state.upper(), "generation": self.generation.get(host, 1)}
+        return {"state": state, "host_id": ord(host[0]) - 64, "sanlock": seen, "unchanged_for": 3}
 
     def fence_ipmi(self, host, bmc):
         self._call("fence_ipmi")
@@ -75,7 +81,9 @@ class FakeIO(xf.Adapter):
         if observer not in self.reachable:
             raise RuntimeError("no answer")
         self._call("leased_domus")
-        return list(self.leases_of.get(host, []))
+        held = {n: {"mode": "ex", "hosts": [h]} for h, ns in self.leases_of.items() for n in ns}
+        held.update({n: {"mode": "sh", "hosts": list(hs)} for n, hs in self.shared.items()})
+        return {n: e for n, e in held.items() if host in e["hosts"]}
 
     def snapshot(self, hosts):
         self._call("snapshot")
@@ -89,9 +97,23 @@ class FakeIO(xf.Adapter):
         return {}
 
     def start_domu(self, host, name, spec, fenced):
-        assert fenced == "A"
+        # the contract of xenha_sanlock.start_domu: a holder's lease is taken only if sanlock
+        # calls it dead, or it is ``fenced`` and its delta lease is proven stopped
+        self.fenced_args.append(fenced)
+        holders = [h for h, names in self.leases_of.items() if name in names]
+        for holder in {*holders, *self.shared.get(name, ())} - {host}:
+            state = self.lease_state.get(holder, "advancing")
+            if holder == fenced and state == "advancing":
+                raise RuntimeError(f"{holder} still renews its sanlock delta lease")
+            if state not in ("dead", "free") and (holder != fenced or name in self.shared):
+                raise RuntimeError(f"lease of {name} held by live host {holder}")
         if name in self.start_fail:
             raise RuntimeError(f"xl create {spec['config']} failed")
+        for names in self.leases_of.values():
+            if name in names:
+                names.remove(name)
+        self.shared.pop(name, None)
+        self.leases_of.setdefault(host, []).append(name)
         self.starts.append((name, host))
         self.running[host].append(name)
         self.free[host] -= spec["memory_mib"]
@@ -120,6 +142,7 @@ class FakeIO(xf.Adapter):
 
 
 EVENT = {"id": "B", "reporter": "B", "peer": "A", "age": 3.2}
+QUICK = {"io_timeout": 1, "watchdog_fire": 10}  # sanlock timings of the lab
 
 
 @pytest.fixture
@@ -336,14 +359,16 @@ def test_a_survivor_back_from_its_own_failover_is_a_target_before_the_resume_see
     assert result["state"] == "done" and result["not_restarted"] == {}
     assert sorted(copies(io)) == ["db01", "tiny", "web01"]
     assert xf.load(cachedir, "B")["state"] == "recovered"
-    assert ("xenha/failover/B/recovered", {"host": "B", "failover": "B-old"}) in io.events
+    recovered = [d for t, d in io.events if t == "xenha/failover/B/recovered"]
+    assert [d["failover"] for d in recovered] == ["B-old"]
+    assert "its minion answers the master" in recovered[0]["reason"]
     assert xenha_store.load(cachedir, "hoststate")["A"]["state"] == "fenced"
 
 
 def test_a_survivor_still_down_after_its_failover_stays_out_of_the_plan(io, tmp_path):
     cachedir = fenced_earlier(io, tmp_path, "B")
     io.ping = lambda host: False  # B's snapshot answer came, but B does not answer pings
-    io.lease_state["B"] = "expired"
+    io.lease_state["B"] = "dead"
     result = engine(io, tmp_path).handle("A", "C", {**EVENT, "id": "C", "reporter": "C"})
     assert xf.load(cachedir, "B")["state"] == "done"
     assert not any(host == "B" for _, host in io.starts)
@@ -405,7 +430,7 @@ def test_isolated_host_that_still_renews_keeps_its_domus(io, tmp_path):
     io.lease_state["A"] = "advancing"
     result = engine(io, tmp_path).handle("A", "B", EVENT)
     assert result["state"] == "ignored"
-    assert "still renews its storage lease" in result["reason"]
+    assert "still renews its sanlock delta lease" in result["reason"]
     assert "fence_ipmi" not in io.calls and io.starts == []
     assert io.tags()[-1] == "ignored"
 
@@ -415,7 +440,7 @@ def test_isolated_host_is_rechecked_on_resume_and_failed_over_once_its_lease_sto
     assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "ignored"
     assert engine(io, tmp_path).resume("A")["state"] == "ignored"  # still renewing
     assert io.starts == []
-    io.lease_state["A"] = "expired"  # o2cb rebooted it, or it lost the storage and self-fenced
+    io.lease_state["A"] = "dead"  # o2cb rebooted it, or it lost the storage and self-fenced
     assert engine(io, tmp_path).resume("A")["state"] == "done"
     assert len(io.starts) == 3
 
@@ -439,6 +464,7 @@ def test_unreachable_observer_falls_back_to_another(io, tmp_path):
 
 def test_no_bmc_fences_by_lease_expiry(io, tmp_path):
     del io.vmhosts["A"]["bmc"]
+    io.lease_state["A"] = "dead"
     result = engine(io, tmp_path).handle("A", "B", EVENT)
     assert result["state"] == "done"
     assert result["fence"]["method"] == "lease"
@@ -447,6 +473,7 @@ def test_no_bmc_fences_by_lease_expiry(io, tmp_path):
 
 def test_bmc_failure_falls_back_to_lease_expiry(io, tmp_path):
     io.ipmi = "fail"
+    io.lease_state["A"] = "dead"
     result = engine(io, tmp_path).handle("A", "B", EVENT)
     assert result["fence"]["method"] == "lease"
     assert len(io.starts) == 3
@@ -454,12 +481,14 @@ def test_bmc_failure_falls_back_to_lease_expiry(io, tmp_path):
 
 def test_fence_failure_blocks_retries_with_backoff_then_ack_completes(io, tmp_path):
     io.ipmi = "fail"
-    io.lease_state["A"] = "stalled"
-    eng = engine(io, tmp_path, retry_base=5, retry_max=20, retry_for=60)
+    io.lease_state["A"] = "stopped"
+    # lease-only: waits 8 x 1 + 10 s + margin for "dead" on each attempt
+    eng = engine(io, tmp_path, retry_base=5, retry_max=20, retry_for=150, **QUICK)
     result = eng.handle("A", "B", EVENT)
     assert result["state"] == "blocked"
     assert "IPMI: Error: Unable to establish IPMI v2" in result["reason"]
-    assert "lease via B: stalled" in result["reason"]
+    assert "not dead after 8 x io_timeout + watchdog_fire" in result["reason"]
+    assert "stopped for B, C" in result["reason"]
     assert io.starts == []  # nothing restarts
     blocked = [d for t, d in io.events if t == "xenha/failover/A/blocked"]
     assert [d["retry_in"] for d in blocked] == [5, 10, 20, 20][: len(blocked)]
@@ -479,7 +508,7 @@ def test_fence_failure_blocks_retries_with_backoff_then_ack_completes(io, tmp_pa
 
 def test_ack_during_backoff_is_picked_up_by_the_running_failover(io, tmp_path):
     io.ipmi = "fail"
-    io.lease_state["A"] = "stalled"
+    io.lease_state["A"] = "stopped"
     real_sleep = io.sleep
 
     def sleep_then_ack(seconds):
@@ -497,7 +526,7 @@ def test_ack_during_backoff_is_picked_up_by_the_running_failover(io, tmp_path):
 
 def test_host_that_returns_while_blocked_is_not_fenced(io, tmp_path):
     io.ipmi = "fail"
-    io.lease_state["A"] = "stalled"
+    io.lease_state["A"] = "stopped"
     eng = engine(io, tmp_path, retry_base=5, retry_for=6)
     assert eng.handle("A", "B", EVENT)["state"] == "blocked"
     io.reachable.add("A")  # the network blip is over
@@ -508,7 +537,7 @@ def test_host_that_returns_while_blocked_is_not_fenced(io, tmp_path):
 def test_stale_ack_from_an_earlier_failover_does_not_count(io, tmp_path):
     xenha_store.save(str(tmp_path), xf.ack_name("A"), {"host": "A", "by": "old"})
     io.ipmi = "fail"
-    io.lease_state["A"] = "stalled"
+    io.lease_state["A"] = "stopped"
     assert engine(io, tmp_path, retry_for=0).handle("A", "B", EVENT)["state"] == "blocked"
     assert xenha_store.load(str(tmp_path), xf.ack_name("A")) == {}
 
@@ -533,27 +562,33 @@ def _stamped(seconds, **data):
 def test_a_new_loss_after_the_host_came_back_is_not_taken_for_a_repeat(io, tmp_path):
     eng = engine(io, tmp_path)
     first = eng.handle("A", "B", EVENT)
-    io.leases_of["A"] = []  # the survivors hold those leases now
+    assert first["fence"]["generation"] == 1
     io.clock += 120  # A came back, nobody marked it recovered yet (the schedule runs later)
-    # a late copy of the old claim: the reporter last heard A before that failover began
     late = eng.handle("A", "C", {**_stamped(io.now() - 60, age=70.0), "id": "C", "reporter": "C"})
     assert late["duplicate"] is True and late["id"] == first["id"]
-    # a new loss: the reporter heard A 2.1 s before it fired, long after the first failover
-    again = eng.handle("A", "B", _stamped(io.now(), age=2.1))
+    # it rejoined sanlock (a new generation of its delta lease) and died again: a new incident,
+    # seen in the runner's own read, whatever the claim says
+    io.generation["A"] = 2
+    io.leases_of["A"] = ["web01"]  # a domU it ran since
+    io.running["B"].remove("web01")
+    again = eng.handle("A", "B", _stamped(io.now() - 3600, age=9999.0))
     assert again["state"] == "done" and again["id"] != first["id"]
     assert io.calls.count("fence_ipmi") == 2  # corroborated and fenced afresh
-    journal = xenha_store.load(str(tmp_path), xf.journal_name("A"))
-    assert [h["state"] for h in journal["history"]][-1] == "done"
     recovered = [d for t, d in io.events if t.endswith("/recovered")]
-    assert recovered == [{"host": "A", "failover": first["id"], "reason": recovered[0]["reason"]}]
-    assert "heard again 2.1 s before a new loss" in recovered[0]["reason"]
+    assert [d["failover"] for d in recovered] == [first["id"]]
+    assert "joined sanlock again since the fence (generation 2 > 1)" in recovered[0]["reason"]
 
 
-def test_claim_time_reads_salts_stamp_or_falls_back():
-    assert xf.claim_time({"_stamp": "2026-11-26T15:11:04.5+00:00"}, 0) == 1795705864.5
-    assert xf.claim_time({"_stamp": "2026-11-26T15:11:04.5"}, 0) == 1795705864.5  # naive: UTC
-    assert xf.claim_time({"_stamp": "yesterday"}, 7.0) == 7.0
-    assert xf.claim_time(None, 7.0) == 7.0
+def test_a_forged_fresh_claim_does_not_mark_a_dead_host_recovered(io, tmp_path):
+    """issue 12: the claim's ``_stamp``/``age`` are the sender's; a forged "heard it just now"
+    must not clear the fenced mark (which would make the dead host a restart target)."""
+    eng = engine(io, tmp_path)
+    first = eng.handle("A", "B", EVENT)
+    io.clock += 120
+    forged = eng.handle("A", "C", {**_stamped(io.now(), age=0.1), "id": "C", "reporter": "C"})
+    assert forged["duplicate"] is True and forged["id"] == first["id"]
+    assert xenha_store.load(str(tmp_path), "hoststate")["A"]["state"] == "fenced"
+    assert not [t for t, _ in io.events if t.endswith("/recovered")]
 
 
 def test_host_back_after_failover_rejoins_healthy(io, tmp_path):
