@@ -537,9 +537,15 @@ class Engine:
             return True
         return bool(self._look(members, host)[0]["advancing"])
 
-    def _came_back(self, record):
+    def _came_back(self, record, members):
         """The fenced host is back before all its domUs ran elsewhere: start no more of them."""
-        left = sorted(n for n, e in (record.get("domus") or {}).items() if e["state"] in PENDING)
+        entries = record.get("domus") or {}
+        for name, entry in entries.items():
+            where = self._locate(name, record, members) if entry["state"] == "starting" else None
+            if where:  # started just before the runner died
+                entry.update(state="started", host=where, note="found running on resume")
+                self._announce(record, name, target=where, note=entry["note"])
+        left = sorted(n for n, e in entries.items() if e["state"] in PENDING)
         reason = f"{record['host']} came back before its domUs were restarted elsewhere"
         self._mark_recovered(record, reason=reason, not_restarted=left)
         return True
@@ -815,7 +821,7 @@ class Engine:
         if leased is None:
             return self._plan_blocked(record, "no survivor could list the dead host's leases")
         if not self._fresh and self._back(record, members):
-            return self._came_back(record)
+            return self._came_back(record, members)
         if not snapshot:
             snapshot = self._survivors(record, members)
         if not snapshot:
@@ -911,7 +917,7 @@ class Engine:
     def _restart(self, record, members):
         if not self._fresh and self._back(record, members):
             # a resume, or a wait: a host that came back keeps its domUs
-            return self._came_back(record)
+            return self._came_back(record, members)
         # leases listed before the fence: list them again (beside the first start) so that one
         # taken in the meantime is not left behind
         again = None
@@ -923,7 +929,7 @@ class Engine:
             self._start_pending(record, members)
         while self._retry_failed(record, members):
             if self._back(record, members):
-                return self._came_back(record)
+                return self._came_back(record, members)
             self._start_pending(record, members)
         total = round(self.io.now() - record["started"], 3)
         down = {

@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import threading
 import pytest
 import xenha_failover as xf
 import xenha_store
+
+RUNNER = os.path.join(os.path.dirname(__file__), "..", "..", "_runners", "xenha.py")
 
 
 class Crash(BaseException):  # noqa: N818 - stands for the master being killed (not an Exception)
@@ -33,6 +36,7 @@ class FakeIO(xf.Adapter):
         self.reachable = {"B", "C"}
         # xenha_sanlock.observe verdicts seen by survivors; a host not named renews (advancing)
         self.lease_state = {"A": "stopped"}
+        self.view = {}  # {observer: {host: state}}: what one survivor says, beside lease_state
         self.generation = {}  # sanlock generation of each host's delta lease (default 1)
         self.ipmi = "ok"  # ok | fail | callable
         self.leases_of = {"A": ["web01", "db01", "tiny"]}  # exclusive domU leases
@@ -63,7 +67,7 @@ class FakeIO(xf.Adapter):
             raise RuntimeError(f"minion {observer} did not answer")
         if observer == min(self.reachable - {host}):  # the survivors watch side by side
             self.clock += 11.0 if duration is None else duration  # default: io_timeout + 1
-        state = self.lease_state.get(host, "advancing")
+        state = self.view.get(observer, {}).get(host, self.lease_state.get(host, "advancing"))
         self._call("observe")
         seen = {"state": state.upper(), "generation": self.generation.get(host, 1)}
         return {"state": state, "host_id": ord(host[0]) - 64, "sanlock": seen, "unchanged_for": 3}
@@ -105,7 +109,7 @@ class FakeIO(xf.Adapter):
             state = self.lease_state.get(holder, "advancing")
             if holder == fenced and state == "advancing":
                 raise RuntimeError(f"{holder} still renews its sanlock delta lease")
-            if state not in ("dead", "free") and (holder != fenced or name in self.shared):
+            if state not in ("dead", "free") and holder != fenced:
                 raise RuntimeError(f"lease of {name} held by live host {holder}")
         if name in self.start_fail:
             raise RuntimeError(f"xl create {spec['config']} failed")
@@ -765,3 +769,147 @@ def test_done_names_pillar_domus_that_run_nowhere_and_had_no_lease(io, tmp_path)
     assert "A held no lease for it: not restarted" in result["not_restarted"]["orphan"]
     assert io.events[-1][1]["not_restarted"] == result["not_restarted"]
     assert "orphan" not in [name for name, _ in io.starts]
+
+
+# --- regressions: the reviewer's scenarios (issue 11) and the nemesis's findings ---
+
+
+def test_resume_rechecks_a_host_that_came_back_before_starting_its_domus_elsewhere(io, tmp_path):
+    # fenced, then planning blocked (no survivor answered); A comes back meanwhile
+    snapshot, silent = io.snapshot, [{}, {}]
+    io.snapshot = lambda hosts: silent.pop() if silent else snapshot(hosts)
+    assert engine(io, tmp_path, retry_for=0).handle("A", "B", EVENT)["state"] == "fenced"
+    io.lease_state["A"] = "advancing"  # powered on again, rejoined sanlock
+    result = engine(io, tmp_path).resume("A")
+    assert result["state"] == "recovered"
+    assert io.fenced_args == [] and io.starts == []  # no start was even tried
+    assert "A" not in xenha_store.load(str(tmp_path), "hoststate")
+
+
+def test_resume_of_a_restart_cut_short_stops_once_the_host_is_back(io, tmp_path):
+    clean = FakeIO()
+    engine(clean, tmp_path / "clean").handle("A", "B", EVENT)
+    first_start = clean.calls.index("start_domu") + 1  # the master dies after the first start
+    io.crash_at = first_start
+    with contextlib.suppress(Crash):
+        engine(io, tmp_path).handle("A", "B", EVENT)
+    assert xf.load(str(tmp_path), "A")["state"] == "restarting"
+    io.reachable.add("A")  # the host came back while the master was down
+    assert engine(io, tmp_path).resume("A")["state"] == "recovered"
+    assert len(io.starts) == 1  # the one started before the crash; none after
+    assert sorted(xf.load(str(tmp_path), "A")["not_restarted"]) == ["tiny", "web01"]
+
+
+def test_a_bmc_that_powered_off_another_machine_restarts_nothing(io, tmp_path):
+    # the BMC says off, but A's delta lease still advances: A runs, its domUs with it
+    def wrong_machine():
+        io.lease_state["A"] = "advancing"  # (stopped while corroborating: a pause)
+        return {"fenced": True}
+
+    io.ipmi = wrong_machine
+    result = engine(io, tmp_path, retry_for=0).handle("A", "B", EVENT)
+    assert result["state"] == "blocked"
+    assert "BMC confirmed power off, but A's sanlock lease: advancing" in result["reason"]
+    assert io.fenced_args == [] and io.starts == []
+
+
+def test_the_lease_only_path_never_overrides_a_holder(io, tmp_path):
+    # no BMC: the leases are taken the normal way, once sanlock itself calls A dead
+    del io.vmhosts["A"]["bmc"]
+    io.lease_state["A"] = "dead"
+    assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "done"
+    assert io.fenced_args == [None, None, None]
+
+
+def test_the_lease_only_path_waits_for_dead_not_for_stopped(io, tmp_path):
+    del io.vmhosts["A"]["bmc"]  # A stopped renewing (SIGSTOP, a cut): its domUs may still run
+    result = engine(io, tmp_path, retry_for=0, **QUICK).handle("A", "B", EVENT)
+    assert result["state"] == "blocked" and io.starts == [] and io.fenced_args == []
+
+
+def test_a_fenced_start_while_the_owner_still_renews_is_refused(io, tmp_path):
+    # the target's own proof (start_domu) sees A renew again after the engine fenced it
+    start = io.start_domu
+
+    def renewing(host, name, spec, fenced):
+        io.lease_state["A"] = "advancing"
+        return start(host, name, spec, fenced)
+
+    io.start_domu = renewing
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert io.starts == []
+    assert result["state"] == "recovered"  # the engine asks, finds A back, stops
+    assert xf.load(str(tmp_path), "A")["not_restarted"] == ["db01", "tiny", "web01"]
+
+
+def test_a_late_claim_with_its_only_observer_dead_fences_nobody(io, tmp_path):
+    # nemesis: the reporter died after its claim; A is healthy but its ping got lost
+    del io.vmhosts["C"]
+    io.reachable.discard("B")
+    result = engine(io, tmp_path, retry_for=0).handle("A", "B", EVENT)
+    assert result["state"] == "blocked"
+    assert "no evidence that A is down" in result["reason"]
+    assert "fence_ipmi" not in io.calls and io.starts == []
+
+
+def test_the_reporters_verdict_is_never_believed_first(io, tmp_path):
+    # B (the reporter) says A's lease stopped; C, asked too, sees it advance: A is alive
+    io.view["B"] = {"A": "stopped"}
+    io.lease_state["A"] = "advancing"
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "ignored" and "seen by C" in result["reason"]
+    assert "fence_ipmi" not in io.calls
+
+
+def test_a_malformed_verdict_is_no_evidence(io, tmp_path):
+    io.observe = lambda observer, host, duration: {"state": "expired"}  # not a sanlock verdict
+    result = engine(io, tmp_path, retry_for=0).handle("A", "B", EVENT)
+    assert result["state"] == "blocked" and "not a lease verdict" in result["reason"]
+    assert "fence_ipmi" not in io.calls
+
+
+def test_a_lease_shared_by_a_migration_in_flight_is_not_started(io, tmp_path):
+    # A died while migrating web01 to B: the lease is held shared by A and B, B is live
+    io.leases_of["A"].remove("web01")
+    io.shared["web01"] = ["A", "B"]
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done"
+    assert result["domus"]["web01"]["state"] == "migrating"
+    assert "not started while B is live" in result["not_restarted"]["web01"]
+    assert "web01" not in [n for n, _ in io.starts]
+    # the migration failed: B gave its share up, A (dead) holds it alone: a resume starts it
+    io.shared.pop("web01")
+    io.leases_of["A"].append("web01")
+    result = engine(io, tmp_path).resume("A")
+    assert result["domus"]["web01"]["state"] == "started" and result["not_restarted"] == {}
+
+
+def test_a_lease_shared_with_a_dead_holder_is_started(io, tmp_path):
+    io.leases_of["A"].remove("web01")
+    io.shared["web01"] = ["A", "C"]
+    io.lease_state["C"] = "dead"
+    io.reachable.discard("C")
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["domus"]["web01"]["state"] == "started"
+
+
+def test_an_incoming_migration_copy_is_not_running():
+    members = {"vmhosts": {"A": {}, "B": {}}, "domus": {"web01": {"memory_mib": 100}}}
+    snap = {"B": {"free_memory_mib": 1000, "domus": ["web01--incoming"]}}
+    plan = xf.restart_plan("A", members, snap, {}, ["web01"])
+    assert plan["domus"]["web01"] == {"state": "pending", "target": "B"}
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("xenha_runner_under_test", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_failover_snapshot_does_not_count_an_incoming_copy_as_running():
+    # nemesis: "failover counted a <name>--incoming copy as running" (the runner's _room)
+    info = {"free_memory_mib": 900, "total_memory_mib": 2048}
+    report = {"info": info, "domains": {"domus": {"web01--incoming": {}, "db01": {}}}}
+    room = _runner()._room({"B": report, "C": None})
+    assert room == {"B": {**info, "domus": ["db01"]}}
