@@ -342,8 +342,9 @@ def report(peers=None, checks=True, max_offset=None, disks=False, leases=False):
     Everything the master needs to know about this host in one call: the Xen host info and
     domain list (``xenha_xen.info`` / ``xenha_xen.list_domains``, with each domU's ``disks``
     when ``disks=True``), and the plumbing checks (clock, iscsi, ocfs2; ``transport`` to
-    ``peers`` when given); with ``leases=True`` this host's view of every other VM host's
-    storage lease (``xenha_lease.observe``, no waiting: its renewer watches them all the time).
+    ``peers`` when given); with ``leases=True`` this host's sanlock daemon's view of every
+    other VM host's delta lease (``xenha_sanlock.hosts``, no waiting: the daemon watches the
+    lockspace all the time).
     Problems are reported in the answer, not raised.
 
     CLI Example:
@@ -370,16 +371,28 @@ def report(peers=None, checks=True, max_offset=None, disks=False, leases=False):
 
 
 def _lease_views(me):
-    """{peer VM host: lease verdict, or {"error": text}} as this host sees them now."""
-    if "xenha_lease.observe" not in __salt__ or not _pillar("xenha:leases", None):
+    """
+    {peer VM host: {"state": live|fail|dead|free|unknown, "host_id", "generation"}, or
+    {"error": text}} as this host's sanlock daemon sees them now.
+    """
+    if "xenha_sanlock.hosts" not in __salt__ or not _pillar("xenha:sanlock", None):
         return {}
+    try:
+        rows = __salt__["xenha_sanlock.hosts"]()
+    except CommandExecutionError as err:
+        rows = {"error": str(err)}
     hosts = _pillar("xenha:hosts", {}) or {}
+    peers = sorted(h for h, spec in hosts.items() if (spec or {}).get("role", "vmhost") == "vmhost")
+    by_host = {r.get("host"): {**r, "host_id": i} for i, r in rows.items() if i != "error"}
     views = {}
-    for peer in sorted(h for h, spec in hosts.items() if (spec or {}).get("role") == "vmhost"):
+    for peer in peers:
         if peer == me:
             continue
-        try:
-            views[peer] = __salt__["xenha_lease.observe"](peer)
-        except CommandExecutionError as err:
-            views[peer] = {"error": str(err)}
+        if "error" in rows:
+            views[peer] = {"error": rows["error"]}
+        elif peer in by_host:
+            row = by_host[peer]
+            views[peer] = {k: row.get(k) for k in ("state", "host_id", "generation")}
+        else:
+            views[peer] = {"error": f"{peer} has no host_id in sanlock's view"}
     return views

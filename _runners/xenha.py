@@ -506,30 +506,29 @@ def _check_text(check):
 
 def _lease_states(snap):
     """
-    {VM host: lease verdict text}, each host's lease as a peer saw it in the report it has
-    just sent (no second round of calls), from a peer the failover has not marked: a fenced
-    host is no observer.
+    {VM host: lease text}: each host's sanlock delta lease as a live peer's daemon saw it in
+    the report it has just sent (no second round of calls). A host the failover marked is no
+    observer; a peer that sees it ``dead`` outweighs one still counting down, one that sees it
+    ``live`` outweighs both.
     """
     hosts = xenha_snapshot.vmhosts(snap)
     live = [h for h in hosts if snap["hosts"][h]["answered_s"] is not None]
     live = [h for h in live if snap["hosts"][h]["state"] not in (*MARKED_DOWN, "down")]
+    rank = {"live": 0, "dead": 1, "fail": 2, "free": 3, "unknown": 4}
     states = {}
     for host in hosts:
         views = [(p, (snap["reports"][p] or {}).get("leases", {}).get(host)) for p in live]
         views = [(p, v) for p, v in views if p != host and v]
-        if not views:
+        read = [(p, v) for p, v in views if not v.get("error")]
+        if read:
+            peer, view = min(read, key=lambda pv: rank.get(pv[1].get("state"), 5))
+            ids = f"host_id {view.get('host_id')}, generation {view.get('generation')}"
+            states[host] = f"{view.get('state')} ({ids}, seen by {peer})"
+        elif views:
+            peer, view = views[0]
+            states[host] = f"unknown ({view['error']}, seen by {peer})"
+        else:
             states[host] = "unknown: no live peer reported it"
-            continue
-        peer, verdict = views[0]
-        if verdict.get("error"):
-            states[host] = f"unknown ({verdict['error']}, seen by {peer})"
-            continue
-        unchanged = verdict.get("unchanged_for")
-        stalled = verdict.get("state") == "stalled" and isinstance(unchanged, (int, float))
-        # a renewer that lags under load shows 'stalled' for a moment: say for how long
-        age = f", not renewed for {unchanged:.1f} s" if stalled else ""
-        counter = verdict.get("counter")
-        states[host] = f"{verdict.get('state')} (counter {counter}{age}, seen by {peer})"
     return states
 
 
@@ -549,8 +548,8 @@ def status(leases=True):
     others get ``REPORT_WAIT`` seconds.
 
     leases
-        Also watch each VM host's storage lease from a live peer (``xenha_lease.observe``);
-        ``leases=False`` skips it.
+        Also show each VM host's sanlock delta lease as a live peer's daemon sees it
+        (``xenha_sanlock.hosts``: live, fail, dead, free); ``leases=False`` skips it.
 
     CLI Example:
 
@@ -561,7 +560,7 @@ def status(leases=True):
     """
     started = time.monotonic()
     cluster = _cluster()
-    watch = bool(leases and cluster.get("leases"))
+    watch = bool(leases and cluster.get("sanlock"))
     snap = _snapshot(cluster, checks=True, wait=REPORT_WAIT, leases=watch, remember=True)
     lease_text = _lease_states(snap) if watch else {}
     hosts = []
@@ -1333,12 +1332,13 @@ def _move_back(cluster, host, evacuation, parallel, timeout):
 # Failover (owned by the failover engineer): append failover functions below this line.
 # =============================================================================================
 # --- failover ---
-# Heartbeat loss -> verify the claim, corroborate, fence (IPMI / lease expiry / operator ack),
-# restart the dead host's domUs on survivors. The state machine is _utils/xenha_failover.py;
+# Heartbeat loss -> verify the claim, corroborate, fence (IPMI + lease stopped / sanlock dead /
+# operator ack), restart the dead host's domUs on survivors. The state machine is _utils/xenha_failover.py;
 # this is its Salt adapter and the operator's commands. See docs/failover.md.
 
 import xenha_failover  # noqa: E402 - the failover section keeps its imports with it
 import xenha_fence  # noqa: E402
+import xenha_sanlockcfg  # noqa: E402
 
 PING_TIMEOUT = 1.0  # s: does the master still reach the suspect's minion? (xenha:failover)
 START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
@@ -1375,8 +1375,9 @@ def _answers_ping(minion, timeout):
 class _SaltFailoverIO(xenha_failover.Adapter):
     """The failover engine's I/O through this runner's Salt edge."""
 
-    def __init__(self, cluster, early_ping=None):
+    def __init__(self, cluster, early_ping=None, io_timeout=xenha_failover.DEFAULTS["io_timeout"]):
         self.cluster = cluster
+        self.io_timeout = io_timeout
         # (host, future) of a ping sent as the claim came in, while the pillar compiled: the
         # first corroboration uses it, every later one (a retry) pings afresh
         self.early_ping = early_ping
@@ -1406,16 +1407,16 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         return value
 
     def observe(self, observer, host, duration):
-        # settled: the observer's lease renewer has watched the peer all along, so a lease seen
-        # unchanged that long before the call already counts
-        kwarg = {"duration": duration, "settled": duration}
-        return self._must(observer, "xenha_lease.observe", [host], kwarg, duration + CALL_TIMEOUT)
+        # the runner's own job on that survivor (its reply matched by the jid it published)
+        kwarg = {} if duration is None else {"duration": duration}
+        watch = self.io_timeout + 1 if duration is None else duration
+        return self._must(observer, "xenha_sanlock.observe", [host], kwarg, watch + CALL_TIMEOUT)
 
     def fence_ipmi(self, host, bmc):
         return xenha_fence.power_off(bmc)
 
     def leased_domus(self, observer, host):
-        return sorted(self._must(observer, "xenha_lease.owned", [host]))
+        return self._must(observer, "xenha_sanlock.holders", [], {"host": host})
 
     def snapshot(self, hosts):
         # patient: a suspect survivor's answer decides whether planning waits for its check
@@ -1430,9 +1431,11 @@ class _SaltFailoverIO(xenha_failover.Adapter):
 
     def start_domu(self, host, name, spec, fenced):
         # lease and start in one round trip: this is the last step before the domU is back
-        kwarg = {"fenced": fenced}
+        # with fenced: the target proves the delta lease stopped (two reads an io_timeout apart)
+        kwarg = {"fenced": fenced} if fenced else {}
         arg = [name, spec["config"]]
-        return self._must(host, "xenha_lease.start_domu", arg, kwarg, timeout=START_TIMEOUT)
+        timeout = START_TIMEOUT + 2 * self.io_timeout
+        return self._must(host, "xenha_sanlock.start_domu", arg, kwarg, timeout=timeout)
 
     def fire(self, tag, data):
         # master bus only: progress events would break `salt-run --out=json` for scripts
@@ -1449,8 +1452,10 @@ def _audit_path():
 def _failover_engine(cluster, early_ping=None):
     # the pillar check's own validation: a value it accepts is one the engine runs with
     settings = xenha_pillarcheck.failover_settings(cluster.get("failover"))
-    settings.setdefault("expiry", (cluster.get("leases") or {}).get("expiry"))
-    return xenha_failover.Engine(_SaltFailoverIO(cluster, early_ping), _cachedir(), settings)
+    # the lockspace's io_timeout, checked as xenha_sanlock checks it (one validation)
+    settings["io_timeout"] = xenha_sanlockcfg.settings(cluster)["io_timeout"]
+    io = _SaltFailoverIO(cluster, early_ping, settings["io_timeout"])
+    return xenha_failover.Engine(io, _cachedir(), settings)
 
 
 @_command
@@ -1458,10 +1463,12 @@ def failover(host, reporter=None, event=None):
     """
     Handle a heartbeat-loss claim about ``host`` (the reactor calls this with the reporting
     minion and the event data; an operator may call it with ``host`` alone). The claim is
-    verified (the reporter is a cluster VM host, the event's ids match), corroborated (the master
-    cannot reach ``host`` and no survivor sees its storage lease advance), the host is fenced
-    (BMC power-off confirmed, else its lease provably expired; otherwise ``blocked`` and retried
-    with back-off), then its domUs are restarted on survivors by priority. Concurrent and
+    verified (the reporter is a cluster VM host, the event's ids match: a hint, nothing more),
+    corroborated (the master cannot reach ``host``, every survivor is asked about its sanlock
+    delta lease, and at least one reads it and none sees it advance), the host is fenced (BMC
+    power-off confirmed and the delta lease stopped, else sanlock calls it dead; otherwise
+    ``blocked`` and retried with back-off), then its domUs are restarted on survivors by
+    priority, each lease taken by the target's sanlock. Concurrent and
     repeated calls for one host join the one failover; events ``xenha/failover/<host>/...``;
     audit trail ``<cachedir>/xenha/audit.log``.
 

@@ -11,8 +11,10 @@ import threading
 import pytest
 import xenha_failover as xf
 import xenha_store
+from salt.exceptions import CommandExecutionError
 
 RUNNER = os.path.join(os.path.dirname(__file__), "..", "..", "_runners", "xenha.py")
+PREFLIGHT = os.path.join(os.path.dirname(__file__), "..", "..", "_modules", "xenha_preflight.py")
 
 
 class Crash(BaseException):  # noqa: N818 - stands for the master being killed (not an Exception)
@@ -913,3 +915,64 @@ def test_the_failover_snapshot_does_not_count_an_incoming_copy_as_running():
     report = {"info": info, "domains": {"domus": {"web01--incoming": {}, "db01": {}}}}
     room = _runner()._room({"B": report, "C": None})
     assert room == {"B": {**info, "domus": ["db01"]}}
+
+
+# --- the status lease column, from sanlock's view ---
+
+
+def _preflight(pillar, hosts_answer):
+    spec = importlib.util.spec_from_file_location("xenha_preflight_under_test", PREFLIGHT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def hosts():
+        if isinstance(hosts_answer, Exception):
+            raise hosts_answer
+        return hosts_answer
+
+    module.__pillar__ = pillar
+    module.__salt__ = {"xenha_sanlock.hosts": hosts}
+    return module
+
+
+PILLAR = {
+    "xenha": {
+        "sanlock": {"lease_path": "/dev/xenha-leases"},
+        "hosts": {"A": {"role": "vmhost"}, "B": {}, "S": {"role": "storage"}},
+    }
+}
+
+
+def test_the_report_gives_each_peers_delta_lease_as_the_daemon_sees_it():
+    rows = {
+        1: {"host": "A", "state": "dead", "generation": 4, "timestamp": 9},
+        2: {"host": "B", "state": "live", "generation": 2, "timestamp": 7},
+    }
+    views = _preflight(PILLAR, rows)._lease_views("B")
+    assert views == {"A": {"state": "dead", "host_id": 1, "generation": 4}}
+    error = _preflight(PILLAR, CommandExecutionError("hosts: not joined"))._lease_views("B")
+    assert error == {"A": {"error": "hosts: not joined"}}
+    assert _preflight({"xenha": {"hosts": {}}}, rows)._lease_views("B") == {}  # no sanlock
+
+
+def test_the_lease_column_prefers_a_live_verdict_and_names_its_observer():
+    def host(state="up"):
+        return {"role": "vmhost", "answered_s": 0.2, "state": state}
+
+    snap = {
+        "hosts": {"A": host("fenced"), "B": host(), "C": host()},
+        "reports": {
+            "A": {"leases": {"B": {"state": "dead", "host_id": 2, "generation": 1}}},
+            "B": {"leases": {"A": {"state": "dead", "host_id": 1, "generation": 3}}},
+            "C": {
+                "leases": {
+                    "A": {"error": "hosts: this host has not joined lockspace xenha"},
+                    "B": {"state": "live", "host_id": 2, "generation": 1},
+                }
+            },
+        },
+    }
+    states = _runner()._lease_states(snap)
+    assert states["A"] == "dead (host_id 1, generation 3, seen by B)"
+    assert states["B"] == "live (host_id 2, generation 1, seen by C)"  # A is fenced: no observer
+    assert states["C"] == "unknown: no live peer reported it"
