@@ -675,46 +675,57 @@ class Engine:
         (no BMC, or it failed): wait until a survivor's sanlock calls the host ``dead``
         (8 x io_timeout + watchdog_fire after its last renewal: its watchdog has fired).
         """
-        host = record["host"]
-        tried = []
-        ack = self._acked(host)
+        ack = self._acked(record["host"])
         if isinstance(ack, dict):
             return self._fenced(record, {"method": "manual", "ack": ack})
+        moved, tried = self._fence_ipmi(record, members)
+        if moved:
+            return True
+        moved, why = self._await_dead(record, members)
+        if moved:
+            return True
+        return self._block(record, "not fenced, nothing restarted: " + "; ".join([tried, why]))
+
+    def _fence_ipmi(self, record, members):
+        """(True: the journal moved on, or False, what was tried) for the IPMI path."""
+        host = record["host"]
         bmc = members["vmhosts"][host].get("bmc")
-        if bmc:
-            start = self.io.mono()
-            result = self._safe(self.io.fence_ipmi, host, bmc)
-            if isinstance(result, dict):
-                took = round(self.io.mono() - start, 3)
-                evidence, answers = self._look(members, host)
-                text = evidence_text(host, evidence)
-                if evidence["advancing"]:
-                    why = f"the BMC confirmed power off, but {text}: it may control another machine"
-                    return self._block(record, f"not fenced, nothing restarted: {why}")
-                if readable(evidence):
-                    fence = {"method": "ipmi", "seconds": took, **result, "lease": text}
-                    return self._fenced(record, fence, answers)
-                tried.append(f"IPMI: powered off, but {text}")
-            else:
-                tried.append(f"IPMI: {result}")
-        else:
-            tried.append("IPMI: no BMC configured")
-        conf = self.conf
+        if not bmc:
+            return False, "IPMI: no BMC configured"
+        start = self.io.mono()
+        result = self._safe(self.io.fence_ipmi, host, bmc)
+        if not isinstance(result, dict):
+            return False, f"IPMI: {result}"
+        took = round(self.io.mono() - start, 3)
+        evidence, answers = self._look(members, host)
+        text = evidence_text(host, evidence)
+        if evidence["advancing"]:
+            why = f"the BMC confirmed power off, but {text}: it may control another machine"
+            return self._block(record, f"not fenced, nothing restarted: {why}"), None
+        if not readable(evidence):
+            return False, f"IPMI: powered off, but {text}"
+        fence = {"method": "ipmi", "seconds": took, **result, "lease": text}
+        return self._fenced(record, fence, answers), None
+
+    def _await_dead(self, record, members):
+        """(True: the journal moved on, or False, why not) for the lease-only path."""
+        host, conf = record["host"], self.conf
         deadline = self.io.mono() + 8 * conf["io_timeout"] + conf["watchdog_fire"]
         deadline += conf["expiry_margin"]
         while True:
             evidence, answers = self._look(members, host)
             text = evidence_text(host, evidence)
             if evidence["advancing"]:
-                return self._ignore(record, f"{host} renews again ({text})", recheck=True)
+                return self._ignore(record, f"{host} renews again ({text})", recheck=True), None
             if evidence["dead"] or evidence["free"]:
                 # the target's sanlock takes these leases only because it also sees them dead
-                return self._fenced(record, {"method": "lease", "lease": text}, answers)
+                return self._fenced(record, {"method": "lease", "lease": text}, answers), None
             if self.io.mono() >= deadline:
-                break
+                return False, f"lease: not dead after 8 x io_timeout + watchdog_fire: {text}"
             self.io.sleep(min(conf["io_timeout"], max(deadline - self.io.mono(), 0)))
-        tried.append(f"lease: not dead after 8 x io_timeout + watchdog_fire: {text}")
-        return self._block(record, "not fenced, nothing restarted: " + "; ".join(tried))
+            ack = self._acked(host)  # the operator's word ends the wait (8T + W is long)
+            if isinstance(ack, dict):
+                return self._fenced(record, {"method": "manual", "ack": ack}), None
 
     def _block(self, record, reason):
         """Blocked: nothing restarted, retried after a back-off (an ack_fence ends it)."""

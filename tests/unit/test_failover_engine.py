@@ -519,12 +519,13 @@ def test_ack_during_backoff_is_picked_up_by_the_running_failover(io, tmp_path):
 
     def sleep_then_ack(seconds):
         real_sleep(seconds)
-        # the operator's salt-run while the failover waits: it only records the ack
-        acks.append(engine(io, tmp_path).ack("A"))
+        # the operator's salt-run while the failover backs off: it only records the ack
+        if "blocked" in io.tags() and not acks:
+            acks.append(engine(io, tmp_path).ack("A"))
 
     acks = []
     io.sleep = sleep_then_ack
-    result = engine(io, tmp_path, retry_base=5).handle("A", "B", EVENT)
+    result = engine(io, tmp_path, retry_base=5, **QUICK).handle("A", "B", EVENT)
     assert result["state"] == "done" and result["fence"]["method"] == "manual"
     assert acks[0]["acknowledged"] is True and acks[0]["state"] == "in_progress"
     assert io.tags().count("blocked") == 1
@@ -827,6 +828,23 @@ def test_the_lease_only_path_waits_for_dead_not_for_stopped(io, tmp_path):
     del io.vmhosts["A"]["bmc"]  # A stopped renewing (SIGSTOP, a cut): its domUs may still run
     result = engine(io, tmp_path, retry_for=0, **QUICK).handle("A", "B", EVENT)
     assert result["state"] == "blocked" and io.starts == [] and io.fenced_args == []
+
+
+def test_an_ack_ends_the_wait_for_sanlocks_dead(io, tmp_path):
+    del io.vmhosts["A"]["bmc"]  # stopped, not dead yet: the lease-only path waits 8T + W
+    looks = []
+    real_observe = io.observe
+
+    def observe(observer, host, duration):
+        looks.append(host)
+        if len(looks) == 6:  # a few looks into the wait, the operator powers A off by hand
+            assert engine(io, tmp_path).ack("A")["acknowledged"] is True
+        return real_observe(observer, host, duration)
+
+    io.observe = observe
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done" and result["fence"]["method"] == "manual"
+    assert io.fenced_args == ["A", "A", "A"]
 
 
 def test_a_fenced_start_while_the_owner_still_renews_is_refused(io, tmp_path):
