@@ -1,7 +1,8 @@
 """
 The failover runner through a real salt-master and a real survivor minion (xha-fo-b, xl
-stand-in, lease module on a scratch lease directory). xha-fo-a is the dead host: no minion runs
-for it, its BMC address is a closed port, and the test writes the leases it held.
+stand-in, the xenha_sanlock stand-in for sanlock's view). xha-fo-a is the dead host: no minion
+runs for it, its BMC address is a closed port, and the test sets the leases it held and what
+the survivor's sanlock sees of it. The file-lease renewer keeps its own scratch directory.
 """
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import xenha_lease
 
-from tests.standins.cluster import StandinCluster
+from tests.standins.cluster import STANDINS, StandinCluster
 from tests.support.daemons import synced_minion
 
 pytestmark = pytest.mark.skipif(not shutil.which("ipmitool"), reason="needs ipmitool")
@@ -37,8 +38,20 @@ def standins(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def survivor(salt_master, standins):
-    with synced_minion(salt_master, SURVIVOR, standins.env(SURVIVOR)) as minion:
+    modules = {"module_dirs": [str(STANDINS / "modules")]}  # ahead of the real xenha_sanlock
+    with synced_minion(salt_master, SURVIVOR, standins.env(SURVIVOR), modules) as minion:
         yield minion
+
+
+def sanlock_view(standins, dead_host_state, leases):
+    """What the survivor's sanlock stand-in sees: DEAD's delta lease and the domU leases."""
+    state = {"hosts": {DEAD: dead_host_state, SURVIVOR: "advancing"}, "leases": leases}
+    (standins.path / "sanlock.json").write_text(json.dumps(state))
+
+
+def sanlock_owner(standins, name):
+    leases = json.loads((standins.path / "sanlock.json").read_text())["leases"]
+    return leases[name]["hosts"][0]
 
 
 @pytest.fixture
@@ -52,7 +65,8 @@ def cluster(salt_master, standins, survivor):
         (SCRATCH / "domus" / f"{name}.cfg").write_text(
             f'name = "{name}"\nmemory = {memory}\nvcpus = 1\n'
         )
-        write_lease("domu", name, DEAD, counter=7)
+    # DEAD held every domU lease and stopped renewing; sanlock does not call it dead yet
+    sanlock_view(standins, "stopped", {n: {"mode": "ex", "hosts": [DEAD]} for n in DOMUS})
     store = Path(salt_master.config["cachedir"]) / "xenha"
     if store.exists():
         for doc in store.iterdir():
@@ -101,10 +115,10 @@ def test_fence_failure_blocks_then_manual_ack_completes(salt_master, cluster, ev
     result = run(salt_master, "xenha.failover", *CLAIM[:2], "event=" + CLAIM[2])
 
     assert result["state"] == "blocked"
-    assert "IPMI: ipmitool" in result["reason"]  # ipmitool's own failure, then the lease:
-    assert f"lease via {SURVIVOR}: missing" in result["reason"]
+    assert "IPMI: ipmitool" in result["reason"]  # ipmitool's own failure, then sanlock's view:
+    assert f"{DEAD}'s sanlock lease: stopped for {SURVIVOR}" in result["reason"]
     assert cluster.domains(SURVIVOR) == {}  # nothing restarted
-    assert {lease_owner(d) for d in DOMUS} == {DEAD}
+    assert {sanlock_owner(cluster, d) for d in DOMUS} == {DEAD}
     blocked = events(event_listener, salt_master, since, "blocked")
     assert "IPMI" in blocked[0].data["reason"]
 
@@ -116,7 +130,7 @@ def test_fence_failure_blocks_then_manual_ack_completes(salt_master, cluster, ev
     assert done["acknowledged"] is True and done["state"] == "done"
     assert done["fence"]["method"] == "manual"
     assert sorted(cluster.domains(SURVIVOR)) == ["db01", "web01"]
-    assert {d: lease_owner(d) for d in DOMUS} == {
+    assert {d: sanlock_owner(cluster, d) for d in DOMUS} == {
         "db01": SURVIVOR,
         "web01": SURVIVOR,
         "big01": DEAD,
@@ -169,8 +183,9 @@ def test_forged_claims_are_ignored_and_logged(salt_master, cluster, event_listen
 
 
 def test_runner_killed_mid_failover_resumes_and_completes_once(salt_master, cluster):
-    # DEAD's host lease exists but no longer moves: the survivor proves it expired (4 s)
-    write_lease("host", DEAD, DEAD, counter=41)
+    # the survivor's sanlock calls DEAD dead: its watchdog has fired, its leases may be taken
+    leases = {n: {"mode": "ex", "hosts": [DEAD]} for n in DOMUS}
+    sanlock_view(cluster, "dead", leases)
     calls_before = len(cluster.calls())
     cli = salt_master.salt_run_cli(timeout=240)
     argv = cli.cmdline("xenha.failover", *CLAIM[:2], "event=" + CLAIM[2])
@@ -191,7 +206,7 @@ def test_runner_killed_mid_failover_resumes_and_completes_once(salt_master, clus
 
     rows = run(salt_master, "xenha.failover_resume")
     assert [(r["host"], r["state"]) for r in rows] == [(DEAD, "done")]
-    assert rows[0]["fence"]["method"] == "lease"  # IPMI failed, the lease provably expired
+    assert rows[0]["fence"]["method"] == "lease"  # IPMI failed, sanlock calls DEAD dead
     assert sorted(cluster.domains(SURVIVOR)) == ["db01", "web01"]
     creates = [c for c in cluster.calls()[calls_before:] if c["argv"][:1] == ["create"]]
     assert sorted(Path(c["argv"][-1]).stem for c in creates) == ["db01", "web01"]

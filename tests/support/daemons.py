@@ -8,13 +8,14 @@ from tests.support.saltconf import snippet
 
 
 @contextlib.contextmanager
-def synced_minion(master, minion_id, environ=None):
+def synced_minion(master, minion_id, environ=None, overrides=None):
     """
-    A minion of ``master`` from the shipped minion snippet, started, xenha's modules synced.
-    ``environ`` is added to its environment (salt_minion_daemon(environ=...) clashes with the
-    factory's own environ).
+    A minion of ``master`` from the shipped minion snippet (plus ``overrides``), started,
+    xenha's modules synced. ``environ`` is added to its environment (salt_minion_daemon(
+    environ=...) clashes with the factory's own environ).
     """
-    minion = master.salt_minion_daemon(minion_id, overrides=snippet("minion"))
+    config = {**snippet("minion"), **(overrides or {})}
+    minion = master.salt_minion_daemon(minion_id, overrides=config)
     minion.environ = {**minion.environ, **(environ or {})}
     with minion.started():
         # generous: sync_all walks the whole checkout, slow on a loaded machine

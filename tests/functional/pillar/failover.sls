@@ -1,24 +1,27 @@
 # The failover functional test's cluster: xha-fo-a (the host that "dies"; its BMC address is a
-# closed local port, so IPMI fencing fails) and xha-fo-b (the survivor, xl stand-in). Leases live
-# in a fixed scratch directory the test creates and removes. Test-only values; the BMC password
-# is the master's (xenha_bmc in tests/functional/conftest.py).
+# closed local port, so IPMI fencing fails) and xha-fo-b (the survivor, xl stand-in, and the
+# xenha_sanlock stand-in: tests/standins/modules). Test-only values; the BMC password is the
+# master's (xenha_bmc in tests/functional/conftest.py).
 xenha:
   hosts:
     xha-fo-a:
       hostname: xha-fo-a
       ip: 127.0.0.21
       role: vmhost
+      host_id: 1
       memory_reserve_mib: 0
       bmc: {address: 127.0.0.1, port: 9, username: admin, interface: lanplus, cipher_suite: 3}
     xha-fo-b:
       hostname: xha-fo-b
       ip: 127.0.0.22
       role: vmhost
+      host_id: 2
       memory_reserve_mib: 256
   xen:
     toolstack: xl
   leases: {dir: /tmp/xenha-functional-failover/leases, renew_interval: 0.5, expiry: 4.0,
            self_fence_after: 1.5, destroy_timeout: 1.0}
+  sanlock: {lease_path: /tmp/xenha-functional-failover/leases.img, io_timeout: 1}
   failover: {corroborate_window: 1.0, retry_base: 1.0, retry_max: 2.0, retry_for: 0}
   # xha-fo-b: 4096 MiB, dom0 512, reserve 256 -> 3328 MiB for domUs: db01 and web01 fit, big01 not
   domus:

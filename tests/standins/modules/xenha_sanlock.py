@@ -1,0 +1,100 @@
+"""
+Stand-in for the failover's part of ``xenha_sanlock`` in functional tests: ``observe``,
+``holders`` and ``start_domu`` following the module's contract (docs/failover.md, "Interfaces"),
+on a JSON file the test writes: ``$XENHA_STANDIN_DIR/sanlock.json`` =
+``{"hosts": {host: advancing|stopped|dead|free}, "generation": {host: n},
+"leases": {domU: {"mode": "ex"|"sh", "hosts": [...]}}}``. A missing file is an unreadable
+lease area. Loaded through the minion's ``module_dirs``, ahead of the real module.
+"""
+
+import json
+import os
+import time
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "xenha_sanlock"
+
+WATCH = 2.0  # s observe watches by default (io_timeout 1 + 1)
+
+
+def __virtual__():
+    if os.environ.get("XENHA_STANDIN_DIR"):
+        return __virtualname__
+    return (False, "xenha_sanlock stand-in: XENHA_STANDIN_DIR is not set")
+
+
+def _path():
+    return os.path.join(os.environ["XENHA_STANDIN_DIR"], "sanlock.json")
+
+
+def _load():
+    try:
+        with open(_path(), encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise CommandExecutionError(f"sanlock direct dump {_path()}: no such file") from None
+
+
+def _save(state):
+    tmp = _path() + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(state, fh)
+    os.replace(tmp, _path())
+
+
+def observe(host, duration=None):
+    """
+    ``host``'s delta lease as the test set it, after watching ``duration`` s.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.observe ServVirt1
+    """
+    _load()
+    time.sleep(WATCH if duration is None else float(duration))
+    state = _load()
+    verdict = state["hosts"].get(host, "free")
+    generation = state.get("generation", {}).get(host, 1)
+    return {"state": verdict, "host_id": 0, "sanlock": {"generation": generation}}
+
+
+def holders(host=None):
+    """
+    The domU leases held (by ``host`` only, when given).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.holders host=ServVirt1
+    """
+    leases = _load()["leases"]
+    return {n: e for n, e in leases.items() if host is None or host in e["hosts"]}
+
+
+def start_domu(name, config, fenced=None):
+    """
+    Take ``name``'s lease as the real module would (refused while a live holder other than a
+    stopped ``fenced`` holds it), then start it with ``xenha_xen.start``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.start_domu web01 /cluster/domus/web01.cfg fenced=ServVirt1
+    """
+    me = __opts__["id"]  # noqa: F821 - injected by the Salt loader
+    state = _load()
+    held = state["leases"].get(name, {"hosts": []})
+    for holder in set(held["hosts"]) - {me}:
+        seen = state["hosts"].get(holder, "free")
+        if holder == fenced and seen == "advancing":
+            raise CommandExecutionError(f"{holder} still renews its sanlock delta lease")
+        if holder != fenced and seen not in ("dead", "free"):
+            raise CommandExecutionError(f"lease of {name} is held by live host {holder}")
+    state["leases"][name] = {"mode": "ex", "hosts": [me]}
+    _save(state)
+    return {"lease": state["leases"][name], "domu": __salt__["xenha_xen.start"](config)}  # noqa: F821
