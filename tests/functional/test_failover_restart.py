@@ -81,7 +81,7 @@ def standins(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def survivor(master, standins):
-    modules = {"module_dirs": [str(STANDINS / "modules")]}  # ahead of the real xenha_sanlock
+    modules = {"module_dirs": [str(STANDINS / "modules")], "disable_modules": ["xenha_sanlock"]}
     with synced_minion(master, SURVIVOR, standins.env(SURVIVOR), modules) as minion:
         yield minion
 

@@ -4,7 +4,9 @@ Stand-in for the failover's part of ``xenha_sanlock`` in functional tests: ``obs
 on a JSON file the test writes: ``$XENHA_STANDIN_DIR/sanlock.json`` =
 ``{"hosts": {host: advancing|stopped|dead|free}, "generation": {host: n},
 "leases": {domU: {"mode": "ex"|"sh", "hosts": [...]}}}``. A missing file is an unreadable
-lease area. Loaded through the minion's ``module_dirs``, ahead of the real module.
+lease area. The minion loads it through ``module_dirs`` with ``disable_modules:
+[xenha_sanlock]``: the synced real module (extension modules come before ``module_dirs`` in
+Salt's search order) is disabled by its file name, this file gives the same virtual name.
 """
 
 import json
