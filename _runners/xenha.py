@@ -1333,8 +1333,9 @@ def _move_back(cluster, host, evacuation, parallel, timeout):
 # =============================================================================================
 # --- failover ---
 # Heartbeat loss -> verify the claim, corroborate, fence (IPMI + lease stopped / sanlock dead /
-# operator ack), restart the dead host's domUs on survivors. The state machine is _utils/xenha_failover.py;
-# this is its Salt adapter and the operator's commands. See docs/failover.md.
+# operator ack), restart the dead host's domUs on survivors. The state machine is
+# _utils/xenha_failover.py; this is its Salt adapter and the operator's commands. See
+# docs/failover.md.
 
 import xenha_failover  # noqa: E402 - the failover section keeps its imports with it
 import xenha_fence  # noqa: E402
