@@ -95,9 +95,10 @@ def _fence(fence):
     method = (fence or {}).get("method")
     if method == "ipmi":
         took = fence.get("seconds")
-        return "powered off through its BMC" + (f" in {took} s" if took is not None else "")
+        lease = f"; {fence['lease']}" if fence.get("lease") else ""
+        return "powered off through its BMC" + (f" in {took} s" if took is not None else "") + lease
     if method == "lease":
-        return f"storage lease seen by {fence.get('observer')}: {_verdict(fence.get('verdict'))}"
+        return str(fence.get("lease"))
     if method == "manual":
         return f"fence acknowledged by {(fence.get('ack') or {}).get('by', 'an operator')}"
     return f"fenced ({method})"
@@ -166,6 +167,18 @@ def evidence(step):
     return str(step.get("reason") or _other(step) or step["step"])
 
 
+def _fired(event, default):
+    """When the reporter says it fired ``event`` (its ``_stamp``, UTC if no zone), or
+    ``default``. Shown, never acted on: the engine does not trust a reporter's clock."""
+    try:
+        fired = datetime.datetime.fromisoformat(event["_stamp"])
+    except (KeyError, TypeError, ValueError):
+        return default
+    if fired.tzinfo is None:
+        fired = fired.replace(tzinfo=datetime.timezone.utc)
+    return fired.timestamp()
+
+
 def _claim(journal, steps):
     """(claim epoch, seconds the heartbeat had been silent at the claim or None)."""
     first = steps[0]["time"] if steps else None
@@ -173,7 +186,7 @@ def _claim(journal, steps):
     if not isinstance(event, dict):
         return first, None
     started = journal.get("started", first)
-    claim = xenha_failover.claim_time(event, started)
+    claim = _fired(event, started)
     if claim > started or (first is not None and claim < first - 3600):
         claim = started  # a reporter's clock ahead of the master's, or a stamp from elsewhere
     age = event.get("age")

@@ -35,9 +35,11 @@ def test_an_ipmi_failover_reads_as_steps_with_evidence_and_exact_seconds(io):
     assert at(report, "received")["t"] == 0.25
     assert at(report, "corroborated")["t"] == pytest.approx(0.65)
     assert at(report, "corroborated")["evidence"] == (
-        "master cannot reach it; lease B: expired, unchanged for 12.0 s"
+        "master cannot reach it; lease B: stopped, unchanged for 3 s; C: stopped, unchanged for 3 s"
     )
-    assert at(report, "fenced")["evidence"] == "powered off through its BMC in 0.1 s"
+    assert at(report, "fenced")["evidence"] == (
+        "powered off through its BMC in 0.1 s; A's sanlock lease: stopped for B, C"
+    )
     assert report["fence"]["method"] == "ipmi"
     plan = at(report, "restarting")["evidence"]
     assert plan == "plan: db01 -> C; web01 -> B; tiny -> B"  # by priority
@@ -47,12 +49,13 @@ def test_an_ipmi_failover_reads_as_steps_with_evidence_and_exact_seconds(io):
 
 
 def test_what_was_not_restarted_says_why_and_retries_show_in_order(io):
-    io.ipmi = "fail"  # fenced through the lease instead
+    io.ipmi = "fail"  # fenced through the lease instead: sanlock says A is dead
+    io.lease_state["A"] = "dead"
     io.leases_of["A"].append("stray")
     io.start_fail.add("web01")
     engine(io, retry_base=2).handle("A", "B", stamped(io, age=1.5))
     (report,) = xenha_report.load(io.store, "A")
-    assert report["fence"]["evidence"] == ("storage lease seen by B: expired, unchanged for 12.0 s")
+    assert report["fence"]["evidence"] == "A's sanlock lease: dead for B, C"
     assert "stray not placed: not in pillar" in at(report, "restarting")["evidence"]
     failures = [s for s in report["steps"] if s["step"] == "domu_failed"]
     assert len(failures) == 3  # start_tries
@@ -73,7 +76,6 @@ def test_what_was_not_restarted_says_why_and_retries_show_in_order(io):
 
 def test_a_blocked_failover_then_an_ack_is_one_timeline(io):
     io.ipmi = "fail"
-    io.lease_state["A"] = "stalled"
     engine(io, retry_base=5, retry_max=20, retry_for=30).handle("A", "B", stamped(io, 2.0))
     (blocked,) = xenha_report.load(io.store)
     assert blocked["state"] == "blocked" and blocked["restarted"] == {}
@@ -98,8 +100,9 @@ def test_every_failover_is_kept_and_found_by_host_or_id(io):
     late = {**stamped(io, 70.0, reporter="C", before=60)}
     assert engine(io).handle("A", "C", late)["duplicate"] is True
     io.clock += 30
-    io.leases_of["A"] = ["web01"]
+    io.leases_of = {"A": ["web01"], "B": ["db01", "tiny"]}  # web01 went back to A
     io.running = {"B": ["db01", "tiny"], "C": []}
+    io.generation["A"] = 2  # A rejoined the lockspace in between: a new death
     second = engine(io).handle("A", "B", stamped(io, 1.0))
     assert second["id"] != first["id"]
     both = xenha_report.load(io.store, "A")
