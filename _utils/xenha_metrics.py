@@ -84,15 +84,20 @@ def _domus(snapshot, families):
             running.add(0, domu=name, host="", managed=str(spec["managed"]).lower())
 
 
+LEASE_STATES = ("live", "fail", "dead", "free", "unknown")  # sanlock's view of a delta lease
+
+
 def _leases(snapshot, families):
-    unchanged = families(
-        "xenha_lease_unchanged_seconds", "seconds the host's storage lease was seen unchanged"
+    state = families(
+        "xenha_lease_state", "1 for the state the observer's sanlock gives the host's delta lease"
     )
     for observer, report in sorted((snapshot.get("reports") or {}).items()):
-        for host, verdict in sorted(((report or {}).get("leases") or {}).items()):
-            seconds = (verdict or {}).get("unchanged_for")
-            if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
-                unchanged.add(seconds, host=host, observer=observer)
+        for host, view in sorted(((report or {}).get("leases") or {}).items()):
+            seen = (view or {}).get("state")
+            if (view or {}).get("error") or seen not in LEASE_STATES:
+                seen = "unknown"
+            for name in LEASE_STATES:
+                state.add(int(name == seen), host=host, observer=observer, state=name)
 
 
 def _heartbeats(heartbeat, families):

@@ -32,9 +32,9 @@ def report(domus, free, leases=None):
 def snapshot():
     reports = {
         "ServVirt2": report(
-            ["db01", "web01", "test01"], 2048, {"ServVirt1": {"unchanged_for": 12.5}}
+            ["db01", "web01", "test01"], 2048, {"ServVirt1": {"state": "dead", "host_id": 1}}
         ),
-        "ServVirt3": report([], 8000, {"ServVirt1": {"unchanged_for": 12.0}}),
+        "ServVirt3": report([], 8000, {"ServVirt1": {"error": "sanlock did not answer"}}),
         "ServDB": {},
     }
     snap = xenha_snapshot.build(
@@ -113,10 +113,11 @@ def test_host_and_domu_metrics(text):
     assert sample(text, "xenha_host_domus", host="ServVirt1") == 0
     assert sample(text, "xenha_host_memory_free_bytes", host="ServVirt2") == 2048 * 2**20
     assert sample(text, "xenha_domu_running", domu="test01", managed="false") == 1
-    assert (
-        sample(text, "xenha_lease_unchanged_seconds", host="ServVirt1", observer="ServVirt2")
-        == 12.5
-    )
+    lease = {"host": "ServVirt1", "observer": "ServVirt2"}
+    assert sample(text, "xenha_lease_state", state="dead", **lease) == 1
+    assert sample(text, "xenha_lease_state", state="live", **lease) == 0
+    unread = {"host": "ServVirt1", "observer": "ServVirt3"}
+    assert sample(text, "xenha_lease_state", state="unknown", **unread) == 1
     assert sample(text, "xenha_heartbeat_age_seconds", host="ServVirt2", peer="ServVirt1") == 31.5
     assert sample(text, "xenha_heartbeat_peer_alive", host="ServVirt2", peer="ServVirt3") == 1
 
