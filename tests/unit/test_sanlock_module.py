@@ -35,7 +35,13 @@ class Fake:
         self.calls.append(argv)
         for size in range(len(argv), 0, -1):
             if tuple(argv[:size]) in self.answers:
-                return self.answers[tuple(argv[:size])]
+                answer = self.answers[tuple(argv[:size])]
+                # a list answers in turn, its last one repeated
+                return (
+                    answer.pop(0)
+                    if isinstance(answer, list) and len(answer) > 1
+                    else (answer[0] if isinstance(answer, list) else answer)
+                )
         raise AssertionError(f"unexpected command {shlex.join(argv)}")
 
     def ran(self, *prefix):
@@ -212,3 +218,61 @@ def test_join_refuses_an_area_without_the_lockspace(fake):
     ):
         xenha_sanlock.join()
     assert not fake.ran("sanlock", "client", "add_lockspace")
+
+
+def delta_dump(timestamp, host_id=1):
+    """`sanlock direct dump` of the lockspace area with host_id's delta lease at ``timestamp``."""
+    head = DUMP.splitlines()[0]
+    row = f"{(host_id - 1) * 512:08d} {'xenha':>40} {'v1':>48} {timestamp:010d} 0001 0001"
+    return f"{head}\n{row}\n"
+
+
+@pytest.fixture
+def watched(fake, monkeypatch):
+    monkeypatch.setattr(xenha_sanlock, "WATCH_POLL", 0.01)
+    monkeypatch.setattr(xenha_sanlock.time, "sleep", lambda s: None)
+    clock = iter(range(1000))
+    monkeypatch.setattr(xenha_sanlock.time, "monotonic", lambda: float(next(clock)))
+    gets = f"s xenha:2:{PATH}:0 \nh 1 gen 1 timestamp 768 LIVE\nh 2 gen 1 timestamp 769 LIVE\n"
+    fake.on("sanlock", "client", "gets", answer=ok(gets))
+    return fake
+
+
+def test_observe_sees_a_renewal_as_advancing(watched):
+    watched.on("sanlock", "direct", "dump", answer=[ok(delta_dump(770)), ok(delta_dump(772))])
+    seen = xenha_sanlock.observe("v1")
+    assert seen["state"] == "advancing" and seen["host_id"] == 1
+    assert seen["sanlock"]["state"] == "live"
+
+
+def test_observe_calls_a_delta_lease_unchanged_over_the_watch_stopped(watched):
+    watched.on("sanlock", "direct", "dump", answer=ok(delta_dump(770)))
+    seen = xenha_sanlock.observe("v1")  # io_timeout 10: watched at least 30 s
+    assert seen["state"] == "stopped" and seen["unchanged_for"] >= 31
+
+
+def test_observe_free_and_dead_and_bad_durations(watched):
+    watched.on("sanlock", "direct", "dump", answer=ok(DUMP.splitlines()[0] + "\n"))
+    assert xenha_sanlock.observe("v1")["state"] == "free"
+    dead = f"s xenha:2:{PATH}:0 \nh 1 gen 1 timestamp 768 DEAD\n"
+    watched.on("sanlock", "client", "gets", answer=ok(dead))
+    assert xenha_sanlock.observe("v1")["state"] == "dead"
+    with pytest.raises(CommandExecutionError, match=r"at least 30 s \(3 x io_timeout\)"):
+        xenha_sanlock.observe("v1", duration=11)
+    with pytest.raises(CommandExecutionError, match="'db' is not a VM host with a host_id"):
+        xenha_sanlock.observe("db")
+
+
+def test_holders_reads_exclusive_and_shared_holders(fake):
+    rows = {"web01": "0000000771 0002 0001 1", "db01": "0000000000 0001 0001 1"}
+    lines = DUMP.splitlines()[:3]
+    for name, slot in sorted(PLACED.items(), key=lambda item: item[1]):
+        lines.append(f"{cfg.slot_offset(slot):08d} {'xenha':>40} {name:>48} {rows[name]}")
+        if name == "db01":
+            lines += [f"{'':>100}0001 0001 SH", f"{'':>100}0002 0001 SH"]
+    fake.on("sanlock", "direct", "dump", answer=ok("\n".join(lines) + "\n"))
+    assert xenha_sanlock.holders() == {
+        "web01": {"mode": "ex", "hosts": ["v2"]},
+        "db01": {"mode": "sh", "hosts": ["v1", "v2"]},
+    }
+    assert xenha_sanlock.holders(host="v1") == {"db01": {"mode": "sh", "hosts": ["v1", "v2"]}}
