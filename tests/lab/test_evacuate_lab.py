@@ -1,5 +1,6 @@
 """Issue 6 in the lab: ``salt-run xenha.evacuate`` empties a VM host by live migration and
-``xenha.restore move_back=True`` brings its guests back, with real QEMU guests and Salt.
+``xenha.restore move_back=True`` brings its guests back, with real QEMU guests and Salt; each
+guest's sanlock lease goes with it (the shared-mode hand-over).
 
 One module-scoped lab (prefix ``xev``): two domUs on ServVirt1; the evacuation moves both to
 ServVirt2 without a reboot (same boot ids, RAM and disk counters went on), marks ServVirt1 in
@@ -20,8 +21,25 @@ GUESTS = {"web01": "10.99.0.100", "web02": "10.99.0.101"}
 
 @pytest.fixture(scope="module")
 def lab():
-    with prepared_lab("test-evacuate-lab", "xev", GUESTS) as (the_lab, _):
+    with prepared_lab("test-evacuate-lab", "xev") as (the_lab, fo):
+        for name, ip in GUESTS.items():
+            fo.define_domu(name, ip, preferred_host=V1)
+        fo.refresh()
+        # the new domUs' lease areas, written once by the lockspace's init host (what the
+        # sanlock formula's lockspace_present does on the next state.apply)
+        init = the_lab.salt(V1, "xenha_sanlock.init", timeout=120)[V1]
+        assert sorted(init["resources"]) == sorted(GUESTS), init
+        for name in GUESTS:
+            fo.start_domu(name, V1)
+        for ip in GUESTS.values():
+            vm.wait_guest(the_lab.cli, ip, timeout=180)
         yield the_lab
+
+
+def lease_holders(lab):
+    """{domU: (mode, hosts)} of the guests' sanlock leases, read from the lease area."""
+    got = lab.salt(V2, "xenha_sanlock.holders", timeout=60)[V2]
+    return {d: (e["mode"], e["hosts"]) for d, e in got.items() if d in GUESTS}
 
 
 def states(lab):
@@ -41,6 +59,7 @@ def assert_kept_running(before, after):
 
 
 def test_evacuate_moves_every_guest_live_and_marks_maintenance(lab):
+    assert lease_holders(lab) == {name: ("ex", [V1]) for name in GUESTS}
     before = states(lab)
     # one at a time: two TCG guests migrating at once on a loaded 2-core machine can outlast
     # the lab toolstack's handshake timeouts (the runner then reports UNCERTAIN, as it should)
@@ -53,6 +72,8 @@ def test_evacuate_moves_every_guest_live_and_marks_maintenance(lab):
         assert (row["from"], row["to"], row["outcome"]) == (V1, V2, "migrated"), row["reason"]
         assert LabBench(lab, None).where(name) == V2  # one copy, on the target
     assert_kept_running(before, states(lab))
+    # the hand-over ended with the target holding each lease alone
+    assert lease_holders(lab) == {name: ("ex", [V2]) for name in GUESTS}
     row = host_row(lab, V1)
     assert row["maintenance"] is True and row["state"] == "maintenance"
     # placement no longer chooses ServVirt1: a what-if evacuation of ServVirt2 finds no target
@@ -81,5 +102,6 @@ def test_restore_move_back_returns_them_and_ends_maintenance(lab):
         assert (row["from"], row["to"], row["outcome"]) == (V2, V1, "migrated"), row["reason"]
         assert LabBench(lab, None).where(name) == V1
     assert_kept_running(before, states(lab))
+    assert lease_holders(lab) == {name: ("ex", [V1]) for name in GUESTS}
     row = host_row(lab, V1)
     assert row["maintenance"] is False and row["state"] == "up"
