@@ -187,7 +187,8 @@ def power_on(lab, host_id):
     from lab import failover, toolstack  # noqa: PLC0415 -- only the power-on path needs them
 
     toolstack.attach(lab)
-    failover.attach(lab)  # the lease renewer, if this lab has failover switched on
+    lab.sanlock.attach()  # a VM host's sanlock daemon, which joins the lockspace
+    failover.attach(lab)  # the master's event recorder, if this lab has failover switched on
     lab.host(host_id).power_on()
 
 

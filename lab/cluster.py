@@ -38,7 +38,7 @@ TGTD = [
     f" && tgt-admin -C {TGT_CONTROL_PORT} -e -c /etc/tgt/targets.conf",
 ]  # fmt: skip
 # what each role gets applied: the whole top on the storage host; on VM hosts the top but
-# xenha.leases (needs the OCFS2 mount) and xenha.leased (lab/failover.py runs the renewer), with
+# xenha.leases (needs the OCFS2 mount) and xenha.leased (the file-lease renewer), with
 # lookups for what the lab lacks (iSCSI login, OCFS2 mount, Xen packages, systemd for sanlock:
 # lab_lookups.sls)
 ROLE_MODS = {
@@ -77,10 +77,17 @@ class Lab:
             )
             for mid, h in spec.items()
         }
-        # each VM host's sanlock daemon starts at its power-on; the sanlock formula joins it to
-        # the lockspace on the lease area file (the run's xenha/sanlock.yaml names it)
+        # each VM host's sanlock daemon starts at its power-on and joins the lockspace on the
+        # lease area file (the run's xenha/sanlock.yaml names it) once the sanlock formula or
+        # lab/failover.py wrote it
+        vmhosts = [h for h in self.hosts.values() if h.role == "vmhost"]
         self.sanlock = Sanlock(
-            self.segment.run_dir, [h for h in self.hosts.values() if h.role == "vmhost"]
+            self.segment.run_dir,
+            vmhosts,
+            host_ids={
+                h.name: spec[h.name]["host_id"] for h in vmhosts if "host_id" in spec[h.name]
+            },
+            io_timeout=self.cluster.get("sanlock", {}).get("io_timeout", 10),
         )
         self.cli = self.segment.endpoint("cli", CLI_IP)
         self.bmcs = {

@@ -12,7 +12,12 @@ host, both because of this sandbox, not of sanlock:
 The lease area is a file on the lab's shared folder (``<run>/shared/sanlock/leases``), the
 fallback for a dedicated lease LUN; it is not under ``<run>/shared/domus``, the folder that
 stands in for the OCFS2 volume. A host's power-off kills its daemon with everything else; power
-on starts it again when :meth:`Sanlock.attach` added it to the host's services.
+on starts it again when :meth:`Sanlock.attach` added it to the host's services, and, given the
+host's host_id, joins the lockspace as the sanlock formula's ``xenha-lockspace`` unit does at a
+real host's boot (``sanlock client add_lockspace``, once the daemon answers).
+
+The shim also stands in for a lost lease LUN: while ``/run/xenha-lab/storage-cut`` exists in a
+host (its own /run), the daemon's disk I/O fails with EIO (``rlimit_shim.c``).
 """
 
 import hashlib
@@ -49,12 +54,16 @@ class Sanlock:
 
     ``env`` ({host name: {variable: value}}) is added to that host's daemon's environment,
     which its killpath programs inherit (tests point the Xen stand-in's state there).
+    ``host_ids`` ({host name: host_id}) makes each power-on of those hosts join the lockspace
+    with ``io_timeout``.
     """
 
-    def __init__(self, run_dir, hosts, env=None):
+    def __init__(self, run_dir, hosts, env=None, host_ids=None, io_timeout=10):
         self.run_dir = Path(run_dir)
         self.hosts = list(hosts)
         self.env = dict(env or {})
+        self.host_ids = dict(host_ids or {})
+        self.io_timeout = io_timeout
         self.lease_path = self.run_dir / "shared" / "sanlock" / "leases"
 
     def daemon_argv(self, host):
@@ -65,6 +74,19 @@ class Sanlock:
         daemon = ["sanlock", "daemon", "-l", "0", "-w", "0", "-U", "root", "-G", "root"]
         return ["env", *env, *daemon, "-e", host.name]
 
+    def join_argv(self, host):
+        """A boot-time job that joins ``host`` to the lockspace once its daemon answers
+        (in the background: the first join takes about 2 x io_timeout); its output goes to
+        the host's /var/log/sanlock-join.log."""
+        space = f"xenha:{self.host_ids[host.name]}:{self.lease_path}:0"
+        join = ["sanlock", "client", "add_lockspace", "-o", str(self.io_timeout), "-s", space]
+        script = (
+            "for i in $(seq 100); do sanlock client status >/dev/null 2>&1 && break; "
+            f"sleep 0.2; done; exec {shlex.join(join)}"
+        )
+        log = "/var/log/sanlock-join.log"
+        return ["sh", "-c", f"setsid sh -c {shlex.quote(script)} >>{log} 2>&1 </dev/null &"]
+
     def make_area(self, size):
         """Create the lease area file of ``size`` bytes (sparse) if it does not exist."""
         self.lease_path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,11 +96,15 @@ class Sanlock:
         return self.lease_path
 
     def attach(self):
-        """Start the daemon at every later power-on of each host (idempotent)."""
+        """Start the daemon (and join, given the host_id) at every later power-on of each host
+        (idempotent)."""
         for host in self.hosts:
-            argv = self.daemon_argv(host)
-            if argv not in host.services:
-                host.services.append(argv)
+            wanted = [self.daemon_argv(host)]
+            if host.name in self.host_ids:
+                wanted.append(self.join_argv(host))
+            for argv in wanted:
+                if argv not in host.services:
+                    host.services.append(argv)
 
     def running(self, host):
         """Whether ``host``'s daemon answers on its socket."""
