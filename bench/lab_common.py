@@ -83,18 +83,20 @@ class LabBench:
                 for row in toolstack.xl(host, "list", check=False).stdout.splitlines()[1:]:
                     if row.split() and row.split()[0].split("--")[0] == other:
                         toolstack.xl(host, "destroy", row.split()[0], check=False)
-                self.lab.salt(host_id, "xenha_lease.release_domu", other, timeout=60)
+                self.fo.release(other, host_id)
 
     def migrate(self, name, src, dst, ip=None):
-        """``xenha_xen.migrate`` run by ``src``'s minion, then the lease handed to ``dst`` as
-        the runner does; returns (start, end, xl migrate seconds). With ``ip``, the guest must
-        answer HTTP again within 60 s, or LabError: later runs would measure a dead guest."""
+        """``xenha_xen.migrate`` run by ``src``'s minion, the sanlock lease handed to ``dst``
+        around it as the runner does; returns (start, end, xl migrate seconds). With ``ip``,
+        the guest must answer HTTP again within 60 s, or LabError: later runs would measure a
+        dead guest."""
+        self.fo.bridge(name, src, dst)
         start = time.time()
         ret = self.lab.salt(src, "xenha_xen.migrate", name, dst, timeout=300).get(src)
         end = time.time()
         if not (isinstance(ret, dict) and ret.get("result")):
             raise LabError(f"{src}: xenha_xen.migrate {name} {dst}: {ret}")
-        self.lab.salt(dst, "xenha_lease.acquire_domu", name, f"handover_from={src}", timeout=60)
+        self.fo.arrived(name, src, dst)
         if ip:
             self.answering(name, ip, dst, "after its live migration")
         return start, end, ret.get("seconds")
@@ -137,11 +139,11 @@ class LabBench:
         ).get(host)
         if not isinstance(ret, dict):
             raise LabError(f"{host}: xenha_xen.shutdown {name}: {ret}")
-        self.lab.salt(host, "xenha_lease.release_domu", name, timeout=60)
+        self.fo.release(name, host)
         return ret["method"]
 
     def start(self, name, host):
-        """Start ``name`` on ``host`` as the product does (lease, then ``xenha_xen.start``)."""
+        """Start ``name`` on ``host`` as the product does (``xenha_xen.start``: lease first)."""
         self.fo.start_domu(name, host)
 
     def power_on(self, host_id, timeout=300):
@@ -173,7 +175,8 @@ class LabBench:
             for row in [line.split()[0] for line in listed.splitlines()[1:] if line.strip()]:
                 if row.split("--")[0] == name:
                     toolstack.xl(host, "destroy", row, check=False)
-            self.lab.salt(host_id, "xenha_lease.release_domu", name, timeout=60)
+            if host.is_powered():
+                self.fo.release(name, host_id)
         return self.guest(name, ip, V1)
 
     def repeat(self, kind, runs, guest, measure, deadline=None):

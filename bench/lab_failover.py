@@ -10,10 +10,11 @@ target crash -> restart <= 5 s median. The crashed host is powered on again afte
 
 from bench import lab_common, report
 from lab import demo
-from lab.hosts import LabError
+from lab.hosts import LabError, wait_for
 
 TARGET_S = 5.0
-LEASE_WAIT_S = 30  # for a lease the crashed host held to expire (10 s) once it stops renewing
+# for the lease the crashed host held to become free: its next join (a new generation) frees it
+LEASE_WAIT_S = 30
 STEPS = report.STEPS
 
 
@@ -34,6 +35,17 @@ def split(timeline, name, crash_to_http):
     phases["crash_to_restart"] = marks[3]
     phases["crash_to_http"] = crash_to_http
     return phases
+
+
+def _started(bench, name, host):
+    """Start ``name`` on ``host``; False while sanlock refuses its lease (still held)."""
+    try:
+        bench.fo.start_domu(name, host)
+    except LabError as err:
+        if "sanlock" in str(err):
+            return False
+        raise
+    return True
 
 
 def run(runs=10, bench=None, guest=lab_common.GUEST):
@@ -67,12 +79,16 @@ def run(runs=10, bench=None, guest=lab_common.GUEST):
         bench.power_on(host)
         host = lab_common.OTHER[host]
         if not got["back"]:
-            # not restarted in time: the crashed host, back, no longer renews the domU's lease,
-            # so it expires; start the domU on the survivor for the next run (unless the runner
-            # did after all), or stop here keeping what was measured
+            # not restarted in time: the crashed host, back, joined sanlock again under a new
+            # generation, which frees the lease it held; start the domU on the survivor for the
+            # next run (unless the runner did after all), or stop here keeping what was measured
             try:
                 if bench.where(name) is None:
-                    bench.fo.start_domu(name, host, lease_wait=LEASE_WAIT_S)
+                    wait_for(
+                        lambda h=host: _started(bench, name, h),
+                        LEASE_WAIT_S,
+                        f"{name}'s lease to be free for {host}",
+                    )
                 host = bench.guest(name, ip, host)
             except LabError as err:
                 broken.append({"run": i, "reason": f"not back, and not restarted by hand: {err}"})

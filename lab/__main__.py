@@ -56,7 +56,7 @@ def cmd_up(lab, args):
     fo = None
     if not args.no_apply:
         if not args.no_failover:
-            step("switching failover on: leases, their renewers, the event recorder")
+            step("switching failover on: lockspace, domUs in the pillar, the event recorder")
             fo = failover.enable_failover(lab)
         step("applying the formulas")
         if not summary(lab.converge()):
@@ -132,14 +132,15 @@ def cmd_partition(lab, args):
 
 
 def cmd_isolate_storage(lab, args):
-    """Take the host's view of the shared storage away (leases, domU configs); it keeps running."""
+    """Take the shared storage (lease area, domU configs) from the host; it keeps running."""
     failover.Failover(lab).isolate_storage(args.host)
 
 
 def cmd_restore(lab, args):
     """Power the host on if it is off, reconnect it and give its storage back."""
     host = lab.host(args.host)
-    failover.attach(lab)  # its lease renewer, if failover is on
+    lab.sanlock.attach()  # a VM host's sanlock daemon, which joins the lockspace
+    failover.attach(lab)
     host.power_on()
     host.heal()
     failover.Failover(lab).restore_storage(args.host)

@@ -5,8 +5,8 @@
 2. Start two domUs on ServVirt1: web01 and web02 (disks on ServDB's iSCSI target, configs in
    the shared folder, under ``xenha:domus``).
 3. Live-migrate web01 to ServVirt2 with the product's Xen module while the client pings it
-   every 10 ms and fetches its state every 20 ms (:mod:`lab.probe`); the lease goes with it as
-   ``salt-run xenha.evacuate`` hands it over.
+   every 10 ms and fetches its state every 20 ms (:mod:`lab.probe`); its sanlock lease goes
+   with it as ``salt-run xenha.evacuate`` hands it over.
 4. Power ServVirt1 off without warning: the heartbeat beacon on ServVirt2 reports the loss,
    the reactor hands it to the runner, which verifies, fences through the BMC (IPMI) and
    restarts web02 on ServVirt2. The client measures until web02 answers HTTP again.
@@ -73,8 +73,6 @@ def start_guests(lab, fo, host=V1, guests=GUESTS):
             row = lab.salt(host, "xenha_xen.start", str(cfg), timeout=180).get(host)
             if not isinstance(row, dict):
                 raise LabError(f"{host}: xenha_xen.start {name}: {row}")
-    if fo:
-        fo.refresh()
     return {name: vm.wait_guest(lab.cli, ip, timeout=180) for name, ip in guests.items()}
 
 
@@ -93,9 +91,12 @@ def continuity(before, after):
 def live_migration(lab, name, src, dst, *, out_dir, fo=None, settle=1.5):
     """Live-migrate ``name`` from ``src`` to ``dst`` with ``xenha_xen.migrate`` (run by the
     source's minion) while the client pings every 10 ms and GETs /cgi-bin/state every 20 ms.
-    With ``fo``, the storage lease is handed to ``dst`` afterwards as the runner does."""
+    With ``fo``, the sanlock lease goes along as ``salt-run xenha.evacuate`` hands it over
+    (shared by both hosts during the migration, the target's alone after its arrival)."""
     ip = GUESTS.get(name) or vm_ip(lab, name)
     before = vm.wait_guest(lab.cli, ip)
+    if fo:
+        fo.bridge(name, src, dst)
     with Probe(lab.cli, ip, out_dir, "watch", interval=0.02, timeout=2) as probe:
         time.sleep(settle)
         start = time.time()
@@ -105,7 +106,7 @@ def live_migration(lab, name, src, dst, *, out_dir, fo=None, settle=1.5):
     if not (isinstance(ret, dict) and ret.get("result")):
         raise LabError(f"{src}: xenha_xen.migrate {name} {dst}: {ret}")
     if fo:
-        lab.salt(dst, "xenha_lease.acquire_domu", name, f"handover_from={src}", timeout=60)
+        fo.arrived(name, src, dst)
     after = vm.wait_guest(lab.cli, ip)
     return {
         "domu": name,

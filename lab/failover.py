@@ -1,22 +1,25 @@
-"""Automatic failover in the lab: storage leases, their renewers, domUs in the pillar, events.
+"""Automatic failover in the lab: domUs in the pillar, their sanlock leases, events.
 
 The product's failover needs, on top of what :class:`lab.cluster.Lab` builds (minions with the
-heartbeat beacon, the master's reactor and schedule, BMCs from :mod:`lab.bmc`):
+heartbeat beacon, the master's reactor and schedule, BMCs from :mod:`lab.bmc`, a sanlock daemon
+in every VM host from :mod:`lab.sanlock`):
 
-- a shared lease folder: ``<run>/shared/.xenha/leases``, next to the domU configs in
-  ``<run>/shared/domus`` (the folder that stands in for the OCFS2 mount; every lab host sees
-  the run folder at the same path);
-- ``xenha-leased`` (``salt-call xenha_lease.serve``, restarted when it exits, as systemd's
-  ``Restart=always`` would) on every VM host, at every power-on;
-- the domUs under ``xenha:domus`` with their configs (``xenha:leases:dir``, ``xenha:domus`` and
-  ``xenha:ocfs2:mount_point``, the shared folder, come from
-  ``<run>/pillar/xenha/failover.yaml``, which ``lab/pillar/failover.sls`` merges in);
+- the ``xenha`` lockspace on the lab's lease area (``<run>/shared/sanlock/leases``) with every
+  VM host joined (what the sanlock formula does at ``state.apply``; :meth:`Failover.enable`
+  does it too, for labs that apply no formulas);
+- the domUs under ``xenha:domus`` with their configs in ``<run>/shared/domus`` (the folder that
+  stands in for the OCFS2 mount; ``xenha:domus`` and ``xenha:ocfs2:mount_point`` come from
+  ``<run>/pillar/xenha/failover.yaml``, which ``lab/pillar/failover.sls`` merges in), and each
+  domU's resource lease area (``xenha_sanlock.init``);
 - an event recorder on the master (``<run>/failover/events.jsonl``: every ``xenha/*`` and
   ``xenha_heartbeat`` event with the time it was seen), from which :func:`timeline` reads.
 
-:func:`isolate_storage` takes a host's view of the shared folder away (an empty tmpfs over it
-inside the host's own mount namespace): its renewer fails and it self-fences its domUs, as a
-host that lost its iSCSI/OCFS2 would. :func:`restore_storage` gives it back.
+:func:`isolate_storage` takes a host's storage away: an empty tmpfs over the shared folder in
+the host's own mount namespace, and the I/O of its sanlock daemon fails (the daemon keeps the
+lease area open, so the tmpfs alone would not reach it: the lab's sanlock shim fails its disk
+I/O while ``/run/xenha-lab/storage-cut`` exists in the host, see :mod:`lab.sanlock`). Its
+delta lease then stops; after 8 x io_timeout its sanlock runs the killpath of every domU it
+holds, as on a host that lost its lease LUN. :func:`restore_storage` gives both back.
 """
 
 import contextlib
@@ -32,10 +35,10 @@ import yaml
 from lab import vm
 from lab.hosts import LabError, identity, kill_all, wait_for
 
-LEASED_PIDFILE = "/run/xenha-leased.pid"
-LEASED_LOG = "/var/log/xenha-leased.log"
 RECORDER_PIDFILE = "/run/xenha-recorder.pid"
 NO_STORAGE = "xenha-nostorage"  # the tmpfs that hides the shared folder from an isolated host
+STORAGE_CUT = "/run/xenha-lab/storage-cut"  # while it exists, the host's sanlock I/O fails
+STORAGE_CUT = "/run/xenha-lab/storage-cut"  # while it exists, the host's sanlock I/O fails
 
 # the master's event recorder (run inside the master host with the lab's Python, which has Salt)
 RECORDER = """
@@ -78,7 +81,6 @@ class Failover:
     def __init__(self, lab):
         self.lab = lab
         self.shared = lab.run_dir / "shared"
-        self.lease_dir = self.shared / ".xenha" / "leases"
         self.pillar_file = lab.run_dir / "pillar" / "xenha" / "failover.yaml"
         self.dir = lab.run_dir / "failover"
         self.events_file = self.dir / "events.jsonl"
@@ -95,48 +97,47 @@ class Failover:
         self.pillar_file.parent.mkdir(parents=True, exist_ok=True)
         self.pillar_file.write_text(yaml.safe_dump(data, default_flow_style=False))
 
-    def renewer_argv(self):
-        salt_call = str(Path(sys.executable).with_name("salt-call"))
-        return _daemon(
-            [salt_call, "-l", "warning", "xenha_lease.serve"], LEASED_PIDFILE, LEASED_LOG
-        )
-
     def recorder_argv(self):
         log = self.dir / "recorder.log"
         argv = [sys.executable, "-c", RECORDER, str(self.events_file)]
         return _daemon(argv, RECORDER_PIDFILE, log)
 
     def attach(self):
-        """Add the renewer (VM hosts) and the event recorder (master) to the hosts' services,
-        so every later power-on starts them. Idempotent; a no-op unless failover is enabled."""
-        if not self.enabled():
-            return
-        wanted = [(self.lab.master, self.recorder_argv())]
-        wanted += [(self.lab.hosts[h], self.renewer_argv()) for h in self.vmhosts]
-        for host, argv in wanted:
-            if argv not in host.services:
-                host.services.append(argv)
+        """Add the event recorder to the master's services, so every later power-on starts
+        it. Idempotent; a no-op unless failover is enabled."""
+        if self.enabled() and self.recorder_argv() not in self.lab.master.services:
+            self.lab.master.services.append(self.recorder_argv())
 
     def enable(self, timeout=120):
-        """Switch failover on in a lab that is up: lease folder, pillar, renewers, recorder."""
-        self.lease_dir.mkdir(parents=True, exist_ok=True)
+        """Switch failover on in a lab that is up: pillar, lockspace, recorder."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.events_file.touch()
         data = self._pillar() or {"xenha": {"domus": {}}}
-        data["xenha"]["leases"] = {"dir": str(self.lease_dir)}
         # the folder that stands in for the OCFS2 mount is the mount point: the pillar check
-        # wants the leases and the domU configs inside it
+        # wants the domU configs inside it
         data["xenha"]["ocfs2"] = {"mount_point": str(self.shared)}
         self._write_pillar(data)
         self.attach()
         self.refresh(timeout)
         self.ensure_services()
-        wait_for(
-            lambda: all((self.lease_dir / f"host-{h}.lease").exists() for h in self.vmhosts),
-            timeout,
-            "every VM host's first lease renewal",
-            interval=0.5,
-        )
+        self.join(timeout)
+
+    def join(self, timeout=120):
+        """The lockspace on the lease area with every powered VM host in it (the sanlock
+        formula's ``lockspace_present`` and ``joined``, for labs that apply no formulas)."""
+        slots = self.lab.cluster["sanlock"]["slots"]
+        self.lab.sanlock.make_area((1 + slots) << 20)  # 1 MiB for the lockspace, 1 per slot
+        self.init_leases(timeout)
+        hosts = [h for h in self.vmhosts if self.lab.hosts[h].is_powered()]
+        for host in hosts:
+            self.lab.sanlock.wait(self.lab.hosts[host], timeout)
+        self.rejoin(hosts)
+
+    def init_leases(self, timeout=120):
+        """Write the lease area of every domU in the pillar that has none (and the lockspace
+        if the area has none), on the first powered VM host; returns what was written."""
+        host = self._reader()
+        return self._call(host, "xenha_sanlock.init", timeout=timeout)
 
     def refresh(self, timeout=120):
         """Make the minions read the failover pillar (the master compiles it afresh anyway)."""
@@ -146,16 +147,15 @@ class Failover:
             raise LabError(f"saltutil.refresh_pillar: no answer from {', '.join(missing)}")
 
     def ensure_services(self):
-        """Start the renewers and the recorder where their host is on and they do not run."""
-        pairs = [(self.lab.master, self.recorder_argv(), RECORDER_PIDFILE)]
-        pairs += [(self.lab.hosts[h], self.renewer_argv(), LEASED_PIDFILE) for h in self.vmhosts]
-        for host, argv, pidfile in pairs:
-            if host.is_powered() and not _running(host, pidfile):
-                host.run(argv, timeout=30)
+        """Start the recorder if the master is on and it does not run."""
+        master = self.lab.master
+        if master.is_powered() and not _running(master, RECORDER_PIDFILE):
+            master.run(self.recorder_argv(), timeout=30)
 
     def define_domu(self, name, ip, *, priority=100, preferred_host=None, memory=128):
-        """Give domU ``name`` a disk and config (:class:`lab.vm.DomUs`) and put it under
-        ``xenha:domus``; returns the config's path. Start it with :meth:`start_domu`."""
+        """Give domU ``name`` a disk and config (:class:`lab.vm.DomUs`), put it under
+        ``xenha:domus`` and write its lease area (the VM hosts read the new pillar first);
+        returns the config's path. Start it with :meth:`start_domu`."""
         cfg = vm.DomUs(self.lab).define(name, ip, memory=memory)
         data = self._pillar() or {"xenha": {}}
         entry = {"config": str(cfg), "memory_mib": memory, "priority": priority}
@@ -163,27 +163,76 @@ class Failover:
             entry["preferred_host"] = preferred_host
         data["xenha"].setdefault("domus", {})[name] = entry
         self._write_pillar(data)
+        self.refresh()
+        self.init_leases()
         return cfg
 
-    def start_domu(self, name, host_id, timeout=120, lease_wait=0):
-        """Start ``name`` on ``host_id`` as the product does (take its lease, waiting up to
-        ``lease_wait`` s for a stalled one to expire, then ``xenha_xen.start``); returns the
-        xl row."""
+    def start_domu(self, name, host_id, timeout=120):
+        """Start ``name`` on ``host_id`` as the product does (``xenha_xen.start``: the domU's
+        sanlock lease first, refused while a live host holds it); returns the xl row."""
         spec = self._pillar()["xenha"]["domus"][name]
-        taken = self.lab.salt(
-            host_id, "xenha_lease.acquire_domu", name, f"wait={lease_wait}", timeout=timeout
-        )
-        if not isinstance(taken.get(host_id), dict):
-            raise LabError(f"{host_id}: xenha_lease.acquire_domu {name}: {taken}")
-        row = self.lab.salt(host_id, "xenha_xen.start", spec["config"], timeout=timeout)
-        if not isinstance(row.get(host_id), dict):
-            raise LabError(f"{host_id}: xenha_xen.start {name}: {row}")
-        return row[host_id]
+        return self._call(host_id, "xenha_xen.start", spec["config"], timeout=timeout)
 
-    def lease(self, kind, name):
-        """A lease file as the machine sees it ({} when missing)."""
-        path = self.lease_dir / f"{kind}-{name}.lease"
-        return json.loads(path.read_text()) if path.exists() else {}
+    # --- leases --------------------------------------------------------------------------------
+    def _call(self, host_id, fun, *args, timeout=60):
+        """``salt host_id fun args``: its answer, which must be a mapping (else LabError)."""
+        got = self.lab.salt(host_id, fun, *args, timeout=timeout).get(host_id)
+        if not isinstance(got, dict):
+            raise LabError(f"{host_id}: {fun} {' '.join(args)}: {got}")
+        return got
+
+    def _reader(self, exclude=()):
+        """A powered VM host that sees the storage, to read the lease area through."""
+        for host_id in self.vmhosts:
+            host = self.lab.hosts[host_id]
+            if host_id not in exclude and host.is_powered() and not self.storage_isolated(host_id):
+                return host_id
+        raise LabError("no powered VM host with its storage to read the leases through")
+
+    def holders(self, host_id=None):
+        """``{domU: {"mode": "ex"|"sh", "hosts": [...]}}`` of the leases held now, as the
+        lease area says (``xenha_sanlock.holders``); with ``host_id``, those it holds."""
+        args = [f"host={host_id}"] if host_id else []
+        return self._call(self._reader(), "xenha_sanlock.holders", *args)
+
+    def holder(self, name):
+        """The hosts holding domU ``name``'s lease ([] when free)."""
+        return self.holders().get(name, {}).get("hosts", [])
+
+    def renews(self, host_id):
+        """Whether ``host_id``'s delta lease advances, watched from another VM host."""
+        seen = self._call(self._reader(exclude=(host_id,)), "xenha_sanlock.observe", host_id)
+        return seen["state"] == "advancing"
+
+    def rejoin(self, host_ids=None):
+        """Join the powered ``host_ids`` (default: every VM host) to the lockspace where their
+        sanlock left it, as the sanlock formula's next ``state.apply`` does: a host whose
+        storage came back after 8 x io_timeout lost its lockspace (its killpaths ran) and
+        stays out until then. Returns the hosts that joined."""
+        hosts = [h for h in host_ids or self.vmhosts if self.lab.hosts[h].is_powered()]
+        got = self.lab.salt(hosts, "xenha_sanlock.join", timeout=120) if hosts else {}
+        if failed := {h: got.get(h) for h in hosts if not isinstance(got.get(h), dict)}:
+            raise LabError(f"xenha_sanlock.join: {failed}")
+        return [h for h in hosts if got[h]["changed"]]
+
+    def release(self, name, host_id):
+        """Let ``host_id``'s keeper of ``name`` go (the domU no longer runs there)."""
+        return self._call(host_id, "xenha_sanlock.release", name)
+
+    def bridge(self, name, src, dst):
+        """Before a live migration ``src`` -> ``dst``: both hold the lease shared, as the
+        evacuation mover hands it over (``share`` on the source, shared ``acquire`` on the
+        target)."""
+        self._call(src, "xenha_sanlock.share", name)
+        self._call(dst, "xenha_sanlock.acquire", name, "shared=True")
+
+    def arrived(self, name, src, dst):
+        """After the migration: the target makes its lease exclusive once the source's keeper
+        let go (``xenha_preflight.arrived handover_from=src``); LabError if it did not."""
+        got = self._call(dst, "xenha_preflight.arrived", name, f"handover_from={src}", "wait=60")
+        if not got.get("here") or got.get("lease") != "taken":
+            raise LabError(f"{dst}: xenha_preflight.arrived {name} handover_from={src}: {got}")
+        return got
 
     # --- storage -------------------------------------------------------------------------------
     def storage_isolated(self, host_id):
@@ -192,16 +241,24 @@ class Failover:
         return any(m.split()[:2] == [NO_STORAGE, str(self.shared)] for m in mounts)
 
     def isolate_storage(self, host_id):
-        """Hide the shared folder (leases, domU configs) from ``host_id``: an empty read-only
-        tmpfs over it, in the host's own mount namespace only."""
+        """Take the shared storage away from ``host_id`` only: an empty read-only tmpfs over
+        the shared folder (domU configs, lease area) in its own mount namespace, and its
+        sanlock daemon's disk I/O fails (:data:`STORAGE_CUT`)."""
+        host = self.lab.host(host_id)
+        cut = STORAGE_CUT.rsplit("/", 1)[0]
+        host.run(["sh", "-c", f"mkdir -p {cut} && touch {STORAGE_CUT}"])
         if not self.storage_isolated(host_id):
             argv = ["mount", "-t", "tmpfs", "-o", "ro,size=4k", NO_STORAGE, str(self.shared)]
-            self.lab.host(host_id).run(argv)
+            host.run(argv)
 
     def restore_storage(self, host_id):
-        """Give ``host_id`` its view of the shared folder back."""
+        """Give ``host_id`` its view of the shared folder and its sanlock I/O back."""
+        host = self.lab.host(host_id)
+        if not host.is_powered():
+            return  # a power-on starts with neither the tmpfs nor the cut
+        host.run(["rm", "-f", STORAGE_CUT])
         if self.storage_isolated(host_id):
-            self.lab.host(host_id).run(["umount", str(self.shared)])
+            host.run(["umount", str(self.shared)])
 
     # --- the master ----------------------------------------------------------------------------
     def master_pids(self):
@@ -316,8 +373,8 @@ def enable_failover(lab, timeout=120):
 
 
 def attach(lab):
-    """At power-on time (e.g. a BMC's power on): start the failover services on the hosts of
-    ``lab`` if this lab has failover enabled."""
+    """At power-on time (e.g. a BMC's power on): start the failover services (the master's
+    event recorder) if this lab has failover enabled."""
     Failover(lab).attach()
 
 

@@ -10,8 +10,9 @@ disproves) that xenha never runs a domU on two hosts at once (in the spirit of J
   asked over QMP, is a violation too), and whenever an older boot id of a domU answers after a
   newer one did (two copies alive on the network).
 - The faults (:data:`FAULTS`): each injects, holds for its duration, and heals. The lease
-  daemon that ``stop-lease`` freezes comes from a pluggable function (:data:`LEASE_DAEMONS`):
-  the file-lease renewer today, sanlock's daemon later.
+  daemon that ``stop-lease`` freezes is the host's ``sanlock daemon`` (:data:`LEASE_DAEMONS`
+  finds it); ``storage`` also fails that daemon's disk I/O (:func:`lab.failover.Failover.
+  isolate_storage`).
 - :func:`run` picks a fault, a host and a duration per trial from ``random.Random(f"{seed}/{i}")``
   (so trial ``i`` of seed ``S`` replays alone with ``start=i, trials=1``), injects it, heals it,
   then waits (``settle_timeout``) until every VM host is on and answers, no failover is under
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from lab import RUN_ROOT, demo, toolstack
 from lab.bmc import BMC
-from lab.failover import LEASED_PIDFILE, _cmdline, _qemu_guest
+from lab.failover import _cmdline, _qemu_guest
 from lab.hosts import LabError, identity, wait_for
 
 ACTIVE = ("received", "verified", "corroborated", "fenced", "restarting", "blocked")  # journals
@@ -275,18 +276,12 @@ class Checker:
 # --- the lease daemon (pluggable) ----------------------------------------------------------------
 
 
-def file_lease_pids(host):
-    """The file-lease renewer (``salt-call xenha_lease.serve``) of a lab host, as root-namespace
-    PIDs."""
-    return [p for p in host.pids() if b"xenha_lease.serve" in _cmdline(p)]
-
-
 def sanlock_pids(host):
     """The sanlock daemon of a lab host (``sanlock daemon ...``), as root-namespace PIDs."""
     return [p for p in host.pids() if _cmdline(p).startswith(b"sanlock\0daemon")]
 
 
-LEASE_DAEMONS = {"file-lease": file_lease_pids, "sanlock": sanlock_pids}
+LEASE_DAEMONS = {"sanlock": sanlock_pids}
 
 
 # --- faults: each injects, holds ``duration`` s, heals; returns facts for the record ----------
@@ -315,8 +310,8 @@ def fault_partition(nem, host, duration):
 
 
 def fault_storage(nem, host, duration):
-    """Take the shared storage (leases, domU configs) away from the host only, then give it
-    back."""
+    """Take the shared storage (domU configs, and the lease area from its sanlock daemon) away
+    from the host only, then give it back."""
     nem.fo.isolate_storage(host)
     time.sleep(duration)
     nem.fo.restore_storage(host)
@@ -335,7 +330,7 @@ def fault_stop_lease(nem, host, duration):
 
 
 def fault_stop_host(nem, host, duration):
-    """SIGSTOP every process of the host (init, minion, renewer, QEMU guests...), then SIGCONT
+    """SIGSTOP every process of the host (init, minion, sanlock, QEMU guests...), then SIGCONT
     them: a host that hangs and comes back."""
     stopped = set()
     for _ in range(3):  # a process forked while the first pass ran
@@ -449,24 +444,22 @@ def fault_evacuate_failover(nem, host, duration):
 
 
 def _restart_clocked(nem, host, env):
-    """Restart the host's lease renewer and salt-minion (whose beacon sends the heartbeats)
-    with ``env`` added (libfaketime's, or none)."""
+    """Restart the host's salt-minion (whose beacon sends the heartbeats) with ``env`` added
+    (libfaketime's, or none)."""
     h = nem.lab.hosts[host]
-    stop = f'kill -KILL -- "-$(cat {LEASED_PIDFILE})" 2>/dev/null; rm -f {LEASED_PIDFILE}'
-    h.run(["sh", "-c", stop], check=False)
     minions = [p for p in h.pids() if b"salt-minion" in _cmdline(p)]
     _signal_all(minions, signal.SIGKILL)
     wait_for(lambda: not any(identity(p) for p in minions), 30, f"{host}'s salt-minion to die")
-    h.run(nem.fo.renewer_argv(), env=env, timeout=30)
     h.run([str(Path(sys.executable).with_name("salt-minion")), "-d"], env=env, timeout=60)
 
 
 def fault_skew(nem, host, duration):
-    """Skew the host's wall clock by +-5 s for the processes that keep time for xenha (its
-    lease renewer and salt-minion, restarted under libfaketime; the monotonic clock stays
-    true), then restart them on the true clock. The machine's clock is one for every network
-    namespace, and a time namespace offsets only the monotonic and boot clocks, so a real
-    skew of one lab host is impossible here: this is the nearest honest thing."""
+    """Skew the host's wall clock by +-5 s for the process that keeps wall time for xenha (its
+    salt-minion, restarted under libfaketime; the monotonic clock stays true, and sanlock
+    renews on the monotonic clock only), then restart it on the true clock. The machine's
+    clock is one for every network namespace, and a time namespace offsets only the monotonic
+    and boot clocks, so a real skew of one lab host is impossible here: this is the nearest
+    honest thing."""
     skew = nem.rng.choice((SKEW_S, -SKEW_S))
     env = {
         "LD_PRELOAD": str(FAKETIME),
@@ -525,7 +518,7 @@ def available_faults():
 class Nemesis:
     """Trials against ``lab`` (up, failover on, ``guests`` started); ``fo``: its Failover."""
 
-    def __init__(self, lab, fo, guests, *, lease_daemon="file-lease", out_dir, checker):
+    def __init__(self, lab, fo, guests, *, lease_daemon="sanlock", out_dir, checker):
         self.lab, self.fo, self.guests = lab, fo, dict(guests)
         self.lease_pids = LEASE_DAEMONS[lease_daemon]
         self.out = Path(out_dir)
@@ -592,6 +585,10 @@ class Nemesis:
         reason, powered = "not checked", []
         while time.time() - t0 < timeout:
             powered += self._hosts_back()
+            # a host whose sanlock lost the lockspace (storage cut longer than 8 x io_timeout)
+            # joins again, as the operator's next state.apply would make it
+            with contextlib.suppress(LabError):
+                self.fo.rejoin()
             reason = self.settled()
             if reason is None:
                 self.fo.ensure_services()
@@ -608,22 +605,32 @@ class Nemesis:
             "last_answer": {n: self.checker.answers.get(n) for n in self.guests},
             "powered": {h: self.lab.hosts[h].is_powered() for h in self.vmhosts},
             "journals": {h: self.fo.journal(h) for h in self.vmhosts},
-            "domu_leases": {n: self.fo.lease("domu", n) for n in self.guests},
+            "domu_leases": self._leases(),
             "audit": self.fo.audit()[-15:],
         }
 
+    def _leases(self):
+        """Who holds each domU's sanlock lease, or why that cannot be read."""
+        try:
+            held = self.fo.holders()
+        except LabError as err:
+            return f"unreadable: {err}"[:300]
+        return {n: held.get(n) for n in self.guests}
+
     def repair(self):
-        """Start every domU that runs nowhere (on its lease's owner if that host is on, else
+        """Start every domU that runs nowhere (on its lease's holder if that host is on, else
         the first VM host on): later trials need the guests; returns what was started."""
         started = {}
         for name, copies in locate(self.lab, self.guests).items():
             if copies:
                 continue
-            owner = self.fo.lease("domu", name).get("owner")
+            holders = []
+            with contextlib.suppress(LabError):
+                holders = self.fo.holder(name)
             on = [h for h in self.vmhosts if self.lab.hosts[h].is_powered()]
-            host = owner if owner in on else on[0]
+            host = next((h for h in holders if h in on), on[0])
             try:
-                self.fo.start_domu(name, host, timeout=180, lease_wait=30)
+                self.fo.start_domu(name, host, timeout=180)
                 started[name] = host
             except LabError as err:
                 started[name] = f"failed on {host}: {err}"[:300]

@@ -1,13 +1,15 @@
 """Automatic failover in the lab: real minions, heartbeat beacons, reactor and runner, real BMC
-simulators, storage leases with their renewers, and a real guest (slow: QEMU under TCG).
+simulators, a real sanlock daemon in each VM host, and a real guest (slow: QEMU under TCG).
 
 One module-scoped lab (prefix ``xfo``) and one domU, web01, which the tests hand from host to
 host in order: a crash fails it over by IPMI fence, the crashed host comes back without it; a
-fence that cannot happen blocks until an operator acknowledges it; a partitioned host that still
-renews its lease keeps it, and once it loses the storage too it self-fences before the survivor
-takes over; short heartbeat drops do nothing; forged claims are ignored; a burst of claims and a
-master killed mid-failover still give exactly one restart. ``Watch`` samples where web01's QEMU
-lives (from outside the hosts) all along: never on two hosts at once.
+host whose BMC cannot be reached is not failed over until sanlock calls it dead, and an
+operator's acknowledgement ends that wait; a partitioned host that still renews its sanlock
+delta lease keeps its domUs, and once it loses the storage too its sanlock destroys them
+(killpath) before the survivor takes over on the lease-only path; short heartbeat drops do
+nothing; forged claims are ignored; a burst of claims and a master killed mid-failover still
+give exactly one restart. ``Watch`` samples where web01's QEMU lives (from outside the hosts)
+all along: never on two hosts at once.
 """
 
 import json
@@ -64,7 +66,6 @@ def bmcs(lab):
 def fo(lab, bmcs):
     failover = enable_failover(lab)
     failover.define_domu("web01", WEB01_IP, preferred_host=V1)
-    failover.refresh()
     return failover
 
 
@@ -73,7 +74,7 @@ def web01(lab, fo):
     """web01 started on ServVirt1 as the product starts a domU; its first HTTP state."""
     fo.start_domu("web01", V1)
     state = vm.wait_guest(lab.cli, WEB01_IP)
-    wait_for(lambda: fo.lease("domu", "web01").get("owner") == V1, 30, "web01's lease on V1")
+    assert fo.holders().get("web01") == {"mode": "ex", "hosts": [V1]}
     return state
 
 
@@ -117,6 +118,15 @@ def power_on(lab, bmcs, host_id):
     lab.wait_minions([host_id], timeout=180)
 
 
+def renews_after_rejoin(fo, host_id):
+    """Join ``host_id`` to the lockspace if its sanlock left it; whether it renews now (False
+    while its old lockspace is still being torn down or its minion is not back)."""
+    try:
+        return not fo.rejoin([host_id]) and fo.renews(host_id)
+    except LabError:
+        return False
+
+
 def show(title, timeline, **extra):
     print(f"\n{title}: " + json.dumps({**timeline, **extra}))
 
@@ -147,7 +157,7 @@ def test_crash_restarts_its_domus_on_the_survivor_once(lab, bmcs, fo, web01):
     assert running_on(lab, "web01") == {V2}
     assert w.last_on(V1) < w.first_on(V2)
     assert after["disk_seq"] > before["disk_seq"]  # booted from the same disk, writes went on
-    assert fo.lease("domu", "web01")["owner"] == V2
+    assert fo.holders().get("web01") == {"mode": "ex", "hosts": [V2]}
     assert bmcs[V1].power_status() is False
 
 
@@ -155,11 +165,11 @@ def test_the_dead_host_comes_back_without_its_old_domus_and_shows_healthy(lab, b
     t0 = time.time()
     with watch(lab):
         power_on(lab, bmcs, V1)
-        # its renewer is back (host lease advancing) and it takes nothing: web01 stays on V2
-        counter = fo.lease("host", V1).get("counter", 0)
-        wait_for(lambda: fo.lease("host", V1).get("counter", 0) > counter, 60, "V1's lease")
-        check = lab.salt(V1, "xenha_lease.check_start", "web01")[V1]
-        assert check["ok"] is False and check["owner"] == V2, check
+        # its sanlock joined again at boot (delta lease advancing) and it takes nothing: web01
+        # stays on V2, whose live lease sanlock refuses to V1
+        wait_for(lambda: fo.renews(V1), 60, "V1's delta lease to advance")
+        refused = lab.salt(V1, "xenha_sanlock.acquire", "web01", "start_grace=5")[V1]
+        assert isinstance(refused, str) and "-243" in refused and V2 in refused, refused
         rows = lab.salt_run("xenha.failover_resume")
         assert {r["host"]: r["state"] for r in rows}[V1] == "recovered"
         status = lab.salt_run("xenha.status", leases=False)
@@ -169,45 +179,45 @@ def test_the_dead_host_comes_back_without_its_old_domus_and_shows_healthy(lab, b
     assert fo.events(f"xenha/failover/{V1}/recovered", t0)
 
 
-# --- 2. fence failure -> blocked -> ack_fence completes --------------------------------------
+# --- 2. no BMC -> wait for sanlock's dead; the operator's ack ends the wait ------------------
 
 
-def test_fence_failure_blocks_until_the_operator_acknowledges(lab, bmcs, fo):
+def test_an_unreachable_bmc_waits_for_sanlock_until_the_operator_acknowledges(lab, bmcs, fo):
     before = vm.wait_guest(lab.cli, WEB01_IP)
-    # V2 dies with its BMC, and the survivor cannot read the leases (storage hiccup): no proof
-    fo.isolate_storage(V1)
-    lab.bmcs[V2].partition()
+    lab.bmcs[V2].partition()  # V2 dies with its BMC cut off: no IPMI fence
     try:
         with watch(lab) as w:
             t0 = time.time()
             lab.hosts[V2].power_off()
-            blocked = fo.wait_event(f"xenha/failover/{V2}/blocked", t0, FAILOVER_TIMEOUT)
-            reason = blocked["data"]["reason"]
-            assert "IPMI" in reason and "lease" in reason, reason
+            fo.wait_event(f"xenha/failover/{V2}/corroborated", t0, FAILOVER_TIMEOUT)
+            # the lease-only path waits for sanlock's dead (8 x io_timeout + 60 s after V2's
+            # last renewal): nothing is started meanwhile
+            time.sleep(10)
+            assert not fo.events(f"xenha/failover/{V2}/fenced", t0)
             assert not started(fo, V2, t0)
             assert running_on(lab, "web01") == set()
-            assert fo.journal(V2)["state"] == "blocked"
+            assert fo.journal(V2)["state"] == "corroborated"
             t_ack = time.time()
             ack = lab.salt_run("xenha.ack_fence", V2)
             assert ack["acknowledged"] is True
             fenced = fo.wait_event(f"xenha/failover/{V2}/fenced", t_ack, FAILOVER_TIMEOUT)
-            assert fenced["data"]["method"] == "manual"
-            fo.restore_storage(V1)
             fo.wait_event(f"xenha/failover/{V2}/done", t_ack, FAILOVER_TIMEOUT)
             new_boot(lab, before["bootid"], fo=fo)
         tl = fo.timeline(V2, t0)
-        show("blocked -> ack_fence -> restart", tl, ack=round(t_ack - t0, 2))
+        show("no BMC -> ack_fence -> restart", tl, ack=round(t_ack - t0, 2))
+        # the ack came before sanlock could call V2 dead (68 s at io_timeout 1)
+        assert fenced["data"]["method"] == "manual", fenced
         assert [e["target"] for e in started(fo, V2, t0)] == [V1]
         assert w.first_on(V1) > t_ack
         assert any(f" {V2} ack_fence " in line for line in fo.audit(t0))
+        assert fo.holders().get("web01") == {"mode": "ex", "hosts": [V1]}
     finally:
-        fo.restore_storage(V1)
         lab.bmcs[V2].heal()
     power_on(lab, bmcs, V2)
     assert running_on(lab, "web01") == {V1}
 
 
-# --- 3. partition: no restart while it renews; storage lost too -> self-fence, then takeover --
+# --- 3. partition: no restart while it renews; storage lost too -> killpath, then takeover ---
 
 
 def test_partitioned_host_keeps_its_domus_while_it_renews_its_lease(lab, fo):
@@ -216,7 +226,7 @@ def test_partitioned_host_keeps_its_domus_while_it_renews_its_lease(lab, fo):
         lab.hosts[V1].partition()
         try:
             ignored = fo.wait_event(f"xenha/failover/{V1}/ignored", t0, FAILOVER_TIMEOUT)
-            assert "still renews its storage lease" in ignored["data"]["reason"]
+            assert "still renews its sanlock delta lease" in ignored["data"]["reason"]
             journal = fo.journal(V1)
             assert journal["state"] == "ignored" and journal["recheck"] is True
             time.sleep(3)
@@ -227,35 +237,38 @@ def test_partitioned_host_keeps_its_domus_while_it_renews_its_lease(lab, fo):
     lab.wait_minions([V1])
 
 
-def test_partitioned_host_that_loses_storage_self_fences_before_the_takeover(lab, fo):
+def test_partitioned_host_that_loses_storage_fences_itself_before_the_takeover(lab, fo):
     before = vm.wait_guest(lab.cli, WEB01_IP)
     try:
         with watch(lab) as w:
             t0 = time.time()
-            # the whole host is cut off (its BMC too) and loses the shared storage
+            # the whole host is cut off (its BMC too) and loses the shared storage: after
+            # 8 x io_timeout without a renewal its sanlock runs web01's killpath
             lab.hosts[V1].partition()
             lab.bmcs[V1].partition()
             fo.isolate_storage(V1)
-            wait_for(lambda: running_on(lab, "web01") == set(), 60, "V1 to self-fence web01")
+            wait_for(lambda: running_on(lab, "web01") == set(), 60, "V1's killpath for web01")
             t_self = time.time()
             # the loss claim was ignored while it renewed; resume (also scheduled) looks again
             lab.salt_run("xenha.failover_resume", timeout=FAILOVER_TIMEOUT)
             fo.wait_event(f"xenha/failover/{V1}/done", t0, FAILOVER_TIMEOUT)
             new_boot(lab, before["bootid"], fo=fo)
         tl = fo.timeline(V1, t0)
-        show("partition + storage lost -> self-fence -> takeover", tl, self_fenced=t_self - t0)
+        show("partition + storage lost -> killpath -> takeover", tl, killpath=t_self - t0)
+        # no BMC: the lease-only path, once V2's sanlock called V1 dead
         assert tl["fence"] == "lease"
         assert [e["target"] for e in started(fo, V1, t0)] == [V2]
         assert w.last_on(V1) < w.first_on(V2)  # gone from V1 before V2 started it
-        leased = lab.hosts[V1].run(["cat", "/var/log/xenha-leased.log"]).stdout
-        assert "self-fencing: destroying ['web01']" in leased
+        log = lab.hosts[V1].run(["cat", "/var/log/sanlock.log"]).stdout
+        assert "check_our_lease failed" in log, log[-2000:]
     finally:
         fo.restore_storage(V1)
         lab.bmcs[V1].heal()
         lab.hosts[V1].heal()
-    # back on the network and the storage, it renews again and does not restart web01
-    counter = fo.lease("host", V1).get("counter", 0)
-    wait_for(lambda: fo.lease("host", V1).get("counter", 0) > counter, 60, "V1 renewing")
+    # back on the network and the storage, it joins the lockspace again (what the sanlock
+    # formula's next state.apply does: it lost it), renews and does not restart web01
+    lab.wait_minions([V1], timeout=300)
+    wait_for(lambda: renews_after_rejoin(fo, V1), 120, "V1 renewing again")
     time.sleep(3)
     assert running_on(lab, "web01") == {V2}
 

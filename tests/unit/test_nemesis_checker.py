@@ -41,11 +41,14 @@ def test_the_qmp_probe_says_unknown_for_a_missing_socket(tmp_path):
     assert nemesis.qmp_status(None) == "unknown"
 
 
-def test_lease_daemon_processes_are_found_by_command_line(monkeypatch):
-    lines = {1: b"salt-call\0-l\0warning\0xenha_lease.serve\0", 2: b"sanlock\0daemon\0-D\0"}
+def test_the_lease_daemon_is_the_sanlock_daemon_not_its_clients(monkeypatch):
+    lines = {
+        1: b"sanlock\0client\0status\0",
+        2: b"sanlock\0daemon\0-l\0000\0-w\0000\0",
+        3: b"/usr/bin/python3\0/srv/xenha_sanlockkeeper.py\0web01\0",
+    }
     monkeypatch.setattr(nemesis, "_cmdline", lambda pid: lines.get(pid, b""))
-    host = type("H", (), {"pids": lambda self: [1, 2, 3]})()
-    assert nemesis.LEASE_DAEMONS["file-lease"](host) == [1]
+    host = type("H", (), {"pids": lambda self: [1, 2, 3, 4]})()
     assert nemesis.LEASE_DAEMONS["sanlock"](host) == [2]
 
 
