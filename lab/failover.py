@@ -229,7 +229,10 @@ class Failover:
     def arrived(self, name, src, dst):
         """After the migration: the target makes its lease exclusive once the source's keeper
         let go (``xenha_preflight.arrived handover_from=src``); LabError if it did not."""
-        got = self._call(dst, "xenha_preflight.arrived", name, f"handover_from={src}", "wait=60")
+        # no wait=: the migration has returned, the domU runs there already (with wait= that
+        # reads as "ran here before", lease left alone); exclusive retries up to 60 s itself
+        args = [name, f"handover_from={src}"]
+        got = self._call(dst, "xenha_preflight.arrived", *args, timeout=180)
         if not got.get("here") or got.get("lease") != "taken":
             raise LabError(f"{dst}: xenha_preflight.arrived {name} handover_from={src}: {got}")
         return got
