@@ -143,7 +143,12 @@ def cmd_restore(lab, args):
     failover.attach(lab)
     host.power_on()
     host.heal()
-    failover.Failover(lab).restore_storage(args.host)
+    fo = failover.Failover(lab)
+    fo.restore_storage(args.host)
+    if fo.enabled() and args.host in fo.vmhosts:
+        # its sanlock left the lockspace if the storage was gone longer than 8 x io_timeout
+        lab.wait_minions([args.host])
+        fo.rejoin([args.host])
     print(f"{args.host}: powered on, link up, shared storage visible; no domU started there")
 
 
