@@ -211,9 +211,15 @@ class Failover:
         stays out until then. Returns the hosts that joined."""
         hosts = [h for h in host_ids or self.vmhosts if self.lab.hosts[h].is_powered()]
         got = self.lab.salt(hosts, "xenha_sanlock.join", timeout=120) if hosts else {}
-        if failed := {h: got.get(h) for h in hosts if not isinstance(got.get(h), dict)}:
+        # -115 (EINPROGRESS): the boot-time join is still under way, which is no failure
+        failed = {
+            h: got.get(h)
+            for h in hosts
+            if not isinstance(got.get(h), dict) and "done -115" not in str(got.get(h))
+        }
+        if failed:
             raise LabError(f"xenha_sanlock.join: {failed}")
-        return [h for h in hosts if got[h]["changed"]]
+        return [h for h in hosts if isinstance(got[h], dict) and got[h]["changed"]]
 
     def release(self, name, host_id):
         """Let ``host_id``'s keeper of ``name`` go (the domU no longer runs there)."""
