@@ -372,6 +372,56 @@ def test_a_power_cycled_host_gets_its_daemon_back_and_rejoins(joined):
     wait_for(new_generation, 30, "A to see B's host_id 2 live with a new generation", interval=0.5)
 
 
+def test_with_its_host_id_a_power_cycled_host_joins_by_itself(joined):
+    """Given B's host_id, the lab starts a join at B's boot (the xenha-lockspace unit of a real
+    host): B is live again without anyone calling join."""
+    a, b, host_b = joined.mods["A"], joined.mods["B"], joined.hosts["B"]
+    joined.sanlock.host_ids = {"B": HOST_IDS["B"]}
+    joined.sanlock.io_timeout = IO_TIMEOUT
+    joined.sanlock.attach()
+    generation = a.hosts()[2]["generation"]
+    host_b.power_off()
+    host_b.power_on()
+
+    def new_generation():
+        row = a.hosts()[2]
+        return row["state"] == "live" and row["generation"] > generation
+
+    wait_for(new_generation, 30, "B to join by itself with a new generation", interval=0.5)
+
+    # the boot job's add_lockspace returns once the join is complete; then join has no work
+    def boot_join_returned():
+        return "done 0" in host_b.run(["cat", "/var/log/sanlock-join.log"], check=False).stdout
+
+    wait_for(boot_join_returned, 30, "B's boot-time add_lockspace to return", interval=0.5)
+    assert b.join()["changed"] is False
+
+
+def test_a_storage_cut_fails_the_daemons_io_runs_the_killpath_and_leaves(joined):
+    """The lab's storage cut (lab/failover.py): while /run/xenha-lab/storage-cut exists in C,
+    the shim fails its daemon's disk I/O; 8 x io_timeout after its last renewal sanlock runs
+    the killpath of the domU C holds and drops the lockspace; C joins again afterwards."""
+    a, c, host_c = joined.mods["A"], joined.mods["C"], joined.hosts["C"]
+    joined.xen.add_domain("C", "db01")
+    c.acquire("db01")
+    before = len(joined.calls("destroy"))
+    cut = time.time()
+    host_c.run(["sh", "-c", "mkdir -p /run/xenha-lab && touch /run/xenha-lab/storage-cut"])
+    try:
+        destroyed = wait_for(
+            lambda: joined.calls("destroy")[before:], 60, "C's killpath for db01", interval=0.2
+        )
+        assert destroyed[0][1:] == ("C", ["destroy", "db01"])
+        print(f"storage cut -> killpath {destroyed[0][0] - cut:.1f} s")
+        wait_for(lambda: c.join(test=True)["changed"], 60, "C's sanlock to drop the lockspace")
+        assert a.observe("C")["state"] in ("stopped", "dead")
+    finally:
+        host_c.run(["rm", "-f", "/run/xenha-lab/storage-cut"])
+    assert c.join()["changed"] is True
+    wait_for(lambda: a.observe("C")["state"] == "advancing", 30, "C renewing again")
+    assert "db01" not in c.held()
+
+
 def test_leaving_the_lockspace_fences_the_domus_it_holds(joined):
     """rem_lockspace makes sanlock kill the lease holders with SIGKILL; the keeper restricted
     SIGKILL, so it gets SIGTERM and destroys its domU itself before the lease goes."""
