@@ -77,19 +77,8 @@ def holders(host=None):
     return {n: e for n, e in leases.items() if host is None or host in e["hosts"]}
 
 
-def start_domu(name, config, fenced=None):
-    """
-    Take ``name``'s lease as the real module would (refused while a live holder other than a
-    stopped ``fenced`` holds it), then start it with ``xenha_xen.start``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ServVirt2 xenha_sanlock.start_domu web01 /cluster/domus/web01.cfg fenced=ServVirt1
-    """
-    me = __opts__["id"]  # noqa: F821 - injected by the Salt loader
-    state = _load()
+def _take(state, name, me, fenced=None):
+    """Refuse while a live holder other than a stopped ``fenced`` one holds ``name``'s lease."""
     held = state["leases"].get(name, {"hosts": []})
     for holder in set(held["hosts"]) - {me}:
         seen = state["hosts"].get(holder, "free")
@@ -97,6 +86,57 @@ def start_domu(name, config, fenced=None):
             raise CommandExecutionError(f"{holder} still renews its sanlock delta lease")
         if holder != fenced and seen not in ("dead", "free"):
             raise CommandExecutionError(f"lease of {name} is held by live host {holder}")
+    changed = held["hosts"] != [me]
     state["leases"][name] = {"mode": "ex", "hosts": [me]}
     _save(state)
+    return changed
+
+
+def acquire(name):
+    """
+    Take ``name``'s lease for this host, as ``xenha_xen.start`` asks before ``xl create``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.acquire web01
+    """
+    return {"changed": _take(_load(), name, __opts__["id"])}  # noqa: F821 - Salt loader
+
+
+def release(name):
+    """
+    Let go of ``name``'s lease on this host (a failed start gives it back).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.release web01
+    """
+    me = __opts__["id"]  # noqa: F821 - injected by the Salt loader
+    state = _load()
+    held = state["leases"].get(name, {"hosts": []})
+    changed = me in held["hosts"]
+    if changed:
+        held["hosts"].remove(me)
+        _save(state)
+    return {"changed": changed}
+
+
+def start_domu(name, config, fenced=None):
+    """
+    Take ``name``'s lease as the real module would (refused while a live holder other than a
+    stopped ``fenced`` holds it), then start it with ``xenha_xen.start`` (whose own ``acquire``
+    then finds the lease held here).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.start_domu web01 /cluster/domus/web01.cfg fenced=ServVirt1
+    """
+    _take(_load(), name, __opts__["id"], fenced)  # noqa: F821 - injected by the Salt loader
+    state = _load()
     return {"lease": state["leases"][name], "domu": __salt__["xenha_xen.start"](config)}  # noqa: F821
