@@ -19,7 +19,14 @@ from salt.exceptions import CommandExecutionError
 __virtualname__ = "xenha_proof"
 
 # what the runner takes as evidence; nothing else is run through here
-FUNCTIONS = ("test.ping", "xenha_preflight.report", "xenha_preflight.arrived")
+FUNCTIONS = (
+    "test.ping",
+    "xenha_preflight.report",
+    "xenha_preflight.arrived",
+    "xenha_sanlock.observe",
+    "xenha_sanlock.holders",
+    "xenha_sanlock.start_domu",
+)
 
 
 def __virtual__():

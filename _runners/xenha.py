@@ -206,6 +206,24 @@ def _call_one(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT, **client_kw
     return _call([minion], fun, arg, kwarg, timeout, **client_kwargs)[minion]
 
 
+def _call_proven(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
+    """
+    ``(ok, value or error text)`` of ``fun`` on ``minion`` for answers taken as evidence: asked
+    through xenha_proof.call and believed only when ``minion`` signed it for this call's nonce.
+    An answer in its name that it did not sign counts as no answer.
+    """
+    nonce, args = _sealed(fun, arg, kwarg)
+    with _client_for_call() as client:
+        returns = client.cmd(
+            [minion], PROVE, arg=args, tgt_type="list", timeout=timeout, full_return=True
+        )
+    got = returns.get(minion)
+    if not isinstance(got, dict) or "ret" not in got:
+        return _answer(minion, fun, None, timeout)
+    ok, value = _proven(minion, fun, nonce, got)
+    return (False, value) if ok is None else (ok, value)
+
+
 _PRINT = threading.Lock()
 
 
@@ -1402,7 +1420,9 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         return _answers_ping(host, timeout)
 
     def _must(self, minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
-        ok, value = _call_one(minion, fun, arg, kwarg, timeout)
+        # evidence about a peer (a lease verdict, its holdings): only an answer the survivor
+        # signed counts, a forged one would otherwise let a dead-looking verdict through
+        ok, value = _call_proven(minion, fun, arg, kwarg, timeout)
         if not ok:
             raise CommandExecutionError(value)
         return value
