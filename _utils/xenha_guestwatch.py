@@ -25,17 +25,20 @@ STOP_DIR = "/run/xenha/guests"  # <domU>.stopped: xenha stopped it on purpose (n
 NOTE_FOR = 600.0  # s a stop note counts (a note older than that is stale)
 
 
-def note_stop(name, directory=STOP_DIR):
-    """Leave a note that xenha stops domU ``name`` on purpose here; never raises."""
-    with contextlib.suppress(OSError):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        with open(os.path.join(directory, f"{name}.stopped"), "w", encoding="utf-8") as fh:
-            fh.write(f"{time.time()}\n")
-
-
-def take_stop_note(name, directory=STOP_DIR, now=None):
-    """True (and the note removed) if xenha stopped ``name`` on purpose lately."""
+def note_stop(name, directory=None):
+    """
+    Leave a note that xenha stops domU ``name`` on purpose here; never raises. Only where a
+    watcher runs (it makes the directory): elsewhere nobody would read it.
+    """
+    directory = STOP_DIR if directory is None else directory
     path = os.path.join(directory, f"{name}.stopped")
+    with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"{time.time()}\n")
+
+
+def take_stop_note(name, directory=None, now=None):
+    """True (and the note removed) if xenha stopped ``name`` on purpose lately."""
+    path = os.path.join(STOP_DIR if directory is None else directory, f"{name}.stopped")
     try:
         age = (time.time() if now is None else now) - os.stat(path).st_mtime
         os.unlink(path)

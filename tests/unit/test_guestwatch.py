@@ -62,6 +62,11 @@ def test_a_domu_gone_without_a_stop_note_is_reported(watcher):
     assert watcher.round(10, {}, MONITORS, {}, never_stopped) == []
 
 
+def test_a_stop_note_needs_a_watchers_directory(tmp_path):
+    xenha_guestwatch.note_stop("web01", str(tmp_path / "none"))
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_stop_through_xenha_or_a_migration_is_no_failure(watcher, tmp_path):
     xenha_guestwatch.note_stop("web01", str(tmp_path))
     stopped = lambda name: xenha_guestwatch.take_stop_note(name, str(tmp_path))  # noqa: E731
