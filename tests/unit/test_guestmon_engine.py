@@ -289,7 +289,9 @@ def test_the_degraded_mark_excludes_the_host_from_placement(io, engine, tmp_path
     }
     snap = xenha_snapshot.build(cluster, {h: report for h in HOSTS}, {}, hoststate)
     assert snap["hosts"]["ServVirt2"]["state"] == "degraded"
-    assert any("ServVirt2 is degraded" in problem for problem in snap["problems"])
+    assert (
+        "host ServVirt2 is degraded (its toolstack fails: no domU goes there)" in snap["problems"]
+    )
     plan = xenha_placement.place(snap, ["web01"], exclude=["ServVirt1"])
     assert plan["placement"] == {} and "ServVirt2 degraded" in plan["unplaced"]["web01"]
 
