@@ -202,9 +202,8 @@ class Engine:
     def _handle(self, host, name, spec, reason, detail):
         why, refusal = self._confirm(host, name, reason)
         if refusal:
-            return self._ignored(host, name, refusal)
-        if detail:
-            why = f"{why} ({detail})" if reason != "check" else why
+            said = f"{reason}: {detail}" if detail else reason
+            return self._ignored(host, name, f"{refusal} (reported {said})")
         monitor = spec["monitor"]
         now = self.io.now()
         record = self._record(name)
