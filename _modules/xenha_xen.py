@@ -18,6 +18,7 @@ import shlex
 import time
 
 import salt.utils.path
+import xenha_guestwatch
 import xenha_names
 import xenha_xenparse
 from salt.exceptions import CommandExecutionError
@@ -364,6 +365,7 @@ def destroy(name, timeout=COMMAND_TIMEOUT):
     name = _domu_name(name)
     tool = toolstack()
     argv = [tool, "destroy", name]
+    xenha_guestwatch.note_stop(name)  # on purpose: guest monitoring must not restart it
     _run(argv, timeout)
     deadline = time.monotonic() + timeout
     while True:
@@ -395,6 +397,7 @@ def shutdown(name, timeout=60, force=False):
     row = _running_row(name)
     started = time.monotonic()
     argv = [tool, "shutdown", name]
+    xenha_guestwatch.note_stop(name)
     ret, timed_out = _exec(argv, timeout)
     if timed_out or ret.get("retcode") != 0:
         reason = _failure(argv, ret, timed_out, timeout)
@@ -602,6 +605,7 @@ def migrate(name, target, live=True, timeout=300):
     # listing afterwards tells what happened, so a move costs one listing, not two
     entered = time.time()
     started = time.monotonic()
+    xenha_guestwatch.note_stop(name)  # gone from here when it works: moved, not failed
     ret, timed_out = _exec(argv, timeout)
     seconds = round(time.monotonic() - started, 2)
     toolstack_done = time.time()

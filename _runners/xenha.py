@@ -1727,3 +1727,148 @@ def metrics(path=None):
     except (ValueError, OSError) as err:
         raise SaltInvocationError(str(err)) from err
     return {"path": path, "summary": f"{text.count(chr(10))} lines written to {path}"}
+
+
+# --- guest monitoring ---
+# A VM host's report of a failed monitored domU (the xenha_guests beacon) or of its toolstack
+# (the heartbeat beacon's toolstack_failed / toolstack_ok) goes to the engine in
+# _utils/xenha_guestmon.py; this is its Salt adapter. See docs/guest-monitoring.md.
+
+import xenha_alerting  # noqa: E402 - the guest monitoring section keeps its imports with it
+import xenha_guestmon  # noqa: E402
+
+GUEST_RESTART_TIMEOUT = START_TIMEOUT + 90  # s: destroy (60) and lease release (30), then start
+TOOLSTACK_EVENTS = {"toolstack_failed": True, "toolstack_ok": False}
+
+
+class _SaltGuestIO(xenha_guestmon.Adapter):
+    """The guest monitoring engine's I/O through this runner's Salt edge."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+    def members(self):
+        domus = {}
+        for name, spec in (self.cluster.get("domus") or {}).items():
+            if isinstance(spec, dict) and spec.get("monitor") is not None:
+                where = f"xenha:domus:{name}:monitor"
+                domus[name] = {**spec, "monitor": xenha_pillarcheck.monitor(spec["monitor"], where)}
+        hosts = self.cluster.get("hosts") or {}
+        return {"vmhosts": {h: hosts[h] for h in _vmhost_names(self.cluster)}, "domus": domus}
+
+    def host_states(self):
+        maintenance, hoststate = _marks()
+        states = {h: MAINTENANCE for h in maintenance}
+        states.update({h: m.get("state") for h, m in hoststate.items()})
+        return states
+
+    @staticmethod
+    def _must(minion, fun, arg=(), timeout=CALL_TIMEOUT):
+        ok, value = _call_one(minion, fun, arg, timeout=timeout)
+        if not ok:
+            raise CommandExecutionError(value)
+        return value
+
+    def inspect(self, host, name):
+        return self._must(host, "xenha_guest.inspect", [name], REPORT_WAIT + 60)
+
+    def locate(self, name):
+        answers = _call(
+            _vmhost_names(self.cluster), "xenha_xen.domain", [name], timeout=REPORT_WAIT
+        )
+        return {h: row for h, (ok, row) in answers.items() if ok and row}
+
+    def restart(self, host, name, config):
+        return self._must(host, "xenha_guest.restart", [name, config], GUEST_RESTART_TIMEOUT)
+
+    def vacate(self, host, name):
+        return self._must(host, "xenha_guest.vacate", [name], GUEST_RESTART_TIMEOUT)
+
+    def place(self, name, exclude):
+        snap = _snapshot(self.cluster, wait=REPORT_WAIT)
+        plan = _place(snap, [name], exclude=exclude)
+        return plan["placement"].get(name), plan["unplaced"].get(name)
+
+    def start(self, host, name, config):
+        return self._must(host, "xenha_xen.start", [config], START_TIMEOUT)
+
+    def toolstack(self, host):
+        ok, value = _call_one(host, "xenha_xen.info", timeout=REPORT_WAIT)
+        if ok:
+            return True, f"xen {value.get('xen_version')} answers"
+        if value.startswith("no answer"):
+            raise CommandExecutionError(value)
+        return False, value
+
+    def alert(self, what, subject, text, data):
+        try:
+            conf = xenha_alerting.settings(__opts__.get(xenha_alerting.KEY))
+        except xenha_alerting.SettingError as err:
+            log.error("xenha alerts: %s", err)
+            return
+        if conf is None or what not in conf["events"]:
+            return
+        payload = {
+            "text": f"{subject}\n{text}",
+            "event": what,
+            "host": data.get("host"),
+            "data": data,
+        }
+        sent = xenha_alerting.deliver(conf, {"subject": subject, "text": text}, payload)
+        for channel, outcome in sent.items():
+            if outcome != "sent":
+                log.error("xenha alert (%s) by %s %s", subject, channel, outcome)
+
+    def fire(self, tag, data):
+        _fire(tag, data)
+
+    def audit(self, entry):
+        xenha_failover.audit_line(xenha_guestmon.audit_path(_cachedir()), entry)
+
+
+def _guest_engine(host):
+    return xenha_guestmon.Engine(_SaltGuestIO(_cluster(host)), _cachedir())
+
+
+@_command
+def guest_failed(host, domu, reason, detail=None):
+    """
+    Handle a VM host's report that its monitored domU ``domu`` failed (``reason``: crashed,
+    dying, gone or check; the reactor calls this for the ``xenha_guests`` beacon's events).
+    The host is asked again first; then, by the domU's ``monitor`` policy, the domU is
+    restarted in place (its crashed copy destroyed and its lease released first), relocated
+    to the planner's target, or left with an alert. Events ``xenha/guest/<host>/<domu>/...``;
+    audit trail ``<cachedir>/xenha/guestmon.log``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.guest_failed ServVirt1 web01 crashed
+    """
+    _host_arg(host)
+    try:
+        xenha_names.check("domu", domu)
+    except CommandExecutionError as err:
+        raise SaltInvocationError(str(err)) from err
+    return _guest_engine(host).failed(host, domu, reason, detail)
+
+
+@_command
+def host_toolstack(host, event):
+    """
+    Handle a VM host's toolstack report (``event``: toolstack_failed or toolstack_ok, from the
+    heartbeat beacon through the reactor), checked by asking the host for ``xenha_xen.info``:
+    a failing toolstack marks the host degraded (status shows it, nothing is placed there, an
+    alert goes out; its domUs are left running), one that answers again lifts the mark.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.host_toolstack ServVirt1 toolstack_failed
+    """
+    _host_arg(host)
+    if event not in TOOLSTACK_EVENTS:
+        raise SaltInvocationError(f"event {event!r} is not one of {', '.join(TOOLSTACK_EVENTS)}")
+    return _guest_engine(host).toolstack(host, TOOLSTACK_EVENTS[event])

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
 KEY = "xenha_alerts"
-EVENTS = ("blocked", "fenced", "done")  # failover events that may alert
+# failover events that may alert, and guest monitoring's: a domU it gave up on, a host degraded
+EVENTS = ("blocked", "fenced", "done", "guest", "degraded")
 DEFAULT_TIMEOUT = 10.0
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
 _HEADER = re.compile(r"[A-Za-z0-9-]{1,64}")

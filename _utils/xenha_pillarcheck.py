@@ -694,6 +694,77 @@ def shutdown_settings(data, where=ROOT / "failover"):
     }
 
 
+MONITOR_THEN = ("relocate", "leave")
+MONITOR_DEFAULTS = {"restart": 3, "within": 3600.0, "then": "relocate", "grace": 60.0}
+MONITOR_KEYS = (*MONITOR_DEFAULTS, "check")
+CHECK_DEFAULTS = {"timeout": 5.0, "failures": 3}
+CHECK_KEYS = ("tcp", "http", *CHECK_DEFAULTS)
+
+
+def _tcp_target(value, where):
+    """``HOST:PORT`` (``[v6]:PORT``) of a TCP check -> ``(host, port)``."""
+    text(value, where, argv=True)
+    host, _, number = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not number.isdigit():
+        fail(where, f"{_show(value)} must be HOST:PORT (e.g. 192.168.25.20:80)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        _name("host", host, where if isinstance(where, _Path) else _Path(where))
+    return host, port(int(number), where)
+
+
+def _http_target(value, where):
+    text(value, where, argv=True)
+    match = re.fullmatch(r"https?://[^\s/?#]+(?:[/?#][^\s]*)?", value)
+    if not match:
+        fail(where, f"{_show(value)} must be an http:// or https:// URL")
+    return value
+
+
+def monitor(data, where):
+    """
+    A domU's guest monitoring (pillar ``xenha:domus:<name>:monitor``), checked and completed:
+    ``restart`` (restarts in place, 0..100) ``within`` seconds, ``then`` relocate or leave,
+    ``grace`` (seconds after a start before the application check counts) and ``check``
+    (None, or ``{"tcp": (host, port)} | {"http": URL}`` with ``timeout`` and ``failures``).
+    The guest watcher on the VM host and the master's policy run with what this returns.
+    """
+    path = where if isinstance(where, _Path) else _Path(where)
+    data = _mapping(data, path)
+    unknown = sorted(set(data) - set(MONITOR_KEYS), key=str)
+    if unknown:
+        (path / unknown[0]).fail(f"unknown setting (known: {', '.join(MONITOR_KEYS)})")
+    out = {
+        "restart": _integer(data, "restart", path, 0, 100, default=MONITOR_DEFAULTS["restart"]),
+        "within": _number(data, "within", path, MONITOR_DEFAULTS["within"]),
+        "then": _choice(data, "then", path, MONITOR_THEN, MONITOR_DEFAULTS["then"]),
+        "grace": seconds(_get(data, "grace", path, MONITOR_DEFAULTS["grace"]), path / "grace", 0),
+        "check": None,
+    }
+    if data.get("check") is None:
+        return out
+    cpath = path / "check"
+    check = _mapping(data["check"], cpath)
+    unknown = sorted(set(check) - set(CHECK_KEYS), key=str)
+    if unknown:
+        (cpath / unknown[0]).fail(f"unknown setting (known: {', '.join(CHECK_KEYS)})")
+    kinds = [k for k in ("tcp", "http") if check.get(k) is not None]
+    if len(kinds) != 1:
+        cpath.fail("set exactly one of tcp (HOST:PORT) or http (URL)")
+    kind = kinds[0]
+    target = (_tcp_target if kind == "tcp" else _http_target)(check[kind], cpath / kind)
+    out["check"] = {
+        kind: list(target) if kind == "tcp" else target,
+        "timeout": _number(check, "timeout", cpath, CHECK_DEFAULTS["timeout"]),
+        "failures": _integer(check, "failures", cpath, 1, 100, default=CHECK_DEFAULTS["failures"]),
+    }
+    if out["check"]["timeout"] > 60:
+        (cpath / "timeout").fail(f"{out['check']['timeout']} s is more than 60 s")
+    return out
+
+
 def _domus(data, hosts, vmhosts, mount):
     path = ROOT / "domus"
     data = _mapping(data, path, required=False)
@@ -717,6 +788,8 @@ def _domus(data, hosts, vmhosts, mount):
         if preferred is not None and preferred not in room:
             (dpath / "preferred_host").fail(f"{preferred!r} is not a VM host in xenha:hosts")
         domu["preferred_host"] = preferred
+        if domu.get("monitor") is not None:
+            domu["monitor"] = monitor(domu["monitor"], dpath / "monitor")
         domus[name] = domu
     for name, domu in domus.items():
         apath = path / name / "anti_affinity"

@@ -158,7 +158,9 @@ def _host_problems(name, host):
     problems = []
     if host["state"] == "down" and host["role"] == "vmhost":
         problems.append(f"host {name} is down: {host['error'] or 'no working toolstack'}")
-    elif host["state"] in ("fenced", "suspect", "degraded"):
+    elif host["state"] == "degraded":
+        problems.append(f"host {name} is degraded (its toolstack fails: no domU goes there)")
+    elif host["state"] in ("fenced", "suspect"):
         problems.append(f"host {name} is {host['state']} (failover)")
     elif host["state"] == "down":
         problems.append(f"host {name} does not answer")

@@ -67,9 +67,18 @@ xenha: {{ xenha | json }}
 {%-     for key, value in settings | dictsort if value is not none and value != "" %}
 {%-       do config.append({key: value}) %}
 {%-     endfor %}
-{%-     if peers %}
+{#-     guest monitoring: a VM host watches its domUs once any domU has a monitor #}
+{%-     set domus = xenha.get("domus") if xenha.get("domus") is mapping else {} %}
+{%-     set monitored = domus.values() | select("mapping") | selectattr("monitor", "defined")
+                        | list %}
+{%-     if peers or monitored %}
 beacons:
+{%-       if peers %}
   xenha_heartbeat: {{ config | json }}
+{%-       endif %}
+{%-       if monitored %}
+  xenha_guests: [{"every": 5}]
+{%-       endif %}
 {%-     endif %}
 {%-   endif %}
 {%- endif %}

@@ -29,7 +29,7 @@ def conf(**overrides):
 def test_settings_defaults_and_none():
     assert al.settings(None) is None
     got = conf()
-    assert got["events"] == ["blocked", "fenced", "done"]
+    assert got["events"] == ["blocked", "fenced", "done", "guest", "degraded"]
     assert got["timeout"] == 10.0
     assert got["email"]["port"] == 25 and got["email"]["to"] == ["ops@example.org"]
     ssl = al.settings({"email": {k: v for k, v in EMAIL.items() if k != "port"} | {"ssl": True}})
