@@ -1732,7 +1732,7 @@ import xenha_metrics  # noqa: E402 - the metrics command keeps its import with i
 def metrics(path=None):
     """
     The cluster as Prometheus metrics (``_utils/xenha_metrics.py``): host states, domUs per
-    host, lease and heartbeat ages, failovers by outcome, the latest failover's phases. With
+    host, lease and heartbeat ages, failovers by outcome, the latest failover's phases, N+1. With
     ``path`` (``*.prom``) the text replaces that file for node_exporter's textfile collector;
     without, it is returned. See docs/operations.md.
 
@@ -1758,7 +1758,8 @@ def metrics(path=None):
         audit = []
     journals = xenha_failover.journals(_cachedir())
     heartbeat = {h: value for h, (ok, value) in heard.items() if ok}
-    text = xenha_metrics.render(snap, journals, audit, heartbeat, now=time.time())
+    n_plus_1 = xenha_capacity.n_plus_1(*_capacity_inputs(cluster, snap))
+    text = xenha_metrics.render(snap, journals, audit, heartbeat, time.time(), n_plus_1=n_plus_1)
     if path is None:
         return {"metrics": text}
     try:
