@@ -34,7 +34,7 @@ then leave domUs unplaced, naming that host and those domUs:
 
 import xenha_names
 import xenha_pillarcheck
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltException
 
 __virtualname__ = "xenha_domu"
 
@@ -130,7 +130,10 @@ def _admission(name, cfg):
     """
     me = __opts__["id"]
     arg = [name, me, f"memory_mib={cfg['memory_mib']}"]
-    got = __salt__["publish.runner"](ADMISSION_RUNNER, arg=arg, timeout=ADMISSION_TIMEOUT)
+    try:
+        got = __salt__["publish.runner"](ADMISSION_RUNNER, arg=arg, timeout=ADMISSION_TIMEOUT)
+    except SaltException as err:  # e.g. the master's channel closed: no answer, no start
+        got = f"{type(err).__name__}: {err}"
     if isinstance(got, dict) and set(got) == {"outputter", "data"}:
         got = got["data"]
     if isinstance(got, dict) and "admit" in got:

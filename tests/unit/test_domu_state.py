@@ -4,7 +4,7 @@ changes, and that test=True says what would happen while calling nothing that ac
 """
 
 import pytest
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltClientError
 
 from _states import xenha_domu
 
@@ -73,6 +73,8 @@ class FakeXen:
 
         def publish_runner(fun, arg=None, timeout=5):
             self.calls.append(("publish.runner", (fun, *arg), {}))
+            if isinstance(self.admission, Exception):
+                raise self.admission
             return self.admission
 
         return {
@@ -305,6 +307,8 @@ def test_strict_test_mode_says_so_and_starts_nothing(xen, opts):
     [
         ({}, "the master does not let ServVirt2 run xenha.admission (peer_run"),
         ("'xenha.admission' runner publish timed out", "no answer from the master's"),
+        (SaltClientError("channel closed"), "no answer from the master's xenha.admission: "
+         "'SaltClientError: channel closed'"),
         ({"error": "xenha.admission: host 'ServVirt2' is not in xenha:hosts", "retcode": 2},
          "xenha.admission: host 'ServVirt2' is not in xenha:hosts"),
     ],
