@@ -29,6 +29,7 @@ import salt.pillar
 import salt.utils.event
 import salt.utils.jid
 import salt.utils.minions
+import xenha_capacity
 import xenha_names
 import xenha_pillarcheck
 import xenha_placement
@@ -555,15 +556,26 @@ def _freshness(spec):
     return f"answered in {seconds} s" if seconds is not None else (spec["error"] or "no answer")
 
 
+def _capacity_inputs(cluster, snap):
+    """
+    ``(members, room, host marks)`` as the failover's restart plan reads them (``plan HOST
+    failure`` too), from the reports ``snap`` already holds: N+1 costs no further call.
+    """
+    io = _SaltFailoverIO(cluster)
+    return io.members(), _room(snap["reports"]), io.host_states()
+
+
 @_command
 def status(leases=True):
     """
     One table of the cluster: every host (state up / suspect / fenced / down, maintenance,
     free/total memory, lease, NTP offset, iSCSI session, OCFS2 mount, how fresh its answer
     is) and every domU (where it runs, state, memory), plus every problem seen (a failed check,
-    a host fenced, suspect or down, a domU running twice or nowhere). Answers within a few
-    seconds also while a host is down: a host the failover marked is not waited for, the
-    others get ``REPORT_WAIT`` seconds.
+    a host fenced, suspect or down, a domU running twice or nowhere). N+1: for every VM host,
+    ``ok`` or the domUs its loss would leave unplaced, planned by the failover's own planner
+    from the same reports; ``n_plus_1`` sums it up (``ok`` or ``at risk (host -> [domUs])``).
+    Answers within a few seconds also while a host is down: a host the failover marked is not
+    waited for, the others get ``REPORT_WAIT`` seconds.
 
     leases
         Also show each VM host's sanlock delta lease as a live peer's daemon sees it
@@ -581,6 +593,7 @@ def status(leases=True):
     watch = bool(leases and cluster.get("sanlock"))
     snap = _snapshot(cluster, checks=True, wait=REPORT_WAIT, leases=watch, remember=True)
     lease_text = _lease_states(snap) if watch else {}
+    n_plus_1 = xenha_capacity.n_plus_1(*_capacity_inputs(cluster, snap))
     hosts = []
     for name, spec in sorted(snap["hosts"].items()):
         checks = spec["checks"]
@@ -592,6 +605,7 @@ def status(leases=True):
                 "state": spec["state"],
                 "maintenance": spec["maintenance"],
                 "memory_free_total_mib": f"{free}/{total}" if total is not None else "-",
+                "n_plus_1": xenha_capacity.host_text(n_plus_1[name]) if name in n_plus_1 else "-",
                 "lease": lease_text.get(name, "-"),
                 "ntp": _check_text(checks.get("clock")),
                 "iscsi": _check_text(checks.get("iscsi")) if spec["role"] == "vmhost" else "-",
@@ -617,9 +631,54 @@ def status(leases=True):
         "hosts": hosts,
         "domus": domus,
         "problems": problems,
+        "n_plus_1": xenha_capacity.verdict(n_plus_1),
         "as_of": time.time(),
         "summary": f"{summary}; asked at {time.strftime('%H:%M:%S')}, answered in {taken} s",
     }
+
+
+@_command
+def admission(domu, host, memory_mib=None):
+    """
+    Whether starting ``domu`` on ``host`` now keeps N+1 (changes nothing): refused when it does
+    not fit there, or when afterwards the loss of some VM host would leave a domU unplaced that
+    it would not leave now; the reason names that host and those domUs. ``xenha_domu.running``
+    with ``admission: strict`` asks this through ``publish.runner`` (the master's ``peer_run``
+    in etc/master.d/xenha.conf allows it). Exit code 1 when refused.
+
+    domu
+        The domU to start.
+    host
+        The VM host to start it on.
+    memory_mib
+        Its memory, for a domU the pillar does not list (the pillar's value wins).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.admission web01 ServVirt2
+    """
+    try:
+        xenha_names.check("domu", domu)
+    except CommandExecutionError as err:
+        raise SaltInvocationError(str(err)) from err
+    cluster = _cluster(_host_arg(host))
+    _vmhost(cluster, host)
+    memory = ((cluster.get("domus") or {}).get(domu) or {}).get("memory_mib", memory_mib)
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+        raise SaltInvocationError(
+            f"memory_mib: {domu} is not in xenha:domus with a memory_mib, and memory_mib="
+            f"{memory!r} is not a whole number of MiB"
+        )
+    snap = _snapshot(cluster, hosts=_vmhost_names(cluster), wait=REPORT_WAIT)
+    got = xenha_capacity.admission(
+        *_capacity_inputs(cluster, snap), domu=domu, host=host, memory_mib=memory
+    )
+    answer = {"domu": domu, "host": host, **got}
+    return (
+        {**answer, "summary": got["reason"]} if got["admit"] else _short_of(answer, got["reason"])
+    )
 
 
 # --- plan (what-if) ----------------------------------------------------------------------------
@@ -1693,7 +1752,7 @@ import xenha_metrics  # noqa: E402 - the metrics command keeps its import with i
 def metrics(path=None):
     """
     The cluster as Prometheus metrics (``_utils/xenha_metrics.py``): host states, domUs per
-    host, lease and heartbeat ages, failovers by outcome, the latest failover's phases. With
+    host, lease and heartbeat ages, failovers by outcome, the latest failover's phases, N+1. With
     ``path`` (``*.prom``) the text replaces that file for node_exporter's textfile collector;
     without, it is returned. See docs/operations.md.
 
@@ -1719,7 +1778,8 @@ def metrics(path=None):
         audit = []
     journals = xenha_failover.journals(_cachedir())
     heartbeat = {h: value for h, (ok, value) in heard.items() if ok}
-    text = xenha_metrics.render(snap, journals, audit, heartbeat, now=time.time())
+    n_plus_1 = xenha_capacity.n_plus_1(*_capacity_inputs(cluster, snap))
+    text = xenha_metrics.render(snap, journals, audit, heartbeat, time.time(), n_plus_1=n_plus_1)
     if path is None:
         return {"metrics": text}
     try:

@@ -17,14 +17,30 @@ A domU's presence on this host: ``running`` (started from its config file) or ``
 
 A domU caught mid-migration (``web01--incoming``, ``web01--migratedaway``, xm's
 ``migrating-web01``) is reported and left alone by both states.
+
+With ``admission: strict`` (the state's argument, else ``xenha:domus:<name>:admission``)
+``running`` first asks the master (``publish.runner xenha.admission``, allowed by the master's
+``peer_run``) whether the start keeps N+1, and refuses it when the loss of some VM host would
+then leave domUs unplaced, naming that host and those domUs:
+
+.. code-block:: yaml
+
+    xenha-domu-web01-running:
+      xenha_domu.running:
+        - name: web01
+        - config: /cluster/domus/web01.cfg
+        - admission: strict
 """
 
 import xenha_names
-from salt.exceptions import CommandExecutionError
+import xenha_pillarcheck
+from salt.exceptions import CommandExecutionError, SaltException
 
 __virtualname__ = "xenha_domu"
 
 _TROUBLE = ("shutdown", "crashed", "dying")
+ADMISSION_RUNNER = "xenha.admission"
+ADMISSION_TIMEOUT = 30  # s for the master's answer (it asks every VM host for its room)
 
 
 def __virtual__():
@@ -97,7 +113,41 @@ def _lease_refusal(name):
     return f"its sanlock lease is held ({held['mode']}) by {', '.join(others)}" if others else None
 
 
-def _start(ret, name, config):
+def _policy(name, admission):
+    """The admission policy: the state's argument, else the domU's pillar entry, else off."""
+    if admission is not None:
+        return xenha_pillarcheck.admission(admission, "admission")
+    domus = (__pillar__.get("xenha") or {}).get("domus") or {}
+    spec = domus.get(name) if isinstance(domus, dict) else None
+    value = spec.get("admission") if isinstance(spec, dict) else None
+    return xenha_pillarcheck.admission(value, f"xenha:domus:{name}:admission")
+
+
+def _admission(name, cfg):
+    """
+    ``(admitted, why)``: the master's ``xenha.admission`` answer for starting ``name`` here.
+    No answer is a refusal: strict admission that cannot check does not start.
+    """
+    me = __opts__["id"]
+    arg = [name, me, f"memory_mib={cfg['memory_mib']}"]
+    try:
+        got = __salt__["publish.runner"](ADMISSION_RUNNER, arg=arg, timeout=ADMISSION_TIMEOUT)
+    except SaltException as err:  # e.g. the master's channel closed: no answer, no start
+        got = f"{type(err).__name__}: {err}"
+    if isinstance(got, dict) and set(got) == {"outputter", "data"}:
+        got = got["data"]
+    if isinstance(got, dict) and "admit" in got:
+        return bool(got["admit"]), str(got.get("reason"))
+    if got == {}:
+        why = f"the master does not let {me} run {ADMISSION_RUNNER} (peer_run, etc/master.d)"
+    elif isinstance(got, dict) and got.get("error"):
+        why = got["error"]
+    else:
+        why = f"no answer from the master's {ADMISSION_RUNNER}: {got!r}"
+    return False, f"N+1 could not be checked: {why}"
+
+
+def _start(ret, name, config, policy):
     try:
         cfg = __salt__["xenha_xen.read_config"](config)
     except CommandExecutionError as err:
@@ -106,11 +156,15 @@ def _start(ret, name, config):
     if cfg["name"] != name:
         ret["comment"] = f"{config} defines domU {cfg['name']!r}, not {name!r}"
         return ret
-    refusal = _lease_refusal(name)
+    refusal, admitted = _lease_refusal(name), ""
+    if not refusal and policy == "strict":
+        ok, why = _admission(name, cfg)
+        refusal, admitted = (None, f" (admission strict: {why})") if ok else (why, "")
     if refusal:
-        ret["comment"] = f"domU {name} not started: {refusal}"
+        would = "would not be started" if __opts__["test"] else "not started"
+        ret["comment"] = f"domU {name} {would}: {refusal}"
     elif __opts__["test"]:
-        ret.update(result=None, comment=f"domU {name} would be started from {config}")
+        ret.update(result=None, comment=f"domU {name} would be started from {config}{admitted}")
         ret["changes"] = {"state": {"old": "absent", "new": "running"}}
     else:
         try:
@@ -119,7 +173,8 @@ def _start(ret, name, config):
             ret["comment"] = f"starting domU {name} failed: {err}"
         else:
             ret.update(
-                result=True, comment=f"domU {name} started from {config} (domid {started['domid']})"
+                result=True,
+                comment=f"domU {name} started from {config} (domid {started['domid']}){admitted}",
             )
             ret["changes"] = {
                 "state": {"old": "absent", "new": "running"},
@@ -128,7 +183,7 @@ def _start(ret, name, config):
     return ret
 
 
-def running(name, config):
+def running(name, config, admission=None):
     """
     Make sure domU ``name`` runs on this host, starting it from ``config`` (an absolute path to
     its xl/xm config file, whose ``name`` must be ``name``) when it is not here. A paused domU
@@ -136,14 +191,25 @@ def running(name, config):
 
     On a member of a lease-managed cluster the domU's sanlock lease is taken first (by
     ``xenha_xen.start``): a domU whose lease a live host holds is refused, never started twice.
+
+    admission
+        ``strict``: refuse a start after which the loss of some VM host would leave domUs
+        unplaced that it would not leave now (the master's ``xenha.admission`` judges, with the
+        failover's own planner); ``off``: start regardless. Default: the domU's
+        ``xenha:domus:<name>:admission``, else ``off``.
     """
     ret = _ret(name)
+    try:
+        policy = _policy(name, admission)
+    except CommandExecutionError as err:
+        ret["comment"] = str(err)
+        return ret
     row = _current(ret, name)
     if row is False:
         return ret
     if row is not None:
         return _keep_running(ret, name, row)
-    return _start(ret, name, config)
+    return _start(ret, name, config, policy)
 
 
 def absent(name, timeout=60, force=False):

@@ -3,7 +3,8 @@ The cluster as Prometheus metrics, in the text exposition format that node_expor
 collector reads (``salt-run xenha.metrics /var/lib/prometheus/node-exporter/xenha.prom``).
 
 :func:`render` is pure: the runner's snapshot (hosts, domUs, the leases each host saw), the
-heartbeat status each host reported, the failover journals and the audit trail in, text out.
+heartbeat status each host reported, the failover journals, the audit trail and the N+1 answer
+in, text out.
 :func:`write` replaces the file atomically, so the collector never reads half of it.
 """
 
@@ -110,6 +111,20 @@ def _heartbeats(heartbeat, families):
                 age.add(info["age"], host=host, peer=peer)
 
 
+def _n_plus_1(result, families):
+    """``result``: xenha_capacity.n_plus_1's answer (None: not computed, nothing exported)."""
+    checked = {h: r for h, r in sorted((result or {}).items()) if r["checked"]}
+    if not checked:
+        return
+    whole = families("xenha_n_plus_1", "1 if the loss of any one VM host leaves no domU unplaced")
+    whole.add(not any(r["unplaced"] for r in checked.values()))
+    per_host = families(
+        "xenha_n_plus_1_unplaced_domus", "domUs the loss of the host would leave unplaced"
+    )
+    for host, entry in checked.items():
+        per_host.add(len(entry["unplaced"]), host=host)
+
+
 def _first_times(history):
     first = {}
     for step in history or ():
@@ -173,8 +188,8 @@ def outcomes(audit_lines):
     return counts
 
 
-def render(snapshot, journals, audit_lines, heartbeat=None, now=None):
-    """The exposition text (ends with a newline)."""
+def render(snapshot, journals, audit_lines, heartbeat=None, now=None, *, n_plus_1=None):
+    """The exposition text (ends with a newline); ``n_plus_1``: xenha_capacity.n_plus_1's."""
     families = {}
 
     def family(name, help_text, kind="gauge"):
@@ -184,6 +199,7 @@ def render(snapshot, journals, audit_lines, heartbeat=None, now=None):
     _domus(snapshot, family)
     _leases(snapshot, family)
     _heartbeats(heartbeat, family)
+    _n_plus_1(n_plus_1, family)
     _journals(journals, family)
     by_outcome = family("xenha_failovers", "failovers in the audit trail, by latest outcome")
     for outcome, count in outcomes(audit_lines).items():

@@ -10,11 +10,12 @@ docs/pillar.md describes every key.
 
 The checks of single values that runtime consumers repeat on their own inputs are public here
 (``integer``, ``port``, ``seconds``, ``text``, ``address``, ``abspath``, ``domu_names``, ``bmc``,
-``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``): the heartbeat beacon, fencing,
-placement, the lease settings and the preflight clock check call the same functions, so the
-pillar check accepts what they accept (tests/unit/test_pillar_consumers.py holds it to that).
-Each takes the value and ``where`` (the key to name in the message) and raises
-CommandExecutionError; the lease module's timing rules are in turn run by the check.
+``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``, ``admission``): the heartbeat
+beacon, fencing, placement, the lease settings, the preflight clock check and the domU state
+call the same functions, so the pillar check accepts what they accept
+(tests/unit/test_pillar_consumers.py holds it to that). Each takes the value and ``where`` (the
+key to name in the message) and raises CommandExecutionError; the lease module's timing rules
+are in turn run by the check.
 """
 
 import copy
@@ -33,6 +34,7 @@ NTP_IMPLEMENTATIONS = ("chrony", "ntpd", "ntpsec")
 TARGET_IMPLEMENTATIONS = ("tgt", "lio", "iet")
 TOOLSTACKS = ("xl", "xm")
 BMC_INTERFACES = ("lan", "lanplus")
+ADMISSIONS = ("off", "strict")  # xenha_domu.running: refuse a start that breaks N+1 (strict)
 # iSCSI names (RFC 3720 3.2.6.3): iqn.YYYY-MM.reversed.domain[:anything] or eui.<16 hex>
 IQN_RE = re.compile(r"iqn\.\d{4}-\d{2}\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[a-z0-9.:-]+)?")
 EUI_RE = re.compile(r"eui\.[0-9A-F]{16}")
@@ -170,6 +172,15 @@ def seconds(value, where, minimum=None):
     if minimum is not None and number < minimum:
         fail(where, f"must be at least {minimum}, got {_show(value)}")
     return number
+
+
+def admission(value, where):
+    """A domU start's admission policy: ``off`` (None too) or ``strict`` (keep N+1)."""
+    if value is None:
+        return "off"
+    if value not in ADMISSIONS:
+        fail(where, f"unknown value {_show(value)}: must be one of {', '.join(ADMISSIONS)}")
+    return value
 
 
 def address(value, where):
@@ -790,6 +801,7 @@ def _domus(data, hosts, vmhosts, mount):
         domu["preferred_host"] = preferred
         if domu.get("monitor") is not None:
             domu["monitor"] = monitor(domu["monitor"], dpath / "monitor")
+        domu["admission"] = admission(domu.get("admission"), dpath / "admission")
         domus[name] = domu
     for name, domu in domus.items():
         apath = path / name / "anti_affinity"

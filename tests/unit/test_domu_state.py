@@ -4,7 +4,7 @@ changes, and that test=True says what would happen while calling nothing that ac
 """
 
 import pytest
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltClientError
 
 from _states import xenha_domu
 
@@ -30,6 +30,7 @@ class FakeXen:
         self.fail = {}
         self.calls = []
         self.lease_refusal = None  # the reason another host's live lease gives, or None
+        self.admission = None  # what publish.runner xenha.admission answers
 
     def _act(self, fun, *args, **kwargs):
         self.calls.append((fun, args, kwargs))
@@ -70,7 +71,14 @@ class FakeXen:
             self.calls.append(("holders", (), {}))
             return {"web01": {"mode": "ex", "hosts": ["ServVirt1"]}} if self.lease_refusal else {}
 
+        def publish_runner(fun, arg=None, timeout=5):
+            self.calls.append(("publish.runner", (fun, *arg), {}))
+            if isinstance(self.admission, Exception):
+                raise self.admission
+            return self.admission
+
         return {
+            "publish.runner": publish_runner,
             "xenha_sanlock.holders": holders,
             "xenha_xen.domain": domain,
             "xenha_xen.read_config": read_config,
@@ -250,3 +258,101 @@ def test_absent_failure(xen):
     ret = xenha_domu.absent("web01")
     assert ret["result"] is False and "still running" in ret["comment"]
     assert ret["changes"] == {}
+
+
+# --- admission: strict ---
+
+ADMITTED = {"admit": True, "reason": "N+1 after starting web01 on ServVirt2: ok"}
+BREAKS = (
+    "starting web01 on ServVirt2 breaks N+1: losing ServVirt2 would leave web01 unplaced "
+    "(no room: needs 256 MiB, the most any eligible host can take is 100 MiB)"
+)
+REFUSED = {"admit": False, "reason": BREAKS, "broken": {"ServVirt2": ["web01"]}}
+ASKED = ("publish.runner", ("xenha.admission", "web01", "ServVirt2", "memory_mib=256"), {})
+
+
+def test_strict_refuses_a_start_that_breaks_n_plus_1_naming_host_and_domus(xen):
+    xen.admission = {"outputter": "xenha", "data": REFUSED}  # as the _command wrapper returns
+    ret = xenha_domu.running("web01", CFG, admission="strict")
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert ret["comment"] == f"domU web01 not started: {BREAKS}"
+    assert xen.calls == [ASKED]  # asked the master, started nothing
+
+
+def test_strict_starts_what_keeps_n_plus_1(xen):
+    xen.admission = ADMITTED
+    ret = xenha_domu.running("web01", CFG, admission="strict")
+    assert ret["result"] is True
+    assert ret["comment"].endswith("(admission strict: N+1 after starting web01 on ServVirt2: ok)")
+    assert xen.calls == [ASKED, ("start", (CFG,), {})]
+
+
+def test_strict_test_mode_says_so_and_starts_nothing(xen, opts):
+    opts["test"] = True
+    xen.admission = REFUSED
+    ret = xenha_domu.running("web01", CFG, admission="strict")
+    assert ret["result"] is False
+    assert ret["comment"] == f"domU web01 would not be started: {BREAKS}"
+    xen.admission = ADMITTED
+    ret = xenha_domu.running("web01", CFG, admission="strict")
+    assert ret["result"] is None
+    assert "would be started from" in ret["comment"]
+    assert "admission strict: N+1 after" in ret["comment"]
+    assert [c[0] for c in xen.calls] == ["publish.runner", "publish.runner"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ({}, "the master does not let ServVirt2 run xenha.admission (peer_run"),
+        ("'xenha.admission' runner publish timed out", "no answer from the master's"),
+        (SaltClientError("channel closed"), "no answer from the master's xenha.admission: "
+         "'SaltClientError: channel closed'"),
+        ({"error": "xenha.admission: host 'ServVirt2' is not in xenha:hosts", "retcode": 2},
+         "xenha.admission: host 'ServVirt2' is not in xenha:hosts"),
+    ],
+)  # fmt: skip
+def test_strict_without_an_answer_refuses(xen, answer, why):
+    xen.admission = answer
+    ret = xenha_domu.running("web01", CFG, admission="strict")
+    assert ret["result"] is False
+    assert ret["comment"].startswith("domU web01 not started: N+1 could not be checked: " + why)
+    assert [c[0] for c in xen.calls] == ["publish.runner"]
+
+
+def test_the_pillar_entry_sets_the_policy_and_the_argument_overrides_it(xen, pillar):
+    pillar.update({"xenha": {"domus": {"web01": {"admission": "strict"}}}})
+    xen.admission = REFUSED
+    assert xenha_domu.running("web01", CFG)["result"] is False
+    ret = xenha_domu.running("web01", CFG, admission="off")
+    assert ret["result"] is True
+    assert [c[0] for c in xen.calls] == ["publish.runner", "start"]
+
+
+def test_off_by_default_asks_nobody(xen):
+    xen.admission = REFUSED
+    assert xenha_domu.running("web01", CFG)["result"] is True
+    assert [c[0] for c in xen.calls] == ["start"]
+
+
+def test_a_running_domu_is_not_judged(xen):
+    xen.here = row()
+    xen.admission = REFUSED
+    assert xenha_domu.running("web01", CFG, admission="strict")["result"] is True
+    assert xen.calls == []
+
+
+@pytest.mark.parametrize(
+    ("admission", "pillar_value", "message"),
+    [
+        ("yes", None, "admission: unknown value 'yes': must be one of off, strict"),
+        (None, "Strict", "xenha:domus:web01:admission: unknown value 'Strict': must be one of"),
+    ],
+)
+def test_a_bad_policy_is_refused_naming_the_key(xen, pillar, admission, pillar_value, message):
+    pillar.update({"xenha": {"domus": {"web01": {"admission": pillar_value}}}})
+    ret = xenha_domu.running("web01", CFG, admission=admission)
+    assert ret["result"] is False
+    assert ret["comment"].startswith(message)
+    assert xen.calls == []

@@ -98,9 +98,16 @@ def sample(text, name, **labels):
     raise AssertionError(f"no sample {name} {labels} in\n{text}")
 
 
+N_PLUS_1 = {  # xenha_capacity.n_plus_1's answer: ServVirt2's loss leaves db01 unplaced
+    "ServVirt1": {"checked": False, "unplaced": {}},
+    "ServVirt2": {"checked": True, "unplaced": {"db01": "no room: needs 1024 MiB"}},
+    "ServVirt3": {"checked": True, "unplaced": {}},
+}
+
+
 @pytest.fixture
 def text():
-    return xm.render(snapshot(), JOURNALS, AUDIT, HEARTBEAT, now=1700000000.0)
+    return xm.render(snapshot(), JOURNALS, AUDIT, HEARTBEAT, 1700000000.0, n_plus_1=N_PLUS_1)
 
 
 def test_host_and_domu_metrics(text):
@@ -137,6 +144,25 @@ def test_failover_metrics(text):
         "refused": 1,
     }
     assert sample(text, "xenha_failovers", outcome="partial") == 1
+
+
+def test_n_plus_1_metrics(text):
+    assert sample_plain(text, "xenha_n_plus_1") == 0
+    assert sample(text, "xenha_n_plus_1_unplaced_domus", host="ServVirt2") == 1
+    assert sample(text, "xenha_n_plus_1_unplaced_domus", host="ServVirt3") == 0
+    assert 'xenha_n_plus_1_unplaced_domus{host="ServVirt1"}' not in text  # down: not checked
+    fine = {**N_PLUS_1, "ServVirt2": {"checked": True, "unplaced": {}}}
+    assert sample_plain(xm.render(snapshot(), {}, [], n_plus_1=fine), "xenha_n_plus_1") == 1
+    # none checked, or not computed: no N+1 sample at all (absent, never a false "ok")
+    for result in (None, {"ServVirt1": {"checked": False, "unplaced": {}}}):
+        assert "xenha_n_plus_1" not in xm.render(snapshot(), {}, [], n_plus_1=result)
+
+
+def sample_plain(text, name):
+    """The value of a sample without labels."""
+    values = [line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")]
+    assert len(values) == 1, f"no sample {name} in\n{text}"
+    return float(values[0])
 
 
 def test_label_values_are_escaped():

@@ -675,6 +675,14 @@ def _bmc(**extra):
         (_set("domus", "web01", "anti_affinity", value=[["db01"]]),
          "xenha:domus:web01:anti_affinity:0: invalid domain name ['db01']: must be letters,"
          " digits, '.', '_', '-' (at most 64, no leading '.' or '-')"),
+        # a domU start's admission policy (xenha_domu.running)
+        (_set("domus", "web01", "admission", value="on"),
+         "xenha:domus:web01:admission: unknown value 'on': must be one of off, strict"),
+        (_set("domus", "web01", "admission", value=True),
+         "xenha:domus:web01:admission: unknown value True: must be one of off, strict"),
+        (_set("domus", "db01", "admission", value=["strict"]),
+         "xenha:domus:db01:admission: unknown value ['strict']: must be one of off, strict"),
+        (_set("domus", "web01", "admission", value="strict"), None),
         (_set("failover", value={1: 2, "x": 3}),
          "xenha:failover:1: unknown setting (known: corroborate_window, ping_timeout,"
          " expiry_margin, retry_base, retry_max, retry_for, start_tries, shutdown_policy,"
@@ -742,3 +750,9 @@ def test_shutdown_policy_defaults_to_migrate_and_takes_proxmox_names(tree):
     checked = xenha_pillarcheck.check(tree)["failover"]
     assert checked == {"shutdown_policy": "freeze", "shutdown_timeout": 90.0}
     assert xenha_pillarcheck.shutdown_settings(checked)["shutdown_policy"] == "freeze"
+
+
+def test_domu_admission_defaults_to_off_and_keeps_strict(tree):
+    tree["domus"]["db01"]["admission"] = "strict"
+    domus = xenha_pillarcheck.check(tree)["domus"]
+    assert (domus["web01"]["admission"], domus["db01"]["admission"]) == ("off", "strict")
