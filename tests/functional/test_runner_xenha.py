@@ -91,6 +91,7 @@ def minions(salt_master, standins):
     overrides = {
         **snippet("minion"),
         "module_dirs": [str(REPO / "_modules")],
+        "states_dirs": [str(REPO / "_states")],
         "utils_dirs": [str(REPO / "_utils")],
     }
     LEASES.mkdir(parents=True, exist_ok=True)
@@ -705,3 +706,30 @@ def test_forged_reports_and_pings_for_a_stopped_host_are_ignored(salt_master, xe
     assert len(forged) >= 2, forged
     cached = json.dumps(cli.run("jobs.lookup_jid", forged[0]).data)
     assert "ServVirt2" in cached and "65536" in cached, cached
+
+
+def test_n_plus_1_in_status_and_strict_admission_through_peer_run(salt_master, xen):
+    """
+    ServVirt2 can take 3328 MiB: ServVirt1's loss would leave big01 unplaced. Starting a
+    2048 MiB domU on ServVirt2 would leave web01 and web02 unplaced too: xenha.admission
+    refuses it, and so does xenha_domu.running with admission strict, which asks the master
+    through publish.runner (the shipped peer_run); with test=True nothing starts.
+    """
+    status = run(salt_master, "xenha.status", "leases=False")
+    rows = {h["host"]: h["n_plus_1"] for h in status["hosts"]}
+    assert rows == {"ServVirt1": "at risk: big01", "ServVirt2": "ok", "ServDB": "-"}
+    assert status["n_plus_1"] == "at risk (ServVirt1 -> [big01])"
+
+    ask = ("xenha.admission", "extra01", "ServVirt2")
+    refused = run(salt_master, *ask, "memory_mib=2048", returncode=1)
+    assert (refused["admit"], refused["broken"]) == (False, {"ServVirt1": ["web01", "web02"]})
+    assert run(salt_master, *ask, "memory_mib=256")["admit"] is True
+
+    config = xen.write_config("extra01", memory_mib=2048)
+    args = ("xenha_domu.running", "name=extra01", f"config={config}", "admission=strict")
+    cli = salt_master.salt_cli(timeout=120)
+    ret = cli.run("state.single", *args, "test=True", minion_tgt="ServVirt2")
+    (state,) = ret.data.values()
+    assert state["result"] is False, state
+    assert "losing ServVirt1 would leave web01, web02 unplaced" in state["comment"], state
+    assert "extra01" not in xen.domains("ServVirt2")
