@@ -16,7 +16,7 @@ import pytest
 from bench.lab_common import LabBench
 from lab import demo, vm
 from lab.cluster import VENV_BIN
-from lab.hosts import wait_for
+from lab.hosts import LabError, wait_for
 from tests.support.labs import prepared_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
@@ -171,7 +171,12 @@ def test_a_crash_status_answers_and_failover_status_reads_well(lab):
     assert code == 0, out + err
     assert_clean(out, err)
     # the failover brings both guests back on V2; status then says so, and names V1
-    wait_for(lambda: set(where(lab).values()) == {V2}, 240, "both guests running on V2")
+    try:
+        wait_for(lambda: set(where(lab).values()) == {V2}, 240, "both guests running on V2")
+    except LabError:
+        audit = lab.master.root / STORE / "audit.log"
+        print(audit.read_text() if audit.exists() else "no audit log", journals(lab), sep="\n")
+        raise
     status = data(lab, "xenha.status")
     domus = {d["domu"]: d for d in status["domus"]}
     assert {name: domus[name]["host"] for name in GUESTS} == dict.fromkeys(GUESTS, V2)
