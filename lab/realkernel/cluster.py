@@ -88,6 +88,9 @@ class GuestHost(Endpoint):
             "-drive", f"file={self.disk},format=qcow2,if=virtio,cache=unsafe",
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=n0,mac={mac_for(self.ip)}",
+            # the host's entropy: without it getrandom() blocks chronyd and the minion at boot
+            "-object", "rng-random,id=rng0,filename=/dev/urandom",
+            "-device", "virtio-rng-pci,rng=rng0",
             "-pidfile", str(self.pidfile),
         ]  # fmt: skip
 
