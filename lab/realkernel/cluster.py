@@ -212,15 +212,22 @@ class RealKernelLab(Lab):
         return proc.stdout
 
     def converge(self, timeout=1800):
-        """``state.apply`` on ServDB (its top), then on the VM hosts (:data:`VMHOST_MODS`,
-        both at once). Returns ({minion id: {state id: result}}, seconds per step)."""
+        """``state.apply`` on ServDB (its top), then on the VM hosts (:data:`VMHOST_MODS`):
+        the OCFS2 format host first, which formats the LUN, then the others, which only mount
+        it (applied together, a peer would try to mount a LUN not formatted yet).
+        Returns ({minion id: {state id: result}}, seconds per step)."""
         took = {}
-        t0 = time.monotonic()
-        ret = self.apply("ServDB", timeout=timeout)
-        took["storage"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        ret.update(self.apply(sorted(self.guests), *VMHOST_MODS, timeout=timeout))
-        took["vmhosts"] = time.monotonic() - t0
+        first = self.cluster["ocfs2"]["format_host"]
+        steps = [
+            ("storage", ["ServDB"], ()),
+            ("format host", [first], VMHOST_MODS),
+            ("other VM hosts", sorted(set(self.guests) - {first}), VMHOST_MODS),
+        ]
+        ret = {}
+        for name, targets, mods in steps:
+            t0 = time.monotonic()
+            ret.update(self.apply(targets, *mods, timeout=timeout))
+            took[name] = time.monotonic() - t0
         return ret, took
 
 
