@@ -1,6 +1,7 @@
 {#- o2cb enabled and online: the service registers the cluster with the kernel at boot. Salt
     starts it but never restarts it: o2cb cannot stop under a mounted volume, and new settings
     are read at the next start (docs/formulas.md). #}
+{%- from "xenha/map.jinja" import cluster with context %}
 {%- from "ocfs2/map.jinja" import ocfs2 with context %}
 {%- if ocfs2.service_manager == "systemd" %}
 
@@ -13,4 +14,13 @@ ocfs2-service-service-running:
     - enable: true
     - require:
       - sls: ocfs2.config
+
+{#- the service may have run before Salt enabled o2cb (at boot, from the package's settings)
+    and be active with the cluster offline: load and online are what its start does #}
+ocfs2-service-cmd-run-online:
+  cmd.run:
+    - name: {{ ocfs2.o2cb_init }} load && {{ ocfs2.o2cb_init }} online {{ cluster.ocfs2.cluster }}
+    - unless: o2cb cluster-status {{ cluster.ocfs2.cluster }} | grep -qw online
+    - require:
+      - service: ocfs2-service-service-running
 {%- endif %}
