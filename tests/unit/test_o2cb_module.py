@@ -359,6 +359,32 @@ def test_online_without_kernel_support_raises(run):
         o2cb.online("ocfs2")
 
 
+def test_online_through_init_script_loads_then_onlines(run):
+    run.on("/etc/init.d/o2cb", stdout='Registering O2CB cluster "ocfs2": OK')
+    assert o2cb.online("ocfs2", init_script="/etc/init.d/o2cb") is True
+    assert run.calls == [["/etc/init.d/o2cb", "load"], ["/etc/init.d/o2cb", "online", "ocfs2"]]
+
+
+def test_online_through_init_script_failure_names_the_command(run):
+    run.on("/etc/init.d/o2cb", "load")
+    run.on("/etc/init.d/o2cb", "online", stdout="Setting cluster stack: Failed", retcode=1)
+    with pytest.raises(CommandExecutionError, match=r"o2cb online ocfs2 failed.*Failed"):
+        o2cb.online("ocfs2", init_script="/etc/init.d/o2cb")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"init_script": "o2cb; reboot"}, "invalid init_script"),
+        ({"init_script": "/etc/init.d/o2cb", "config_file": "/tmp/c.conf"}, "invalid config_file"),
+    ],
+)
+def test_online_through_init_script_refuses_bad_arguments(run, kwargs, problem):
+    with pytest.raises(CommandExecutionError, match=problem):
+        o2cb.online("ocfs2", **kwargs)
+    assert run.calls == []
+
+
 # ---------------------------------------------------------------- volumes
 
 
