@@ -16,11 +16,12 @@ ocfs2-service-service-running:
       - sls: ocfs2.config
 
 {#- the service may have run before Salt enabled o2cb (at boot, from the package's settings)
-    and be active with the cluster offline: load and online are what its start does #}
-ocfs2-service-cmd-run-online:
-  cmd.run:
-    - name: {{ ocfs2.o2cb_init }} load && {{ ocfs2.o2cb_init }} online {{ cluster.ocfs2.cluster }}
-    - unless: o2cb cluster-status {{ cluster.ocfs2.cluster }} | grep -qw online
+    and be active with the cluster offline: the init script's load and online verbs are what
+    its start does #}
+ocfs2-service-xenha_o2cb-online:
+  xenha_o2cb.online:
+    - name: {{ cluster.ocfs2.cluster }}
+    - init_script: {{ ocfs2.o2cb_init }}
     - require:
       - service: ocfs2-service-service-running
 {%- endif %}
