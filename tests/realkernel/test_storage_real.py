@@ -47,19 +47,63 @@ def _each(lab, command):
     return got
 
 
-def test_formulas_converge_a_real_ocfs2_cluster_over_iscsi(lab):
-    ret, took = lab.converge()
-    changed = state_changes(ret)  # raises, naming them, when states failed
+@pytest.fixture(scope="module")
+def applied(lab):
+    """Two converges of the bare hosts, and the volume's UUID on each VM host in between."""
+    first, took = lab.converge()
     print("\nstate.apply: " + ", ".join(f"{step} {s:.0f} s" for step, s in took.items()))
-    assert any("mount" in sid for sid in changed["ServVirt2"]), changed
-    target = lab.cluster["storage"]["target_iqn"]
-    for mid, out in _each(lab, "iscsiadm -m session").items():
-        assert target in out, f"{mid}: no session to {target}: {out}"
-    for mid, out in _each(lab, "o2cb cluster-status ocfs2").items():
-        assert "online" in out.lower(), f"{mid}: o2cb: {out}"
+    changed = state_changes(first)  # raises, naming them, when states failed
+    device = lab.cluster["ocfs2"]["device"]
+    uuids = _each(lab, f"blkid -s UUID -o value {device}")
+    second, took = lab.converge()
+    print("second state.apply: " + ", ".join(f"{step} {s:.0f} s" for step, s in took.items()))
+    return {"first": first, "changed": changed, "uuids": uuids, "second": second}
+
+
+def test_formulas_converge_a_real_ocfs2_cluster_over_iscsi(applied):
+    changed = applied["changed"]
+    assert any("ocfs2-mount-mount-mounted" in sid for sid in changed["ServVirt2"]), changed
+
+
+def test_each_vm_host_logs_in_with_chap(lab, applied):
+    storage = lab.cluster["storage"]
+    for mid, out in _each(lab, "iscsiadm -m session -P 2").items():
+        assert storage["target_iqn"] in out, f"{mid}: no session to {storage['target_iqn']}: {out}"
+        assert f"username: {storage['chap']['user']}" in out, f"{mid}: not CHAP: {out}"
+
+
+def test_o2cb_is_online_on_each_vm_host(lab, applied):
+    cluster = lab.cluster["ocfs2"]["cluster"]
+    for mid, out in _each(lab, f"o2cb cluster-status {cluster}").items():
+        assert f"Cluster '{cluster}' is online" in out, f"{mid}: o2cb: {out}"
+
+
+def test_the_lun_is_formatted_once_by_the_format_host(lab, applied):
+    format_host = lab.cluster["ocfs2"]["format_host"]
+    formats = {
+        mid: [s for sid, s in states.items() if "ocfs2-format-xenha_o2cb-formatted" in sid]
+        for mid, states in applied["first"].items()
+    }
+    assert {mid for mid, found in formats.items() if found} == {format_host}, formats
+    (formatted,) = formats[format_host]
+    uuid = formatted["changes"]["formatted"]["uuid"].lower()
+    assert {mid: u.strip().lower() for mid, u in applied["uuids"].items()} == dict.fromkeys(
+        GUESTS, uuid
+    )
+    # the second apply left the volume alone: the same UUID after it
+    device = lab.cluster["ocfs2"]["device"]
+    assert _each(lab, f"blkid -s UUID -o value {device}") == applied["uuids"]
+
+
+def test_cluster_is_mounted_and_shared_by_both_vm_hosts(lab, applied):
     for mid, out in _each(lab, "findmnt -n -o FSTYPE,SOURCE /cluster").items():
         assert out.split()[0] == "ocfs2", f"{mid}: /cluster: {out!r}"
     token = secrets.token_hex(8)
     lab.salt(["ServVirt1"], "file.write", "/cluster/realkernel-check", token)
     got = lab.salt(["ServVirt2"], "file.read", "/cluster/realkernel-check")
     assert got["ServVirt2"].strip() == token
+
+
+def test_a_second_apply_changes_nothing(lab, applied):
+    changed = state_changes(applied["second"])
+    assert changed == {mid: [] for mid in ["ServDB", *GUESTS]}
