@@ -3,17 +3,20 @@
 One module-scoped real-kernel lab (lab/realkernel): ServVirt1 and ServVirt2 boot the base
 image's Debian kernel through their BMCs, their minions join the lab's master, and the
 unchanged formulas log in to ServDB's tgtd with CHAP, bring o2cb online, format the LUN once
-and mount it at /cluster on both; a file written on one host is read on the other.
+and mount it at /cluster on both; a file written on one host is read on the other, a second
+apply changes nothing, and a host reset through its BMC mounts /cluster again at boot.
 """
 
 import os
 import secrets
 import shutil
+import subprocess
 
 import pytest
 
 from lab import RUN_ROOT
 from lab.cluster import state_changes
+from lab.hosts import LabError, wait_for
 from lab.realkernel.cluster import RealKernelLab
 
 pytestmark = [pytest.mark.root, pytest.mark.realkernel]
@@ -107,3 +110,42 @@ def test_cluster_is_mounted_and_shared_by_both_vm_hosts(lab, applied):
 def test_a_second_apply_changes_nothing(lab, applied):
     changed = state_changes(applied["second"])
     assert changed == {mid: [] for mid in ["ServDB", *GUESTS]}
+
+
+def _answer(lab, mid, command):
+    """``command``'s output on ``mid``, or None while its minion does not answer."""
+    try:
+        return lab.salt([mid], "cmd.run", command, timeout=20).get(mid)
+    except (LabError, subprocess.TimeoutExpired):
+        return None
+
+
+def test_a_vm_host_reset_through_its_bmc_comes_back_with_cluster_mounted(lab, applied):
+    # last: it reboots ServVirt2 (node 1: ServVirt1, node 0, keeps the volume meanwhile)
+    token = secrets.token_hex(8)
+    lab.salt(["ServVirt1"], "file.write", "/cluster/before-reset", token)
+    boot_id = _answer(lab, "ServVirt2", "cat /proc/sys/kernel/random/boot_id")
+    assert boot_id
+    lab.ipmitool("ServVirt2", "chassis", "power", "reset")
+    # a new boot, then the boot-time login, o2cb and fstab mount with no Salt run
+    wait_for(
+        lambda: (
+            _answer(lab, "ServVirt2", "cat /proc/sys/kernel/random/boot_id") not in (None, boot_id)
+        ),
+        600,
+        "ServVirt2 to boot again after its BMC's reset",
+        interval=5,
+    )
+    mounted = wait_for(
+        lambda: "ocfs2" in (_answer(lab, "ServVirt2", "findmnt -n -o FSTYPE /cluster") or ""),
+        300,
+        "ServVirt2 to mount /cluster at boot",
+        interval=5,
+    )
+    assert mounted
+    assert "is on" in lab.ipmitool("ServVirt2", "chassis", "power", "status")
+    assert _each(lab, "cat /cluster/before-reset") == dict.fromkeys(GUESTS, token)
+    target = lab.cluster["storage"]["target_iqn"]
+    assert target in _answer(lab, "ServVirt2", "iscsiadm -m session")
+    cluster = lab.cluster["ocfs2"]["cluster"]
+    assert "online" in _answer(lab, "ServVirt2", f"o2cb cluster-status {cluster}")
