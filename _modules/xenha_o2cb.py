@@ -33,6 +33,9 @@ _BLOCK_SIZES = ("512", "1K", "2K", "4K")
 _FEATURE_LEVELS = ("default", "max-compat", "max-features")
 # o2cb answers "o2cb: Unknown cluster 'x'" or "... already exists" on stderr with exit code 0
 _O2CB_ERROR = re.compile(r"^o2cb: ", re.MULTILINE)
+# Debian's LSB hook (init-functions.d/40-systemd) runs "systemctl status o2cb" for the init
+# script's status, which prints no cluster state, unless SYSTEMCTL_SKIP_REDIRECT is set
+_ENV = {"LC_ALL": "C", "SYSTEMCTL_SKIP_REDIRECT": "1"}
 
 
 def __virtual__():
@@ -95,9 +98,7 @@ def _choice(value, allowed, what):
 
 def _run(argv):
     """Run argv without a shell; return Salt's run_all dict."""
-    return __salt__["cmd.run_all"](
-        argv, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"}
-    )
+    return __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, env=_ENV)
 
 
 def _fail(argv, ret, why="failed"):

@@ -28,6 +28,7 @@ class FakeRun:
     def __init__(self):
         self.answers = []
         self.calls = []
+        self.envs = []
 
     def on(self, *prefix, stdout="", stderr="", retcode=0):
         """Answer commands starting with prefix; a list of stdouts is served one per call."""
@@ -38,6 +39,7 @@ class FakeRun:
         assert kwargs["python_shell"] is False
         assert isinstance(argv, list)
         self.calls.append(argv)
+        self.envs.append(kwargs.get("env"))
         for prefix, outputs, ret in self.answers:
             if argv[: len(prefix)] == prefix:
                 stdout = outputs.pop(0) if len(outputs) > 1 else outputs[0]
@@ -283,6 +285,8 @@ def test_status_from_init_script_online(run, init_script):
     run.on(init_script, stdout=INIT_ONLINE)
     status = o2cb.status("ocfs2")
     assert run.calls == [[init_script, "status", "ocfs2"]]
+    # not redirected to "systemctl status o2cb" by Debian's LSB hook
+    assert run.envs[-1]["SYSTEMCTL_SKIP_REDIRECT"] == "1"
     assert status["online"] is True
     assert status["heartbeat_active"] is True
     assert status["timeouts"]["heartbeat_dead_threshold"] == 31
