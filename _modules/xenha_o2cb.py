@@ -33,6 +33,9 @@ _BLOCK_SIZES = ("512", "1K", "2K", "4K")
 _FEATURE_LEVELS = ("default", "max-compat", "max-features")
 # o2cb answers "o2cb: Unknown cluster 'x'" or "... already exists" on stderr with exit code 0
 _O2CB_ERROR = re.compile(r"^o2cb: ", re.MULTILINE)
+# Debian's LSB hook (init-functions.d/40-systemd) runs "systemctl status o2cb" for the init
+# script's status, which prints no cluster state, unless SYSTEMCTL_SKIP_REDIRECT is set
+_ENV = {"LC_ALL": "C", "SYSTEMCTL_SKIP_REDIRECT": "1"}
 
 
 def __virtual__():
@@ -95,9 +98,7 @@ def _choice(value, allowed, what):
 
 def _run(argv):
     """Run argv without a shell; return Salt's run_all dict."""
-    return __salt__["cmd.run_all"](
-        argv, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"}
-    )
+    return __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, env=_ENV)
 
 
 def _fail(argv, ret, why="failed"):
@@ -390,23 +391,40 @@ def status(cluster=None, config_file=None):
     }
 
 
-def online(cluster, config_file=None):
+def online(cluster, config_file=None, init_script=None):
     """
     Bring a cluster online: ``o2cb register-cluster`` pushes cluster.conf into configfs, and
     in global heartbeat mode ``o2cb start-heartbeat`` starts the heartbeat regions. Needs the
     configfs and o2cb kernel modules; raises with o2cb's message otherwise.
 
+    With ``init_script``, runs its ``load`` (kernel modules, configfs, dlmfs) and
+    ``online CLUSTER`` (register, the timeouts of its settings file, heartbeat) instead: what
+    the o2cb service's start does, for a service that already ran with o2cb disabled.
+
     cluster
         Cluster name.
     config_file
         Path of cluster.conf (default /etc/ocfs2/cluster.conf).
+    init_script
+        Path of o2cb's init script (e.g. /etc/init.d/o2cb); it reads only the default
+        cluster.conf, so it excludes ``config_file``.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' xenha_o2cb.online ocfs2
+        salt '*' xenha_o2cb.online ocfs2 init_script=/etc/init.d/o2cb
     """
+    if init_script is not None:
+        if config_file is not None:
+            raise CommandExecutionError(
+                "invalid config_file: init_script reads only /etc/ocfs2/cluster.conf"
+            )
+        script = _path(init_script, "init_script")
+        for argv in ([script, "load"], [script, "online", xenha_names.check("cluster", cluster)]):
+            _check(argv, _run(argv))
+        return True
     mode = heartbeat_mode(cluster, config_file=config_file)
     _o2cb(config_file, "register-cluster", cluster)
     if mode == "global":

@@ -182,7 +182,7 @@ def _current(name, config_file):
         return None
 
 
-def online(name, config_file=None):
+def online(name, config_file=None, init_script=None):
     """
     Bring OCFS2 cluster ``name`` online (``o2cb register-cluster``, plus ``start-heartbeat`` in
     global heartbeat mode) unless it already is. Needs the configfs and ocfs2 kernel modules.
@@ -191,8 +191,17 @@ def online(name, config_file=None):
         Cluster name.
     config_file
         Path of cluster.conf (default /etc/ocfs2/cluster.conf).
+    init_script
+        Path of o2cb's init script: its ``load`` and ``online`` verbs do the work instead,
+        kernel modules and the settings file's timeouts included (excludes ``config_file``).
     """
     ret = _ret(name)
+    if init_script is None:
+        commands = f"o2cb register-cluster {name} (and start-heartbeat in global heartbeat mode)"
+        kwargs = {"config_file": config_file}
+    else:
+        commands = f"{init_script} load; {init_script} online {name}"
+        kwargs = {"config_file": config_file, "init_script": init_script}
     try:
         before = __salt__["xenha_o2cb.status"](name, config_file=config_file)
         if before["online"]:
@@ -202,10 +211,9 @@ def online(name, config_file=None):
                 **ret,
                 "result": None,
                 "changes": {"online": {"old": False, "new": True}},
-                "comment": f"Would run: o2cb register-cluster {name}"
-                " (and start-heartbeat in global heartbeat mode)",
+                "comment": f"Would run: {commands}",
             }
-        __salt__["xenha_o2cb.online"](name, config_file=config_file)
+        __salt__["xenha_o2cb.online"](name, **kwargs)
         after = __salt__["xenha_o2cb.status"](name, config_file=config_file)
     except CommandExecutionError as err:
         return {**ret, "result": False, "comment": str(err)}
@@ -213,7 +221,7 @@ def online(name, config_file=None):
         return {
             **ret,
             "result": False,
-            "comment": f"o2cb register-cluster {name} succeeded but the cluster is still offline",
+            "comment": f"{commands} succeeded but the cluster is still offline",
         }
     return {
         **ret,

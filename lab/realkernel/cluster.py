@@ -88,6 +88,9 @@ class GuestHost(Endpoint):
             "-drive", f"file={self.disk},format=qcow2,if=virtio,cache=unsafe",
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=n0,mac={mac_for(self.ip)}",
+            # the host's entropy: without it getrandom() blocks chronyd and the minion at boot
+            "-object", "rng-random,id=rng0,filename=/dev/urandom",
+            "-device", "virtio-rng-pci,rng=rng0",
             "-pidfile", str(self.pidfile),
         ]  # fmt: skip
 
@@ -162,10 +165,15 @@ class RealKernelLab(Lab):
         return base_image.build(self.image_cache)
 
     def _write_master_config(self):
-        """The lab's master configuration with this tier's pillar root before the lab's."""
+        """The lab's master configuration with this tier's pillar root before the lab's, and
+        without the failover reactor and schedule: the guests run no heartbeat daemon yet, so
+        the xenha formula's beacon reports its peer lost and the reactor fences both guests
+        through their BMCs in the middle of the apply."""
         super()._write_master_config()
         path = self.master.etc / "salt" / "master"
         conf = yaml.safe_load(path.read_text())
+        conf.pop("reactor", None)
+        conf.pop("schedule", None)
         roots = conf["pillar_roots"]["base"]
         roots.insert(2, str(REPO / "lab" / "pillar"))  # lab_timeserver.sls
         _write_yaml(path, conf)
@@ -209,15 +217,22 @@ class RealKernelLab(Lab):
         return proc.stdout
 
     def converge(self, timeout=1800):
-        """``state.apply`` on ServDB (its top), then on the VM hosts (:data:`VMHOST_MODS`,
-        both at once). Returns ({minion id: {state id: result}}, seconds per step)."""
+        """``state.apply`` on ServDB (its top), then on the VM hosts (:data:`VMHOST_MODS`):
+        the OCFS2 format host first, which formats the LUN, then the others, which only mount
+        it (applied together, a peer would try to mount a LUN not formatted yet).
+        Returns ({minion id: {state id: result}}, seconds per step)."""
         took = {}
-        t0 = time.monotonic()
-        ret = self.apply("ServDB", timeout=timeout)
-        took["storage"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        ret.update(self.apply(sorted(self.guests), *VMHOST_MODS, timeout=timeout))
-        took["vmhosts"] = time.monotonic() - t0
+        first = self.cluster["ocfs2"]["format_host"]
+        steps = [
+            ("storage", ["ServDB"], ()),
+            ("format host", [first], VMHOST_MODS),
+            ("other VM hosts", sorted(set(self.guests) - {first}), VMHOST_MODS),
+        ]
+        ret = {}
+        for name, targets, mods in steps:
+            t0 = time.monotonic()
+            ret.update(self.apply(targets, *mods, timeout=timeout))
+            took[name] = time.monotonic() - t0
         return ret, took
 
 

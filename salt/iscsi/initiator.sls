@@ -88,6 +88,10 @@ iscsi-initiator-service-running-login:
     - enable: true
     - require:
       - service: iscsi-initiator-service-running-daemon
+{%-   if initiator.login %}
+      # it starts only with node records or sessions there (ConditionDirectoryNotEmpty)
+      - cmd: iscsi-initiator-cmd-run-login
+{%-   endif %}
 {%- endif %}
 {%- if initiator.login %}
 

@@ -32,6 +32,7 @@ CHRONY_CONF = {
 }
 O2CB_CONFIG = {"Debian": "/etc/default/o2cb", "Suse": "/etc/sysconfig/o2cb",
                "RedHat": "/etc/sysconfig/o2cb"}  # fmt: skip
+O2CB_INIT = {"Debian": "/etc/init.d/o2cb", "Suse": "/sbin/o2cb.init", "RedHat": "/sbin/o2cb.init"}
 LOGIN_UNIT = {"Debian": "open-iscsi.service", "Suse": "iscsi.service", "RedHat": "iscsi.service"}
 
 
@@ -263,6 +264,16 @@ def test_ocfs2_cluster_o2cb_format_once_and_ordered_mount(highstate, family, min
     ]
     o2cb_service = rendered["ocfs2-service-service-running"][1]
     assert (o2cb_service["name"], "watch" in o2cb_service) == ("o2cb", False)  # never restarted
+    # a service that ran before O2CB_ENABLED=true is active and offline: the init script onlines
+    fun, online = rendered["ocfs2-service-xenha_o2cb-online"]
+    assert (fun, online) == (
+        "xenha_o2cb.online",
+        {
+            "name": "ocfs2",
+            "init_script": O2CB_INIT[family],
+            "require": [{"service": "ocfs2-service-service-running"}],
+        },
+    )
     device = (
         "/dev/disk/by-path/ip-192.168.25.12:3260-iscsi-iqn.2009-06.br.example:storage.cluster-lun-1"
     )

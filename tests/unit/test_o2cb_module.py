@@ -28,6 +28,7 @@ class FakeRun:
     def __init__(self):
         self.answers = []
         self.calls = []
+        self.envs = []
 
     def on(self, *prefix, stdout="", stderr="", retcode=0):
         """Answer commands starting with prefix; a list of stdouts is served one per call."""
@@ -38,6 +39,7 @@ class FakeRun:
         assert kwargs["python_shell"] is False
         assert isinstance(argv, list)
         self.calls.append(argv)
+        self.envs.append(kwargs.get("env"))
         for prefix, outputs, ret in self.answers:
             if argv[: len(prefix)] == prefix:
                 stdout = outputs.pop(0) if len(outputs) > 1 else outputs[0]
@@ -283,6 +285,8 @@ def test_status_from_init_script_online(run, init_script):
     run.on(init_script, stdout=INIT_ONLINE)
     status = o2cb.status("ocfs2")
     assert run.calls == [[init_script, "status", "ocfs2"]]
+    # not redirected to "systemctl status o2cb" by Debian's LSB hook
+    assert run.envs[-1]["SYSTEMCTL_SKIP_REDIRECT"] == "1"
     assert status["online"] is True
     assert status["heartbeat_active"] is True
     assert status["timeouts"]["heartbeat_dead_threshold"] == 31
@@ -357,6 +361,32 @@ def test_online_without_kernel_support_raises(run):
     )
     with pytest.raises(CommandExecutionError, match="register-cluster ocfs2 failed.*Unable"):
         o2cb.online("ocfs2")
+
+
+def test_online_through_init_script_loads_then_onlines(run):
+    run.on("/etc/init.d/o2cb", stdout='Registering O2CB cluster "ocfs2": OK')
+    assert o2cb.online("ocfs2", init_script="/etc/init.d/o2cb") is True
+    assert run.calls == [["/etc/init.d/o2cb", "load"], ["/etc/init.d/o2cb", "online", "ocfs2"]]
+
+
+def test_online_through_init_script_failure_names_the_command(run):
+    run.on("/etc/init.d/o2cb", "load")
+    run.on("/etc/init.d/o2cb", "online", stdout="Setting cluster stack: Failed", retcode=1)
+    with pytest.raises(CommandExecutionError, match=r"o2cb online ocfs2 failed.*Failed"):
+        o2cb.online("ocfs2", init_script="/etc/init.d/o2cb")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"init_script": "o2cb; reboot"}, "invalid init_script"),
+        ({"init_script": "/etc/init.d/o2cb", "config_file": "/tmp/c.conf"}, "invalid config_file"),
+    ],
+)
+def test_online_through_init_script_refuses_bad_arguments(run, kwargs, problem):
+    with pytest.raises(CommandExecutionError, match=problem):
+        o2cb.online("ocfs2", **kwargs)
+    assert run.calls == []
 
 
 # ---------------------------------------------------------------- volumes

@@ -247,6 +247,21 @@ def test_online_failure():
     assert "Unable to access" in ret["comment"]
 
 
+def test_online_through_init_script(opts):
+    answers = iter([_status(False), _status(True)])
+    calls = []
+    states.__salt__["xenha_o2cb.status"] = lambda name, config_file=None: next(answers)
+    states.__salt__["xenha_o2cb.online"] = lambda name, **kwargs: calls.append((name, kwargs))
+    ret = states.online("ocfs2", init_script="/etc/init.d/o2cb")
+    assert ret["result"] is True
+    assert calls == [("ocfs2", {"config_file": None, "init_script": "/etc/init.d/o2cb"})]
+    opts["test"] = True
+    states.__salt__["xenha_o2cb.status"] = lambda name, config_file=None: _status(False)
+    ret = states.online("ocfs2", init_script="/etc/init.d/o2cb")
+    assert ret["result"] is None
+    assert ret["comment"] == "Would run: /etc/init.d/o2cb load; /etc/init.d/o2cb online ocfs2"
+
+
 # ---------------------------------------------------------------- formatted
 
 OCFS2 = {"device": "/dev/sdb", "types": ["ocfs2"], "content": "ocfs2", "label": "cluster_home",
