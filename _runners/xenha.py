@@ -523,6 +523,12 @@ def _check_text(check):
     return ("ok: " if check.get("ok") else "PROBLEM: ") + check.get("detail", "")
 
 
+def _watches_leases(cluster, asked=True):
+    """Whether to ask the VM hosts for their sanlock view of each other's delta lease: only
+    where the cluster has sanlock (``xenha:sanlock``)."""
+    return bool(asked and cluster.get("sanlock"))
+
+
 def _lease_states(snap):
     """
     {VM host: lease text}: each host's sanlock delta lease as a live peer's daemon saw it in
@@ -590,7 +596,7 @@ def status(leases=True):
     """
     started = time.monotonic()
     cluster = _cluster()
-    watch = bool(leases and cluster.get("sanlock"))
+    watch = _watches_leases(cluster, leases)
     snap = _snapshot(cluster, checks=True, wait=REPORT_WAIT, leases=watch, remember=True)
     lease_text = _lease_states(snap) if watch else {}
     n_plus_1 = xenha_capacity.n_plus_1(*_capacity_inputs(cluster, snap))
@@ -1768,7 +1774,7 @@ def metrics(path=None):
     except ValueError as err:
         raise SaltInvocationError(str(err)) from err
     cluster = _cluster()
-    snap = _snapshot(cluster, wait=REPORT_WAIT, leases=bool(cluster.get("leases")))
+    snap = _snapshot(cluster, wait=REPORT_WAIT, leases=_watches_leases(cluster))
     live = [h for h in _vmhost_names(cluster) if snap["hosts"][h].get("answered_s") is not None]
     heard = _call(live, "xenha_heartbeat.status", timeout=REPORT_WAIT)
     try:

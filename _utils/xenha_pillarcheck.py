@@ -11,11 +11,12 @@ docs/pillar.md describes every key.
 The checks of single values that runtime consumers repeat on their own inputs are public here
 (``integer``, ``port``, ``seconds``, ``text``, ``address``, ``abspath``, ``domu_names``, ``bmc``,
 ``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``, ``admission``): the heartbeat
-beacon, fencing, placement, the lease settings, the preflight clock check and the domU state
+beacon, fencing, placement, the failover engine, the preflight clock check and the domU state
 call the same functions, so the pillar check accepts what they accept
 (tests/unit/test_pillar_consumers.py holds it to that). Each takes the value and ``where`` (the
-key to name in the message) and raises CommandExecutionError; the lease module's timing rules
-are in turn run by the check.
+key to name in the message) and raises CommandExecutionError. ``xenha:sanlock`` and the
+host_ids are checked by ``xenha_sanlockcfg.settings``, the function the sanlock module, its
+formula and the runner run with.
 """
 
 import copy
@@ -24,7 +25,6 @@ import math
 import re
 import unicodedata
 
-import xenha_lease
 import xenha_names
 import xenha_sanlockcfg
 from salt.exceptions import CommandExecutionError
@@ -636,27 +636,6 @@ def _heartbeat(data, keys=True):
     return heartbeat
 
 
-def _leases(data, ocfs2):
-    path = ROOT / "leases"
-    data = _mapping(data, path, required=False)
-    leases = dict(data)
-    mount = ocfs2["mount_point"]
-    # the leases prove a host alive only where every VM host reads and writes them: the volume
-    leases["dir"] = _abspath(data, "dir", path, mount + "/.xenha/leases", under=mount)
-    leases["renew_interval"] = _number(data, "renew_interval", path, 1.0)
-    leases["expiry"] = _number(data, "expiry", path, 10.0)
-    if leases["expiry"] <= 2 * leases["renew_interval"]:
-        (path / "expiry").fail("must exceed two renew intervals")
-    for key in ("self_fence_after", "destroy_timeout"):
-        if data.get(key) is not None:
-            leases[key] = _number(data, key, path, None)
-    try:  # the lease module's own rules on how the timings relate (the renewer applies them)
-        xenha_lease.settings(leases)
-    except CommandExecutionError as err:
-        path.fail(str(err))
-    return leases
-
-
 FAILOVER_SECONDS = (
     "corroborate_window", "ping_timeout", "expiry_margin", "retry_base", "retry_max", "retry_for",
 )  # fmt: skip
@@ -825,6 +804,11 @@ def check(tree, minion_id=None):
     VM host, or a minion outside ``xenha:hosts``) every secret is required.
     """
     tree = _mapping(tree, ROOT)
+    if "leases" in tree:
+        # the file leases' settings: kept, they would look in force while nothing reads them
+        (ROOT / "leases").fail(
+            "no longer used: domU leases are sanlock's (xenha:sanlock); remove this key"
+        )
     hosts = _hosts(tree.get("hosts"))
     storage_hosts = sorted(h for h, d in hosts.items() if d["role"] == "storage")
     if not storage_hosts:
@@ -851,7 +835,6 @@ def check(tree, minion_id=None):
         evacuation=_evacuation(tree.get("evacuation")),
         xen=_xen(tree.get("xen"), vmhosts, keys),
         heartbeat=_heartbeat(tree.get("heartbeat"), keys),
-        leases=_leases(tree.get("leases"), ocfs2),
         failover=failover_settings(tree.get("failover")),
         domus=_domus(tree.get("domus"), hosts, vmhosts, ocfs2["mount_point"]),
     )

@@ -136,7 +136,7 @@ def settings(tree, minion_id=None, device_size=None):
     out["host_ids"] = ids
     out["host_id"] = ids.get(minion_id)
     out["init_host"] = conf.get("init_host", min(ids, default=None))
-    if out["init_host"] not in ids:
+    if not isinstance(out["init_host"], str) or out["init_host"] not in ids:
         _fail(f"{key}:init_host", f"{out['init_host']!r} is not a VM host in xenha:hosts")
     out["lease_lun"] = _lease_lun(conf, tree, out)
     domus = tree.get("domus") or {}

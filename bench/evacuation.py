@@ -1,6 +1,7 @@
 """
 Evacuation overhead benchmark: what xenha's orchestration (planning, Salt round trips, confirming
-each move, journal, events, lease handover) adds on top of the toolstack's own migration time.
+each move, journal, events) adds on top of the toolstack's own migration time. Its cluster has
+no sanlock, so no lease is handed over (the lab's benchmarks measure that on real daemons).
 
 A throwaway salt-master and three salt-minions (ServVirt1, ServVirt2, ServDB) run on loopback
 with the xl stand-in (tests/standins) as toolstack, whose migrations take a configurable delay.
@@ -53,7 +54,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def _pillar(leases):
+def _pillar():
     hosts = {
         h: {"hostname": h, "ip": f"127.0.0.{10 + i}", "role": role, "memory_reserve_mib": 256}
         for i, (h, role) in enumerate(HOSTS.items())
@@ -64,7 +65,6 @@ def _pillar(leases):
             "hosts": hosts,
             "storage": {"target_iqn": "iqn.2009-06.br.example:storage.cluster"},
             "xen": {"toolstack": "xl"},
-            "leases": {"dir": str(leases), "renew_interval": 1.0, "expiry": 10.0},
             # no xenha:evacuation:parallel: the runner's default is what is measured
             "domus": domus,
         }
@@ -78,8 +78,6 @@ class Cluster(contextlib.ExitStack):
         super().__init__()
         self.root = Path(root)
         self.xen = StandinCluster(self.root / "xen")
-        self.leases = self.root / "leases"
-        self.leases.mkdir()
         self.master_dir = self.root / "master"
         self.ports = (_free_port(), _free_port())
         # the stand-ins are `#!/usr/bin/env python3` scripts: put the interpreter itself first
@@ -110,7 +108,7 @@ class Cluster(contextlib.ExitStack):
         pillar_root = self.root / "pillar"
         pillar_root.mkdir()
         (pillar_root / "top.sls").write_text("base:\n  '*':\n    - cluster\n")
-        (pillar_root / "cluster.sls").write_text(yaml.safe_dump(_pillar(self.leases)))
+        (pillar_root / "cluster.sls").write_text(yaml.safe_dump(_pillar()))
         common = {"user": "root", "log_level": "error", "log_file": str(self.root / "salt.log")}
         self._config(
             "master",
@@ -176,8 +174,6 @@ class Cluster(contextlib.ExitStack):
         self.xen.update_host("ServVirt2", migrate_delay=delay)
         for i in range(DOMUS):
             self.xen.add_domain("ServVirt1", f"vm{i}", memory_mib=256)
-        for path in self.leases.iterdir():
-            path.unlink()
         shutil.rmtree(self.master_dir / "cache" / "xenha", ignore_errors=True)
 
 

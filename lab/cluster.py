@@ -38,9 +38,8 @@ TGTD = [
     f" && tgt-admin -C {TGT_CONTROL_PORT} -e -c /etc/tgt/targets.conf",
 ]  # fmt: skip
 # what each role gets applied: the whole top on the storage host; on VM hosts the top but
-# xenha.leases (needs the OCFS2 mount) and xenha.leased (the file-lease renewer), with
-# lookups for what the lab lacks (iSCSI login, OCFS2 mount, Xen packages, systemd for sanlock:
-# lab_lookups.sls)
+# xenha.shutdown and xenha.retired (systemd units), with lookups for what the lab lacks (iSCSI
+# login, OCFS2 mount, Xen packages, systemd for sanlock: lab_lookups.sls)
 ROLE_MODS = {
     "storage": [],
     "vmhost": ["xenha", "ntp", "hosts", "iscsi.initiator", "ocfs2", "xen", "sanlock"],

@@ -686,7 +686,7 @@ def start_guests(lab, fo, guests):
 
 
 def run(lab, fo, *, trials, seed, out_dir, faults=None, start=0, guests=None,
-        settle_timeout=SETTLE_TIMEOUT, lease_daemon="file-lease"):  # fmt: skip
+        settle_timeout=SETTLE_TIMEOUT, lease_daemon="sanlock"):  # fmt: skip
     """Run trials ``start .. start+trials-1`` of ``seed`` on ``lab`` (up, failover on; the
     guests are started here); write ``trials.json`` and ``summary.md`` into ``out_dir``;
     returns the summary (dict)."""

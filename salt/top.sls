@@ -18,8 +18,7 @@ base:
     - ocfs2
     - xen
     - sanlock
-    - xenha.leases
-    - xenha.leased
+    - xenha.retired
 {%- else %}
   {}
 {%- endif %}

@@ -1,7 +1,10 @@
-{#- Stop and remove the lease renewer service and the shutdown drain's unit (its stop outside a
-    shutdown moves nothing). The lease directory (shared data) stays. #}
+{#- Stop and remove the shutdown drain's unit (its stop outside a shutdown moves nothing), and
+    the renewer of earlier releases where it is still there (xenha.retired). #}
 {%- from "xenha/libmap.jinja" import mapdata with context %}
 {%- set xenha = mapdata("xenha") | load_json %}
+
+include:
+  - xenha.retired
 {%- if xenha.service_manager == "systemd" %}
 
 xenha-clean-service-dead-shutdown:
@@ -14,15 +17,4 @@ xenha-clean-file-absent-shutdown-unit:
     - name: {{ xenha.shutdown.unit }}
     - require:
       - service: xenha-clean-service-dead-shutdown
-
-xenha-clean-service-dead-leased:
-  service.dead:
-    - name: xenha-leased
-    - enable: false
-
-xenha-clean-file-absent-leased-unit:
-  file.absent:
-    - name: {{ xenha.leased.unit }}
-    - require:
-      - service: xenha-clean-service-dead-leased
 {%- endif %}

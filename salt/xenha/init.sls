@@ -1,5 +1,5 @@
 {#- Cluster-wide part of xenha: the pillar check (every formula runs it while rendering; this
-    state reports the outcome) and the shared lease directory on VM hosts. #}
+    state reports the outcome). #}
 {%- from "xenha/map.jinja" import cluster, me with context %}
 
 xenha-pillar-test-succeed_without_changes:

@@ -2,7 +2,7 @@
 The failover runner through a real salt-master and a real survivor minion (xha-fo-b, xl
 stand-in, the xenha_sanlock stand-in for sanlock's view). xha-fo-a is the dead host: no minion
 runs for it, its BMC address is a closed port, and the test sets the leases it held and what
-the survivor's sanlock sees of it. The file-lease renewer keeps its own scratch directory.
+the survivor's sanlock sees of it.
 """
 
 import json
@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import xenha_lease
 
 from tests.standins.cluster import STANDINS, StandinCluster
 from tests.support.daemons import synced_minion
@@ -22,7 +21,6 @@ from tests.support.daemons import synced_minion
 pytestmark = pytest.mark.skipif(not shutil.which("ipmitool"), reason="needs ipmitool")
 
 SCRATCH = Path("/tmp/xenha-functional-failover")  # fixed: the pillar names it
-LEASES = SCRATCH / "leases"
 DEAD, SURVIVOR = "xha-fo-a", "xha-fo-b"
 DOMUS = {"db01": 1024, "web01": 512, "big01": 8192}  # as in pillar/failover.sls
 CLAIM = ("host=" + DEAD, "reporter=" + SURVIVOR, json.dumps({"id": SURVIVOR, "peer": DEAD}))
@@ -59,8 +57,7 @@ def cluster(salt_master, standins, survivor):
     """DEAD held leases on DOMUS and is gone; the survivor runs nothing; no failover journal."""
     standins.add_host(SURVIVOR, memory_mib=4096)
     shutil.rmtree(SCRATCH, ignore_errors=True)
-    LEASES.mkdir(parents=True)
-    (SCRATCH / "domus").mkdir()
+    (SCRATCH / "domus").mkdir(parents=True)
     for name, memory in DOMUS.items():
         (SCRATCH / "domus" / f"{name}.cfg").write_text(
             f'name = "{name}"\nmemory = {memory}\nvcpus = 1\n'
@@ -72,19 +69,7 @@ def cluster(salt_master, standins, survivor):
         for doc in store.iterdir():
             if doc.name.startswith(("failover-", "hoststate", "audit")):
                 doc.unlink()
-    cache = Path(survivor.config["cachedir"]) / "xenha_lease"
-    shutil.rmtree(cache, ignore_errors=True)
     return standins
-
-
-def write_lease(kind, name, owner, counter):
-    lease = xenha_lease.renewed(None, owner, "boot-of-" + owner)
-    lease["counter"] = counter
-    xenha_lease.write_atomic(LEASES / f"{kind}-{name}.lease", xenha_lease.encode(lease))
-
-
-def lease_owner(name):
-    return xenha_lease.decode((LEASES / f"domu-{name}.lease").read_bytes())["owner"]
 
 
 def run(salt_master, *args, timeout=240):
@@ -214,17 +199,3 @@ def test_runner_killed_mid_failover_resumes_and_completes_once(salt_master, clus
     assert run(salt_master, "xenha.failover_resume")[0]["state"] == "done"
     creates = [c for c in cluster.calls()[calls_before:] if c["argv"][:1] == ["create"]]
     assert len(creates) == 2
-
-
-def test_renewer_in_a_real_minion_renews_and_does_not_self_fence(salt_master, cluster):
-    """xenha_lease.serve under Salt's loader (its threads need the loader's context)."""
-    cluster.add_domain(SURVIVOR, "web02", memory_mib=256)
-    ret = salt_master.salt_cli(timeout=120).run(
-        "xenha_lease.serve", "rounds=30", minion_tgt=SURVIVOR
-    )
-    assert ret.returncode == 0, ret
-    assert ret.data == {"self_fenced": None, "owned": ["web02"]}
-    host = xenha_lease.decode((LEASES / f"host-{SURVIVOR}.lease").read_bytes())
-    assert host["owner"] == SURVIVOR and host["counter"] >= 2
-    assert lease_owner("web02") == SURVIVOR
-    assert "web02" in cluster.domains(SURVIVOR)  # nothing destroyed

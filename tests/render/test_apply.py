@@ -14,7 +14,7 @@ from tests.support.saltconf import REPO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writes root-owned files (CI is root)")
 
-SLS = "xenha,ntp,hosts,iscsi.initiator,ocfs2,xen,xenha.leases"
+SLS = "xenha,ntp,hosts,iscsi.initiator,ocfs2,xen"
 SECRET = r"render-test\1&chap"  # noqa: S105 - what re.sub would expand, written as it is
 
 
@@ -51,11 +51,10 @@ def knobs(tmp):
 
 
 def cluster(tmp):
-    # the leases and the domU configs live inside the mount point (the pillar check insists)
+    # the domU configs live inside the mount point (the pillar check insists)
     mount = tmp / "cluster"
     return {
         "ocfs2": {"device": str(tmp / "home.img"), "mount_point": str(mount)},
-        "leases": {"dir": str(mount / ".xenha/leases")},
         "xen": {"ssh": {"identity_file": str(tmp / "ssh/xenha_migrate")}},
         "storage": {"chap": {"secret": SECRET}},
         "domus": {name: {"config": str(mount / f"domus/{name}.cfg")} for name in ("web01", "db01")},
@@ -95,7 +94,6 @@ def test_apply_twice_formats_once_changes_nothing_the_second_time_and_cleans(sal
         "ocfs2-format-xenha_o2cb-formatted",
         "xen-autostart-file-keyvalue-xendomains",
         "xen-migration-ssh_auth-present-migrate-key",
-        "xenha-leases-file-directory-leases-dir",
     } <= changed
 
     code, second = apply(salt_call, tmp)
@@ -153,7 +151,6 @@ def test_apply_twice_formats_once_changes_nothing_the_second_time_and_cleans(sal
         ["tunefs.ocfs2", "-Q", "%V\n", str(tmp / "home.img")],
         capture_output=True, text=True, check=True,
     ).stdout == "cluster_home\n"  # fmt: skip
-    assert (tmp / "cluster/.xenha/leases").is_dir()
 
 
 def receive(receiver, command, tmp):
@@ -194,8 +191,6 @@ def test_a_foreign_filesystem_is_refused(salt_call, tmp):
     assert fmt["result"] is False
     assert "holds ext4, not OCFS2: refusing to format" in fmt["comment"]
     assert fmt["changes"] == {}
-    # the leases directory lives on the volume: not created on a refused device
-    assert by_id(out)["xenha-leases-file-directory-leases-dir"]["result"] is False
 
 
 def test_what_this_kernel_cannot_run_is_shown_at_test_level(salt_call, tmp):

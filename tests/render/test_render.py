@@ -300,26 +300,19 @@ def test_ocfs2_cluster_o2cb_format_once_and_ordered_mount(highstate, family, min
     assert mount["persist"] is True
     assert {"sls": "ocfs2.service"} in mount["require"]
     assert {"sls": "iscsi.initiator"} in mount["require"]
-    assert rendered["xenha-leases-file-directory-leases-dir"][1]["name"] == (
-        "/cluster/.xenha/leases"
-    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_lease_renewer_service_needs_the_shared_volume(highstate, family):
+def test_the_old_lease_renewer_is_retired_on_vm_hosts(highstate, family):
+    # its module is gone: a renewer left enabled would fail to start and reboot the host
     rendered = highstate(family, "ServVirt2")
-    unit = rendered["xenha-leased-file-managed-unit"][1]
-    assert unit["name"] == "/etc/systemd/system/xenha-leased.service"
-    text = lines(unit["contents"])
-    assert "RequiresMountsFor=/cluster/.xenha/leases" in text
-    assert "ExecStart=/usr/bin/salt-call --retcode-passthrough xenha_lease.serve" in text
-    # supervised: a hung renewer is restarted, one that cannot stay up reboots the host
-    for line in ("Type=notify", "WatchdogSec=2", "FailureAction=reboot-force"):
-        assert line in text
-    fun, service = rendered["xenha-leased-service-running"]
-    assert (fun, service["name"], service["enable"]) == ("service.running", "xenha-leased", True)
-    assert {"sls": "xenha.leases"} in service["require"]
-    assert "xenha-leased-file-managed-unit" not in highstate(family, "ServDB")
+    fun, service = rendered["xenha-retired-service-dead-leased"]
+    assert (fun, service["name"], service["enable"]) == ("service.dead", "xenha-leased", False)
+    fun, unit = rendered["xenha-retired-file-absent-leased-unit"]
+    assert (fun, unit["name"]) == ("file.absent", "/etc/systemd/system/xenha-leased.service")
+    assert {"service": "xenha-retired-service-dead-leased"} in unit["require"]
+    assert not [sid for sid in rendered if sid.startswith(("xenha-leases-", "xenha-leased-"))]
+    assert "xenha-retired-service-dead-leased" not in highstate(family, "ServDB")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -581,7 +574,7 @@ def test_clean_states_render(salt_call, family):
     assert rendered["xen-clean-file-absent-migration-files"][1]["names"][0] == (
         "/root/.ssh/xenha_migrate"
     )
-    assert rendered["xenha-clean-service-dead-leased"][1]["name"] == "xenha-leased"
+    assert rendered["xenha-retired-service-dead-leased"][1]["name"] == "xenha-leased"
     assert rendered["ntp-clean-file-absent-config"][1]["name"] == CHRONY_CONF[family][0]
 
 

@@ -306,7 +306,7 @@ def test_a_start_whose_answer_was_lost_is_found_running_not_started_twice(io, tm
     def answer_lost(host, name, spec, fenced):
         start(host, name, spec, fenced)
         if name == "web01" and len(io.starts) <= 3:  # the first start of web01: no answer
-            raise RuntimeError(f"no answer from {host} to xenha_lease.start_domu within 20 s")
+            raise RuntimeError(f"no answer from {host} to xenha_sanlock.start_domu within 20 s")
         return {"started": True}
 
     io.start_domu = answer_lost

@@ -190,3 +190,27 @@ def test_write_replaces_the_file_and_refuses_bad_paths(tmp_path, text):
         xm.write(tmp_path / "xenha.txt", text)
     with pytest.raises(ValueError, match="does not exist"):
         xm.write(tmp_path / "missing" / "xenha.prom", text)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "asked"), [({"sanlock": {"io_timeout": 1}}, True), ({}, False)]
+)
+def test_the_runner_asks_for_lease_views_where_sanlock_runs(monkeypatch, cluster, asked):
+    """xenha.metrics asks each VM host for its sanlock view of its peers (the lease gauge)
+    exactly when the cluster has sanlock."""
+    from _runners import xenha as runner  # noqa: PLC0415 - the runner's Salt imports, here only
+
+    seen = {}
+
+    def snapshot(cluster, **kwargs):
+        seen.update(kwargs)
+        raise runner.CommandExecutionError("stop here")
+
+    monkeypatch.setattr(runner, "_cluster", lambda: dict(CLUSTER, **cluster))
+    monkeypatch.setattr(runner, "_snapshot", snapshot)
+    monkeypatch.setattr(runner, "_answer_for", lambda answer: answer)
+    assert runner.metrics() == {
+        "error": "xenha.metrics: stop here",
+        "retcode": runner.SHORT_OF_ASKED,
+    }
+    assert seen["leases"] is asked

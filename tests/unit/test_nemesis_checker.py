@@ -1,6 +1,8 @@
 """The nemesis's pure parts: what the checker calls a violation, how trials are picked and
 summed up (lab/nemesis.py; the lab run itself is tests/lab/test_nemesis.py)."""
 
+import inspect
+
 import pytest
 
 from lab import nemesis
@@ -50,6 +52,13 @@ def test_the_lease_daemon_is_the_sanlock_daemon_not_its_clients(monkeypatch):
     monkeypatch.setattr(nemesis, "_cmdline", lambda pid: lines.get(pid, b""))
     host = type("H", (), {"pids": lambda self: [1, 2, 3, 4]})()
     assert nemesis.LEASE_DAEMONS["sanlock"](host) == [2]
+
+
+@pytest.mark.parametrize("fun", [nemesis.run, nemesis.Nemesis])
+def test_the_default_lease_daemon_is_one_the_nemesis_can_find(fun):
+    # `python -m lab nemesis` and CI pass none: the default must be a known daemon
+    default = inspect.signature(fun).parameters["lease_daemon"].default
+    assert default in nemesis.LEASE_DAEMONS
 
 
 def fake_nemesis(busy):

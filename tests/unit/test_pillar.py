@@ -44,7 +44,7 @@ def test_example_is_valid_and_normalised(tree):
 
 
 def test_defaults_fill_a_minimal_tree(tree):
-    for key in ("ocfs2", "ntp", "leases", "domus"):
+    for key in ("ocfs2", "ntp", "domus"):
         del tree[key]
     del tree["xen"]["relocation"]
     cluster = xenha_pillarcheck.check(tree)
@@ -53,7 +53,6 @@ def test_defaults_fill_a_minimal_tree(tree):
     assert cluster["ocfs2"]["slots"] == 2
     assert cluster["ocfs2"]["timeouts"]["heartbeat_dead_threshold"] == 31
     assert cluster["ntp"] == {"implementation": "chrony", "servers": []}
-    assert cluster["leases"]["dir"] == "/cluster/.xenha/leases"
     assert cluster["xen"]["relocation"]["port"] == 8002
     assert cluster["xen"]["ssh"]["identity_file"] == "/root/.ssh/xenha_migrate"
     assert cluster["xen"]["ssh"]["user"] == "root"
@@ -482,6 +481,9 @@ def test_any_junk_anywhere_is_refused_naming_its_key_or_accepted(example):
 NAN, INF = float("nan"), float("inf")
 
 
+GONE = "xenha:leases: no longer used: domU leases are sanlock's (xenha:sanlock); remove this key"
+
+
 def _set(*path, value):
     """An edit that sets tree[path...] = value."""
 
@@ -513,17 +515,11 @@ def _bmc(**extra):
          "xenha:heartbeat:interval: must be a finite number, got nan"),
         (_set("heartbeat", "dead_time", value=-INF),
          "xenha:heartbeat:dead_time: must be a finite number, got -inf"),
-        (_set("leases", "expiry", value=INF),
-         "xenha:leases:expiry: must be a finite number, got inf"),
-        (_set("leases", "self_fence_after", value=NAN),
-         "xenha:leases:self_fence_after: must be a finite number, got nan"),
         (_set("ntp", "max_offset", value=NAN),
          "xenha:ntp:max_offset: must be a finite number, got nan"),
         # booleans where numbers are due (YAML reads `yes` as true)
         (_set("failover", "retry_base", value=True),
          "xenha:failover:retry_base: must be a number, got True"),
-        (_set("leases", "renew_interval", value=False),
-         "xenha:leases:renew_interval: must be a number, got False"),
         (_set("hosts", "ServVirt1", "memory_mib", value=True),
          "xenha:hosts:ServVirt1:memory_mib: must be an integer, got True"),
         (_set("evacuation", "parallel", value=True),
@@ -640,24 +636,17 @@ def _bmc(**extra):
         (_set("ocfs2", "mount_point", value="/cluster/"),
          "xenha:ocfs2:mount_point: '/cluster/' must be a plain path (no '.', '..', '//' or"
          " trailing '/')"),
-        (_set("leases", "dir", value="/var/lib/xenha/leases"),
-         "xenha:leases:dir: '/var/lib/xenha/leases' is not inside /cluster"),
-        (_set("leases", "dir", value="/cluster/../leases"),
-         "xenha:leases:dir: '/cluster/../leases' must be a plain path (no '.', '..', '//' or"
-         " trailing '/')"),
         (_set("storage", "backing_device", value="/dev/./sda4"),
          "xenha:storage:backing_device: '/dev/./sda4' must be a plain path (no '.', '..', '//' or"
          " trailing '/')"),
-        # lease timings the renewer would refuse at start (xenha_lease.check_timings)
-        (_set("leases", "expiry", value=3.0),
-         "xenha:leases: unsafe lease timings: self_fence_after (1.5 s) + destroy_timeout (3.0 s)"
-         " must be less than expiry (3.0 s)"),
+        # the file leases' settings, left over: they would look in force, nothing reads them
+        (_set("leases", value={"dir": "/cluster/.xenha/leases", "renew_interval": 1.0}), GONE),
+        (_set("leases", value=None), GONE),
         # not a mapping where a mapping is due
         (_set("domus", value=["web01"]), "xenha:domus: must be a mapping, got list"),
         (_set("hosts", "ServVirt1", value="192.168.25.10"),
          "xenha:hosts:ServVirt1: must be a mapping, got str"),
         (_set("failover", value=[1]), "xenha:failover: must be a mapping, got list"),
-        (_set("leases", value="/cluster/leases"), "xenha:leases: must be a mapping, got str"),
         (_set("heartbeat", value=7788), "xenha:heartbeat: must be a mapping, got int"),
         (_bmc(), None),  # a valid BMC: the next case breaks it
         (_set("hosts", "ServVirt1", "bmc", value="192.168.26.10"),
@@ -707,14 +696,12 @@ def test_top_level_that_is_not_a_mapping(value):
 def test_values_that_stay_valid(tree):
     """The new rules leave room for what real pillars hold."""
     tree["ocfs2"]["mount_point"] = "/srv/cluster"  # a directory below a system one is fine
-    tree["leases"]["dir"] = "/srv/cluster/leases"
     for name in ("web01", "db01"):
         tree["domus"][name]["config"] = f"/srv/cluster/domus/{name}.cfg"
     tree["heartbeat"]["key"] = "-starts-with-a-dash-and-has-{-braces}"  # a secret may
     tree["hosts"]["ServVirt1"]["bmc"] = {
         "address": "fd00::10", "username": "sixteen-letters!", "port": 6230,
     }  # fmt: skip
-    tree["leases"].update(expiry=12.0, self_fence_after=4, destroy_timeout=2)
     tree["ntp"]["max_offset"] = 1
     cluster = xenha_pillarcheck.check(tree)
     tree["xen"]["toolstack"] = "xm"  # PEM material starts with '-' and spans lines
@@ -722,7 +709,6 @@ def test_values_that_stay_valid(tree):
                                      ssl_cert="-----BEGIN CERTIFICATE-----\nB\n")  # fmt: skip
     assert xenha_pillarcheck.check(tree)["xen"]["relocation"]["ssl_cert"].startswith("-----")
     assert cluster["hosts"]["ServVirt1"]["bmc"]["port"] == 6230
-    assert cluster["leases"]["self_fence_after"] == 4.0
     assert cluster["ntp"]["max_offset"] == 1.0
     assert cluster["evacuation"] == {}
 

@@ -72,6 +72,8 @@ def test_settings_defaults_and_host_ids():
         ({"keeper_python": "/usr/bin/python 3"}, "^xenha:sanlock:keeper_python: must be"),
         ({"watchdog": "yes"}, "^xenha:sanlock:watchdog: must be one of auto, softdog, hardware"),
         ({"init_host": "db"}, "^xenha:sanlock:init_host: 'db' is not a VM host"),
+        ({"init_host": ["v1"]}, r"^xenha:sanlock:init_host: \['v1'\] is not a VM host"),
+        ({"init_host": None}, "^xenha:sanlock:init_host: None is not a VM host"),
         ({"lease_lun": "/dev/sdb"}, "^xenha:sanlock:lease_lun: must be a mapping"),
         ({"lease_lun": {}}, "^xenha:sanlock:lease_lun:backing_device: must be an absolute"),
         (

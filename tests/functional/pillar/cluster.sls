@@ -41,9 +41,8 @@ xenha:
     toolstack: xl
     ssh: {port: 22}
   heartbeat: {port: 7788, interval: 0.5, dead_time: 3.0, key: functional-test-key-0123456789}
-  # the runner tests create (and remove) /tmp/xenha-functional-cluster (leases, domU configs);
-  # a real cluster keeps both on OCFS2
-  leases: {dir: /tmp/xenha-functional-cluster/leases, renew_interval: 1.0, expiry: 10.0}
+  # the runner tests create (and remove) /tmp/xenha-functional-cluster (the domU configs); a
+  # real cluster keeps them on OCFS2
   evacuation: {parallel: 2}
   # the stand-ins start with ServVirt1 at 8192 MiB, ServVirt2 at 4096 MiB (dom0 512 each), so
   # ServVirt2 can take 4096 - 512 - 256 = 3328 MiB: db01, web01 and web02 fit, big01 does not

@@ -19,8 +19,6 @@ xenha:
       memory_reserve_mib: 256
   xen:
     toolstack: xl
-  leases: {dir: /tmp/xenha-functional-failover/leases, renew_interval: 0.5, expiry: 4.0,
-           self_fence_after: 1.5, destroy_timeout: 1.0}
   sanlock: {lease_path: /tmp/xenha-functional-failover/leases.img, io_timeout: 1}
   failover: {corroborate_window: 1.0, retry_base: 1.0, retry_max: 2.0, retry_for: 0}
   # xha-fo-b: 4096 MiB, dom0 512, reserve 256 -> 3328 MiB for domUs: db01 and web01 fit, big01 not

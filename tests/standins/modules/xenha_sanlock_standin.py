@@ -1,6 +1,7 @@
 """
 Stand-in for the failover's part of ``xenha_sanlock`` in functional tests: ``observe``,
-``holders`` and ``start_domu`` following the module's contract (docs/failover.md, "Interfaces"),
+``holders``, ``start_domu`` and the ``acquire`` / ``release`` that ``xenha_xen.start`` calls on a
+lease-managed host, following the module's contract (docs/failover.md, "Interfaces"),
 on a JSON file the test writes: ``$XENHA_STANDIN_DIR/sanlock.json`` =
 ``{"hosts": {host: advancing|stopped|dead|free}, "generation": {host: n},
 "leases": {domU: {"mode": "ex"|"sh", "hosts": [...]}}}``. A missing file is an unreadable
@@ -140,3 +141,49 @@ def start_domu(name, config, fenced=None):
     _take(_load(), name, __opts__["id"], fenced)  # noqa: F821 - injected by the Salt loader
     state = _load()
     return {"lease": state["leases"][name], "domu": __salt__["xenha_xen.start"](config)}  # noqa: F821
+
+
+def acquire(name, shared=False):
+    """
+    Take ``name``'s lease here, as ``xenha_xen.start`` does before it starts a domU: already
+    held here is no change; held by a host the test did not call dead or free is refused.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.acquire web01
+    """
+    me = __opts__["id"]  # noqa: F821 - injected by the Salt loader
+    state = _load()
+    held = state["leases"].get(name, {"hosts": []})
+    if me in held["hosts"]:
+        return {"changed": False, "lease": held}
+    for holder in held["hosts"]:
+        if state["hosts"].get(holder, "free") not in ("dead", "free"):
+            raise CommandExecutionError(f"lease of {name} is held by live host {holder}")
+    state["leases"][name] = {"mode": "sh" if shared else "ex", "hosts": [me]}
+    _save(state)
+    return {"changed": True, "lease": state["leases"][name]}
+
+
+def release(name):
+    """
+    Let ``name``'s lease go here (``xenha_xen.start`` does after a start that failed).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt2 xenha_sanlock.release web01
+    """
+    me = __opts__["id"]  # noqa: F821 - injected by the Salt loader
+    state = _load()
+    held = state["leases"].get(name)
+    if not held or me not in held["hosts"]:
+        return {"changed": False}
+    held["hosts"].remove(me)
+    if not held["hosts"]:
+        del state["leases"][name]
+    _save(state)
+    return {"changed": True}
