@@ -93,39 +93,6 @@ def _take(state, name, me, fenced=None):
     return changed
 
 
-def acquire(name):
-    """
-    Take ``name``'s lease for this host, as ``xenha_xen.start`` asks before ``xl create``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ServVirt2 xenha_sanlock.acquire web01
-    """
-    return {"changed": _take(_load(), name, __opts__["id"])}  # noqa: F821 - Salt loader
-
-
-def release(name):
-    """
-    Let go of ``name``'s lease on this host (a failed start gives it back).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ServVirt2 xenha_sanlock.release web01
-    """
-    me = __opts__["id"]  # noqa: F821 - injected by the Salt loader
-    state = _load()
-    held = state["leases"].get(name, {"hosts": []})
-    changed = me in held["hosts"]
-    if changed:
-        held["hosts"].remove(me)
-        _save(state)
-    return {"changed": changed}
-
-
 def start_domu(name, config, fenced=None):
     """
     Take ``name``'s lease as the real module would (refused while a live holder other than a
