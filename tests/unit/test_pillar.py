@@ -7,20 +7,7 @@ import xenha_pillarcheck
 import yaml
 from salt.exceptions import CommandExecutionError
 
-from tests.support.saltconf import REPO, merged
-
-
-@pytest.fixture(scope="module")
-def example():
-    """The shipped cluster.yaml merged with the render tests' stand-in secrets."""
-    cluster = yaml.safe_load((REPO / "pillar/xenha/cluster.yaml").read_text())
-    secrets = yaml.safe_load((REPO / "tests/render/pillar/xenha/secrets.yaml").read_text())
-    return merged(cluster, secrets)
-
-
-@pytest.fixture
-def tree(example):
-    return copy.deepcopy(example)
+from tests.support.saltconf import REPO
 
 
 def _error(tree):

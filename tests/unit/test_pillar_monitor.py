@@ -1,25 +1,8 @@
 """Guest monitoring settings in the pillar (xenha:domus:<name>:monitor), as the check reads them."""
 
-import copy
-
 import pytest
 import xenha_pillarcheck
-import yaml
 from salt.exceptions import CommandExecutionError
-
-from tests.support.saltconf import REPO, merged
-
-
-@pytest.fixture(scope="module")
-def example():
-    cluster = yaml.safe_load((REPO / "pillar/xenha/cluster.yaml").read_text())
-    secrets = yaml.safe_load((REPO / "tests/render/pillar/xenha/secrets.yaml").read_text())
-    return merged(cluster, secrets)
-
-
-@pytest.fixture
-def tree(example):
-    return copy.deepcopy(example)
 
 
 def _monitor(tree, value):
