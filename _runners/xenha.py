@@ -219,8 +219,10 @@ def _call_proven(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
             [minion], PROVE, arg=args, tgt_type="list", timeout=timeout, full_return=True
         )
     got = returns.get(minion)
-    if not isinstance(got, dict) or "ret" not in got:
-        return _answer(minion, fun, None, timeout)
+    if not isinstance(got, dict) or "ret" not in got or got.get("retcode", 0) != 0:
+        # no answer, or Salt's own failure text ("Minion did not return. [Not connected]"):
+        # said as it is, and like any failure it proves nothing
+        return _answer(minion, fun, got, timeout)
     ok, value = _proven(minion, fun, nonce, got)
     return (False, value) if ok is None else (ok, value)
 

@@ -25,7 +25,8 @@ class Client:
     def cmd(self, minions, fun, arg, **kwargs):
         self.calls.append((minions, fun, arg, kwargs))
         nonce, inner = arg[0], arg[1]
-        return {minions[0]: {"ret": self.answer(nonce, inner), "retcode": 0}}
+        ret = self.answer(nonce, inner)
+        return {minions[0]: ret if "retcode" in ret else {"ret": ret, "retcode": 0}}
 
 
 @pytest.fixture
@@ -93,4 +94,13 @@ def test_a_signed_failure_is_the_survivors_failure(runner, monkeypatch):
     with pytest.raises(
         CommandExecutionError, match="xenha_sanlock.observe on ServVirt2 failed: EIO"
     ):
+        io.observe("ServVirt2", "ServVirt1", None)
+
+
+def test_salts_own_failure_text_is_said_as_it_is(runner, monkeypatch):
+    def unreachable(nonce, fun):
+        return {"ret": "Minion did not return. [Not connected]", "retcode": 1}
+
+    io, _ = _adapter(runner, monkeypatch, unreachable)
+    with pytest.raises(CommandExecutionError, match=r"failed: Minion did not return"):
         io.observe("ServVirt2", "ServVirt1", None)
