@@ -436,8 +436,10 @@ def holders(host=None):
     """
     The domU leases held now, read from storage (``sanlock direct dump``): ``{domu: {"mode":
     "ex"|"sh", "hosts": [host]}}`` (a host with no pillar name shows as ``host_id N``). A dead
-    host's lease stays listed until another host takes it. With ``host``, only the leases that
-    ``host`` holds.
+    host's lease stays listed until another host takes it. An exclusive lease whose owner
+    joined the lockspace again since it took it also carries ``"stale": True``: the owner lost
+    it with its old generation, and sanlock lets any host take it. With ``host``, only the
+    leases that ``host`` holds.
 
     CLI Example:
 
@@ -451,8 +453,8 @@ def holders(host=None):
         _host_id_of(cfg, host)
     names = _names(cfg)
     by_id = {hid: name for name, hid in cfg["host_ids"].items()}
-    out = {}
-    for offset, row in sorted(_dump(cfg).items()):
+    out, dump = {}, _dump(cfg)
+    for offset, row in sorted(dump.items()):
         if cfgmod.offset_slot(offset) is None or row["lockspace"] != cfgmod.LOCKSPACE:
             continue
         mode, ids = cfgmod.lease_holders(row)
@@ -460,7 +462,10 @@ def holders(host=None):
             continue
         found = [by_id.get(i, f"host_id {i}") for i in ids]
         if host is None or host in found:
-            out[names.get(row["resource"], row["resource"])] = {"mode": mode, "hosts": found}
+            entry = {"mode": mode, "hosts": found}
+            if mode == "ex" and cfgmod.stale(row, dump):
+                entry["stale"] = True
+            out[names.get(row["resource"], row["resource"])] = entry
     return out
 
 

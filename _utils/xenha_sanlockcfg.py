@@ -267,6 +267,23 @@ def lease_holders(row):
     return None, []
 
 
+def stale(row, dump):
+    """
+    True if the owner of an exclusive lease (a parsed resource row) joined the lockspace again
+    since it took the lease: its delta lease in ``dump`` carries a newer generation. sanlock
+    then treats the lease as free ("owned the lease in a previous generation without freeing
+    it", paxos_lease.c): the owner lost it with its old generation (a reset, a lost lockspace).
+    """
+    delta = dump.get((row["owner_id"] - 1) * SECTOR) if row["owner_id"] else None
+    return bool(
+        row["timestamp"]
+        and delta is not None
+        and delta["lockspace"] == row["lockspace"]
+        and delta["owner_id"] == row["owner_id"]
+        and delta["generation"] > row["generation"]
+    )
+
+
 def used_slots(dump):
     """{slot: resource name} of the resource areas in a parsed dump of lockspace ``xenha``."""
     used = {}

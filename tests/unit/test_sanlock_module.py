@@ -263,6 +263,22 @@ def test_observe_free_and_dead_and_bad_durations(watched):
         xenha_sanlock.observe("db")
 
 
+def test_holders_marks_a_lease_its_holder_lost_with_an_old_generation(fake):
+    # v2 (host_id 2) joined again (generation 2) since it took web01 in generation 1
+    head, a, b = DUMP.splitlines()[:3]
+    lines = [head, a, b.replace(" 0002 0001", " 0002 0002")]
+    owners = {"web01": "0002 0001", "db01": "0001 0001"}
+    for name, slot in sorted(PLACED.items(), key=lambda item: item[1]):
+        lines.append(
+            f"{cfg.slot_offset(slot):08d} {'xenha':>40} {name:>48} 0000000771 {owners[name]} 1"
+        )
+    fake.on("sanlock", "direct", "dump", answer=ok("\n".join(lines) + "\n"))
+    assert xenha_sanlock.holders() == {
+        "web01": {"mode": "ex", "hosts": ["v2"], "stale": True},
+        "db01": {"mode": "ex", "hosts": ["v1"]},
+    }
+
+
 def test_holders_reads_exclusive_and_shared_holders(fake):
     rows = {"web01": "0000000771 0002 0001 1", "db01": "0000000000 0001 0001 1"}
     lines = DUMP.splitlines()[:3]

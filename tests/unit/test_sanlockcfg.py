@@ -274,3 +274,14 @@ def test_parse_status():
         "mode": "sh",
         "pid": 31,
     }
+
+
+def test_a_lease_is_stale_once_its_owner_joined_again_under_a_newer_generation():
+    dump = cfg.parse_dump(DUMP)
+    web01 = dump[1048576]  # owner host_id 1, generation 1; A's delta lease: generation 1
+    assert not cfg.stale(web01, dump)
+    dump[0] = {**dump[0], "generation": 2}  # A was reset and joined again
+    assert cfg.stale(web01, dump)
+    assert not cfg.stale({**web01, "timestamp": 0}, dump)  # released: free, not stale
+    del dump[0]
+    assert not cfg.stale(web01, dump)  # no delta lease to compare with: not stale
