@@ -1611,9 +1611,11 @@ def failover_resume():
     """
     Continue every failover left unfinished (master restart, blocked past its retry window),
     look again at isolated hosts that still renewed their lease, mark failed-over hosts that
-    are back as healthy, and start the domUs of a host still down that fitted nowhere once a
-    survivor has room. Safe to run at any time (e.g. from the master's schedule); returns one
-    row per journal.
+    are back as healthy, start the domUs of a host still down that fitted nowhere once a
+    survivor has room, and restart the domUs a host lost with an old sanlock generation (reset
+    and back before its failover decided, or a lockspace lost and joined again; docs/
+    failover.md). Safe to run at any time (e.g. from the master's schedule); returns one row
+    per journal, and one per such restart.
 
     CLI Example:
 
@@ -1622,12 +1624,26 @@ def failover_resume():
         salt-run xenha.failover_resume
     """
     journals = xenha_failover.journals(_cachedir())
-    if not journals:
+    rows = []
+    if journals:
+        # side by side: one failover blocked in its back-off (up to retry_for) must not hold
+        # up another host's, e.g. the stale claim whose resume clears the survivor the first
+        # waits for
+        with ThreadPoolExecutor(len(journals)) as pool:
+            rows = list(pool.map(_resume_one, journals.items()))
+    return rows + _reclaim()
+
+
+def _reclaim():
+    """The failovers of hosts that lost leases with an old sanlock generation (a reset before
+    their failover decided, a lost lockspace): ``Engine.reclaim_all``."""
+    try:
+        cluster = _cluster()
+    except SaltInvocationError:
         return []
-    # side by side: one failover blocked in its back-off (up to retry_for) must not hold up
-    # another host's, e.g. the stale claim whose resume clears the survivor the first waits for
-    with ThreadPoolExecutor(len(journals)) as pool:
-        return list(pool.map(_resume_one, journals.items()))
+    if not _watches_leases(cluster):
+        return []
+    return _failover_engine(cluster).reclaim_all()
 
 
 def _resume_one(item):

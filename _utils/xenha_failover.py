@@ -223,7 +223,19 @@ def holdings(got, host):
             return None
         if host in hosts:
             held[name] = {"mode": entry.get("mode", "ex"), "hosts": list(hosts)}
+            if entry.get("stale") is True:  # lost with the holder's old sanlock generation
+                held[name]["stale"] = True
     return held
+
+
+def stale(leased):
+    """The names of the leases in ``leased`` (from :func:`holdings`) marked stale, sorted."""
+    return sorted(name for name, held in (leased or {}).items() if held.get("stale"))
+
+
+def rejoined(record):
+    """True if ``record`` is a failover of a host that came back under a new generation."""
+    return (record.get("fence") or {}).get("method") == "rejoined"
 
 
 def _generation(verdict):
@@ -464,6 +476,45 @@ class Engine:
             self._audit(host, "resume", failover=record["id"])
             return self._drive(record, members)
 
+    def reclaim(self, host, leased=None):
+        """
+        Restart the domUs whose leases ``host`` lost with an old sanlock generation (see
+        :meth:`_rejoined`) when no failover of ``host`` is under way: a host reset and back
+        before its failover decided, or one that lost its lockspace (a storage cut) and
+        joined again. ``leased``: its leases if already read. Returns the failover's summary,
+        or None when there is nothing to do.
+        """
+        with run_lock(self.cachedir, host) as mine:
+            last = load(self.cachedir, host) if mine else {}
+            if not mine or last.get("state") in ACTIVE:
+                return None
+            members = self.io.members()
+            if host not in members["vmhosts"]:
+                return None
+            leased = self._leased({"host": host}, members) if leased is None else leased
+            lost = stale(leased)
+            if not lost:
+                return None
+            if rejoined(last) and set(lost) <= set(last.get("not_restarted") or ()):
+                return None  # tried, and said in its ``done``: not every minute again
+            record = self._new(host, "xenha", None)
+            self._rejoined(record, leased)
+            return self._drive(record, members)
+
+    def reclaim_all(self):
+        """:meth:`reclaim` for every VM host, on one reading of the lease area; returns the
+        summaries of the failovers it ran."""
+        members = self.io.members()
+        hosts = sorted(members["vmhosts"])
+        for observer in hosts:
+            got = self._safe(self.io.leased_domus, observer, None)
+            if holdings(got, "") is not None:
+                break
+        else:
+            return []
+        ran = [self.reclaim(h, holdings(got, h)) for h in hosts if stale(holdings(got, h))]
+        return [summary for summary in ran if summary]
+
     def ack(self, host, by="operator"):
         """
         Record an operator's manual fence of ``host``, then complete a blocked failover. Only
@@ -531,7 +582,10 @@ class Engine:
         return False
 
     def _back(self, record, members):
-        """True if the fenced host answers or renews again (a resume or a wait: time passed)."""
+        """True if the fenced host answers or renews again (a resume or a wait: time passed).
+        Never for a rejoined host: being back is what its failover is about."""
+        if self._fresh or rejoined(record):
+            return False
         host = record["host"]
         if self._safe(self.io.ping, host) is True:
             return True
@@ -555,6 +609,28 @@ class Engine:
         with run_lock(self.cachedir, host) as mine:
             record = load(self.cachedir, host) if mine else {}
             return record.get("state") == DONE and self._recovered(record, members)
+
+    def _rejoined(self, record, leased):
+        """
+        True (journal at ``fenced``, method ``rejoined``) if the host holds leases from an
+        older sanlock generation than its current one: it joined the lockspace again (a reset,
+        a lost lockspace), and lost them with the old generation. sanlock itself lets any host
+        take such a lease, so no domU runs under it: they are restarted as a fenced host's
+        are (those it runs again are left). The host is back and stays healthy.
+        """
+        lost = stale(leased)
+        if not lost:
+            return False
+        host = record["host"]
+        reason = (
+            f"{host} joined sanlock again and lost the leases of {', '.join(lost)} with its"
+            " old generation: they run nowhere, sanlock frees them"
+        )
+        fence = {"method": "rejoined", "domus": lost, "reason": reason}
+        self._host_state(host, None)
+        self._queue(record, "rejoined", **fence)
+        self._set(record, FENCED, fence=fence, reason=None)
+        return True
 
     def _mark_recovered(self, record, **fields):
         record["state_before"] = record["state"]
@@ -636,10 +712,14 @@ class Engine:
         # (through a reporter that may itself be cut off) can take its whole timeout: another
         # host's failover does not target a suspect host meanwhile
         if pinged.result() is True:
+            if self._rejoined(record, self._prefetched[1].result()):
+                return True
             return self._ignore(record, "the master still reaches the host's minion")
         evidence, answers = watched.result()
         seen = [{"observer": o, "verdict": v} for o, v in answers.items()]
         if evidence["advancing"]:
+            if self._rejoined(record, self._prefetched[1].result()):
+                return True
             # alive but cut off: resume() looks again
             return self._ignore(
                 record,
@@ -716,6 +796,8 @@ class Engine:
             evidence, answers = self._look(members, host)
             text = evidence_text(host, evidence)
             if evidence["advancing"]:
+                if self._rejoined(record, self._leased(record, members)):
+                    return True, None
                 return self._ignore(record, f"{host} renews again ({text})", recheck=True), None
             if evidence["dead"] or evidence["free"]:
                 # the target's sanlock takes these leases only because it also sees them dead
@@ -831,7 +913,7 @@ class Engine:
             record["leases_read"] = "before the fence"  # _restart reads them again
         if leased is None:
             return self._plan_blocked(record, "no survivor could list the dead host's leases")
-        if not self._fresh and self._back(record, members):
+        if self._back(record, members):
             return self._came_back(record, members)
         if not snapshot:
             snapshot = self._survivors(record, members)
@@ -839,6 +921,13 @@ class Engine:
             # e.g. a master restarted before its minions reconnected: "no room anywhere" now
             # would end the failover with nothing restarted
             return self._plan_blocked(record, "no survivor answered with its free memory")
+        if rejoined(record):
+            # only what it lost; one it runs again (e.g. started at boot) is left there
+            leased = {n: h for n, h in leased.items() if h.get("stale")}
+            own = self._safe(self.io.snapshot, [host])
+            if not isinstance(own, dict) or host not in own:
+                return self._plan_blocked(record, f"{host} is back but did not list its domUs")
+            snapshot = {**snapshot, host: own[host]}
         states = self._target_states(snapshot, members)
         todo, migrating = self._in_flight(record, members, leased)
         plan = restart_plan(host, members, snapshot, states, todo)
@@ -926,7 +1015,7 @@ class Engine:
         return True
 
     def _restart(self, record, members):
-        if not self._fresh and self._back(record, members):
+        if self._back(record, members):
             # a resume, or a wait: a host that came back keeps its domUs
             return self._came_back(record, members)
         # leases listed before the fence: list them again (beside the first start) so that one
@@ -959,6 +1048,8 @@ class Engine:
         stopped on purpose, maybe lost with it (started without a lease). Never restarted on
         that doubt, never left silent: ``done`` names them.
         """
+        if rejoined(record):  # the host is up: what else it runs or not is its own
+            return {}
         others = sorted(set(members["domus"]) - set(record.get("domus") or {}))
         snapshot = self._survivors(record, members) if others else {}
         running = {d for info in snapshot.values() for d in info.get("domus", ())}
@@ -1002,6 +1093,8 @@ class Engine:
             self._save(record)
             return
         missed = {n: h for n, h in leased.items() if n not in record["domus"]}
+        if rejoined(record):  # a lease it took since it is back is its own
+            missed = {n: h for n, h in missed.items() if h.get("stale")}
         if missed:
             todo, migrating = self._in_flight(record, members, missed)
             snapshot = self._survivors(record, members)

@@ -43,6 +43,7 @@ class FakeIO(xf.Adapter):
         self.ipmi = "ok"  # ok | fail | callable
         self.leases_of = {"A": ["web01", "db01", "tiny"]}  # exclusive domU leases
         self.shared = {}  # {domU: [holders]}: leases held shared (a live migration)
+        self.stale = set()  # exclusive leases whose holder joined sanlock again since
         self.fenced_args = []  # the fenced= of each start
         self.free = {"B": 2048, "C": 1024}
         self.running = {"B": [], "C": []}
@@ -93,7 +94,9 @@ class FakeIO(xf.Adapter):
         self._call("leased_domus")
         held = {n: {"mode": "ex", "hosts": [h]} for h, ns in self.leases_of.items() for n in ns}
         held.update({n: {"mode": "sh", "hosts": list(hs)} for n, hs in self.shared.items()})
-        return {n: e for n, e in held.items() if host in e["hosts"]}
+        for name in self.stale & set(held):
+            held[name]["stale"] = True
+        return {n: e for n, e in held.items() if host is None or host in e["hosts"]}
 
     def snapshot(self, hosts):
         self._call("snapshot")
@@ -112,6 +115,8 @@ class FakeIO(xf.Adapter):
         self.fenced_args.append(fenced)
         holders = [h for h, names in self.leases_of.items() if name in names]
         for holder in {*holders, *self.shared.get(name, ())} - {host}:
+            if name in self.stale:  # sanlock: held in an old generation of its holder, free
+                break
             state = self.lease_state.get(holder, "advancing")
             if holder == fenced and state == "advancing":
                 raise RuntimeError(f"{holder} still renews its sanlock delta lease")
@@ -122,6 +127,7 @@ class FakeIO(xf.Adapter):
         for names in self.leases_of.values():
             if name in names:
                 names.remove(name)
+        self.stale.discard(name)
         self.shared.pop(name, None)
         self.leases_of.setdefault(host, []).append(name)
         self.starts.append((name, host))
@@ -997,3 +1003,91 @@ def test_the_lease_column_prefers_a_live_verdict_and_names_its_observer():
     assert states["A"] == "dead (host_id 1, generation 3, seen by B)"
     assert states["B"] == "live (host_id 2, generation 1, seen by C)"  # A is fenced: no observer
     assert states["C"] == "unknown: no live peer reported it"
+
+
+def back_under_a_new_generation(io, stale=("web01", "db01", "tiny"), runs=()):
+    """A was reset and joined sanlock again: it answers and renews, its domUs died with it,
+    and the leases it held went with its old generation (sanlock lets any host take them)."""
+    io.reachable.add("A")
+    io.lease_state["A"] = "advancing"
+    io.running["A"], io.free["A"] = list(runs), 4096
+    io.stale = set(stale)
+
+
+def test_a_host_reset_and_back_before_its_failover_decides_gets_its_domus_back(io, tmp_path):
+    # the nemesis's power-off and kill-master-failover: the claim finds A alive again
+    back_under_a_new_generation(io)
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done" and result["fence"]["method"] == "rejoined"
+    assert result["fence"]["domus"] == ["db01", "tiny", "web01"]
+    assert sorted(n for n, _ in io.starts) == ["db01", "tiny", "web01"]
+    assert {h for _, h in io.starts} <= {"B", "C"}  # A is back, but not a restart target
+    assert io.fenced_args == [None, None, None]  # sanlock frees them itself: nothing forced
+    assert "fence_ipmi" not in io.calls
+    assert "A" not in xenha_store.load(str(tmp_path), "hoststate")  # back, and healthy
+    assert io.tags()[-2:] == ["domu_started", "done"] and "rejoined" in io.tags()
+
+
+def test_a_domu_the_reset_host_runs_again_is_left_there(io, tmp_path):
+    # e.g. started at boot outside xenha: its lease is the old one, but it runs on A
+    back_under_a_new_generation(io, runs=["tiny"])
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["domus"]["tiny"] == {"state": "running", "host": "A"}
+    assert sorted(n for n, _ in io.starts) == ["db01", "web01"]
+    assert copies(io)["tiny"] == ["A"]
+
+
+def test_a_reset_host_that_does_not_list_its_domus_restarts_nothing(io, tmp_path):
+    back_under_a_new_generation(io)
+    snapshot = io.snapshot
+    io.snapshot = lambda hosts: {} if hosts == ["A"] else snapshot(hosts)
+    result = engine(io, tmp_path, retry_for=0).handle("A", "B", EVENT)
+    assert result["state"] == "fenced" and "did not list its domUs" in result["reason"]
+    assert io.starts == []
+
+
+def test_a_host_back_with_only_leases_of_its_new_generation_is_left_alone(io, tmp_path):
+    back_under_a_new_generation(io, stale=())
+    assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "ignored"
+    assert engine(io, tmp_path).reclaim_all() == [] and io.starts == []
+
+
+def test_the_sweep_restarts_what_a_host_lost_with_its_lockspace_once(io, tmp_path):
+    # a storage cut longer than 8 x io_timeout: A's killpath destroyed its domUs, A joined
+    # the lockspace again; nobody ever claimed A lost (the network stayed up)
+    back_under_a_new_generation(io, stale=("web01", "tiny"))
+    io.leases_of["A"] = ["web01", "tiny", "db01"]  # db01 runs on A under its new generation
+    io.running["A"] = ["db01"]
+    (ran,) = engine(io, tmp_path).reclaim_all()
+    assert ran["state"] == "done" and ran["fence"]["method"] == "rejoined"
+    assert sorted(n for n, _ in io.starts) == ["tiny", "web01"]
+    assert engine(io, tmp_path).reclaim_all() == []  # their leases are the survivors' now
+    assert len(io.starts) == 2 and set(copies(io)) == {"db01", "tiny", "web01"}
+
+
+def test_the_sweep_leaves_a_failover_under_way_alone(io, tmp_path):
+    io.crash_on = "start_domu"
+    with contextlib.suppress(Crash):
+        engine(io, tmp_path).handle("A", "B", EVENT)
+    back_under_a_new_generation(io)
+    assert engine(io, tmp_path).reclaim("A") is None
+    assert xf.load(str(tmp_path), "A")["state"] == "restarting"
+
+
+def test_the_sweep_does_not_retry_every_minute_what_fitted_nowhere(io, tmp_path):
+    back_under_a_new_generation(io, stale=("db01",))
+    io.free.update(B=0, C=0)
+    (ran,) = engine(io, tmp_path).reclaim_all()
+    assert ran["state"] == "done" and list(ran["not_restarted"]) == ["db01"]
+    fired = len(io.events)
+    assert engine(io, tmp_path).reclaim_all() == []
+    assert len(io.events) == fired and io.starts == []
+
+
+def test_holdings_keep_the_stale_mark():
+    got = {"web01": {"mode": "ex", "hosts": ["A"], "stale": True}, "db01": {"hosts": ["A"]}}
+    assert xf.holdings(got, "A") == {
+        "web01": {"mode": "ex", "hosts": ["A"], "stale": True},
+        "db01": {"mode": "ex", "hosts": ["A"]},
+    }
+    assert xf.stale(xf.holdings(got, "A")) == ["web01"]
