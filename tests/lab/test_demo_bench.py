@@ -32,9 +32,10 @@ pytestmark = [pytest.mark.root, pytest.mark.lab]
 V1, V2 = demo.V1, demo.V2
 WEB01 = ("web01", demo.GUESTS["web01"])
 RESULTS = {}  # benchmark name -> result, for the report test
-# what the bench records when TCG's live migration corrupted the guest's memory: a lab
-# artefact (docs/lab.md), not a fault of the script under test
-TCG_ARTEFACT = "after its live migration (its kernel:"
+# what the bench records when a guest broke after the lab xl's live migration: TCG's dirty
+# page tracking can corrupt a migrated guest's memory (docs/lab.md), with a kernel message or
+# silently (it stops answering). A lab artefact, not a fault of the script under test
+TCG_ARTEFACT = "after its live migration"
 
 
 def smoke(run, **kwargs):
@@ -114,7 +115,9 @@ def test_evacuation_smoke(bench):
     # one guest keeps the smoke short; tests/lab/test_evacuate_lab.py evacuates two
     result = lab_evacuation.run(runs=1, bench=bench, guests=dict([WEB01]))
     (run,) = result["runs"]
-    assert run["migrated"] == 1 and run["kept_running"] and run["moved_back"] == 1, run
+    # the table names each move's outcome and error: the whole run is too long for pytest
+    assert run["migrated"] == 1 and run["moved_back"] == 1, run["table"]
+    assert run["kept_running"], run
     assert run["raw_sum_s"] > 0 and run["makespan_s"] > 0
     assert bench.where("web01") == V1  # back home after the restore
     RESULTS["lab_evacuation"] = result
