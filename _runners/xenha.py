@@ -1538,8 +1538,11 @@ def _audit_path():
 def _failover_engine(cluster, early_ping=None):
     # the pillar check's own validation: a value it accepts is one the engine runs with
     settings = xenha_pillarcheck.failover_settings(cluster.get("failover"))
-    # the lockspace's io_timeout, checked as xenha_sanlock checks it (one validation)
-    settings["io_timeout"] = xenha_sanlockcfg.settings(cluster)["io_timeout"]
+    # the lockspace's io_timeout, checked as xenha_sanlock checks it (one validation). Without
+    # xenha:sanlock no survivor can read a lease: every look fails, and as unreadable is never
+    # proof of death, such a failover blocks (ack_fence is the operator's way out)
+    if cluster.get("sanlock") is not None:
+        settings["io_timeout"] = xenha_sanlockcfg.settings(cluster)["io_timeout"]
     io = _SaltFailoverIO(cluster, early_ping, settings["io_timeout"])
     return xenha_failover.Engine(io, _cachedir(), settings)
 
