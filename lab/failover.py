@@ -167,6 +167,18 @@ class Failover:
         self.init_leases()
         return cfg
 
+    def update_domu(self, name, **fields):
+        """Set ``fields`` (e.g. ``monitor={...}``) in domU ``name``'s ``xenha:domus`` entry of
+        this run's pillar, a lab-only override, and make the VM hosts read it (their pillar
+        beacons follow)."""
+        data = self._pillar()
+        try:
+            data["xenha"]["domus"][name].update(fields)
+        except (KeyError, TypeError):
+            raise LabError(f"{self.pillar_file}: no domU {name!r} (define_domu first)") from None
+        self._write_pillar(data)
+        self.refresh()
+
     def start_domu(self, name, host_id, timeout=120):
         """Start ``name`` on ``host_id`` as the product does (``xenha_xen.start``: the domU's
         sanlock lease first, refused while a live host holds it); returns the xl row."""
