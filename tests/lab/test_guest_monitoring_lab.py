@@ -45,8 +45,13 @@ def audit(lab):
 
 
 def actions(lab):
-    """The audit trail without ``guest-ignored`` lines (a second report while one is handled)."""
-    return [(host, step, d) for host, step, d in audit(lab) if step != "guest-ignored"]
+    """The guest actions of the audit trail: no ``guest-ignored`` lines (a second report while
+    one is handled) and no host marks."""
+    return [
+        (host, step, d)
+        for host, step, d in audit(lab)
+        if step.startswith("guest-") and step != "guest-ignored"
+    ]
 
 
 def listed(lab):
@@ -63,7 +68,7 @@ def listed(lab):
 def beacons(lab):
     """{minion: names of its beacons} (pillar and configuration)."""
     got = lab.salt("*", "beacons.list", "return_yaml=False", timeout=60)
-    return {mid: sorted(b) if isinstance(b, dict) else b for mid, b in got.items()}
+    return {mid: sorted(b) if isinstance(b, dict) else [repr(b)] for mid, b in got.items()}
 
 
 def crash(lab, host_id):
