@@ -10,6 +10,7 @@ at any poll, and the master's audit trail (``guestmon.log``) names each action.
 """
 
 import json
+import time
 
 import pytest
 
@@ -25,6 +26,7 @@ NAME, IP = "web01", "10.99.0.100"
 RESTARTS = 2
 MONITOR = {"restart": RESTARTS, "within": 3600, "then": "relocate"}
 STEP_TIMEOUT = 300  # s from a crash to the guest answering again (detection, restart, TCG boot)
+NO_ACTION_TIMEOUT = 120  # s from a crash to the master's first action on it (detection ~6 s)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,20 @@ def beacons(lab):
     return {mid: sorted(b) if isinstance(b, dict) else [repr(b)] for mid, b in got.items()}
 
 
+def log_tail(lab, words=("guest", "ERROR", "Error", "Traceback"), lines=25):
+    """The lines of the master's and ServVirt1's Salt logs that mention ``words`` (last
+    ``lines`` of each): what the beacon, the reactor and the runner said."""
+    out = []
+    for who, path in (
+        ("master", lab.master.root / "var" / "log" / "salt" / "master"),
+        (V1, lab.hosts[V1].root / "var" / "log" / "salt" / "minion"),
+    ):
+        text = path.read_text(errors="replace").splitlines() if path.exists() else []
+        hits = [x for x in text if any(w in x for w in words)][-lines:]
+        out += [f"--- {who} ({path}):", *hits]
+    return "\n".join(out)
+
+
 def crash(lab, host_id):
     """SIGKILL ``NAME``'s QEMU inside ``host_id``: the toolstack sees the domain gone."""
     host = lab.hosts[host_id]
@@ -83,9 +99,11 @@ def wait_back(lab, before, expect_on, what):
     """Poll until ``NAME`` answers over its network with a boot id other than ``before``'s,
     listed on ``expect_on`` alone; at each poll ``xl list`` of both hosts shows it at most
     once. Returns its state; on timeout the audit trail and the listing are in the message."""
-    seen = []
+    seen, acted, t0 = [], len(actions(lab)), time.monotonic()
 
     def back():
+        if len(actions(lab)) == acted and time.monotonic() - t0 > NO_ACTION_TIMEOUT:
+            raise LabError(f"no guest action in the audit trail {NO_ACTION_TIMEOUT} s on")
         where = listed(lab)
         hosts = sorted(h for h, names in where.items() if NAME in names)
         seen.append(hosts)
@@ -99,7 +117,9 @@ def wait_back(lab, before, expect_on, what):
         return wait_for(back, STEP_TIMEOUT, what, interval=1)
     except LabError as err:
         trail = "\n".join(f"  {h} {s} {json.dumps(d)}" for h, s, d in audit(lab))
-        pytest.fail(f"{err}; listed last on {seen[-1:]}, audit trail:\n{trail}")
+        pytest.fail(
+            f"{err}; listed last on {seen[-1:]}, audit trail:\n{trail}\nSalt logs:\n{log_tail(lab)}"
+        )
 
 
 def test_a_crashed_guest_is_restarted_in_place_then_relocated(lab_fo):
