@@ -26,6 +26,9 @@ NAME, IP = "web01", "10.99.0.100"
 RESTARTS = 2
 MONITOR = {"restart": RESTARTS, "within": 3600, "then": "relocate"}
 STEP_TIMEOUT = 300  # s from a crash to the guest answering again (detection, restart, TCG boot)
+# the watcher learns a domU in a round (the pillar's beacon has every: 5) and reports only one
+# it saw listed: each crash waits until at least two rounds saw the running instance
+SEEN = 12
 NO_ACTION_TIMEOUT = 120  # s from a crash to the master's first action on it (detection ~6 s)
 
 
@@ -88,7 +91,9 @@ def log_tail(lab, words=("guest", "ERROR", "Error", "Traceback"), lines=25):
 
 
 def crash(lab, host_id):
-    """SIGKILL ``NAME``'s QEMU inside ``host_id``: the toolstack sees the domain gone."""
+    """SIGKILL ``NAME``'s QEMU inside ``host_id`` once the guest watcher saw it (:data:`SEEN`):
+    the toolstack sees the domain gone."""
+    time.sleep(SEEN)
     host = lab.hosts[host_id]
     domid = toolstack.xl(host, "domid", NAME).stdout.strip()
     pidfile = host.root / "xl" / f"d{domid}.pid"
