@@ -116,7 +116,7 @@ class Lab:
 
     def pillar(self):
         """The lab's ``xenha`` pillar: the cluster file merged with this run's secrets."""
-        return _merge(self.cluster, yaml.safe_load(self.secrets_file.read_text()))
+        return merge(self.cluster, yaml.safe_load(self.secrets_file.read_text()))
 
     def host(self, name):
         """The Host called ``name`` (a minion id or ``master``), or LabError naming it."""
@@ -329,10 +329,11 @@ class Lab:
         }
 
 
-def _merge(base, extra):
+def merge(base, extra):
+    """``extra`` merged over ``base``, mappings recursively (a copy)."""
     if not isinstance(base, dict) or not isinstance(extra, dict):
         return extra
-    return {k: _merge(base.get(k), v) if k in base else v for k, v in extra.items()} | {
+    return {k: merge(base.get(k), v) if k in base else v for k, v in extra.items()} | {
         k: v for k, v in base.items() if k not in extra
     }
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from lab import vm
+from lab.cluster import merge
 from lab.hosts import LabError, identity, kill_all, wait_for
 
 RECORDER_PIDFILE = "/run/xenha-recorder.pid"
@@ -96,6 +97,13 @@ class Failover:
     def _write_pillar(self, data):
         self.pillar_file.parent.mkdir(parents=True, exist_ok=True)
         self.pillar_file.write_text(yaml.safe_dump(data, default_flow_style=False))
+        # pillar/xenha/init.sls derives the VM hosts' pillar beacons (xenha_guests once a domU
+        # has a monitor) from xenha/cluster.yaml alone, where a real site keeps its domUs:
+        # shadow the lab's with a copy holding the same keys (the run folder is the first
+        # pillar root), so the merged pillar is unchanged and the derivation sees the domUs
+        cluster = self.pillar_file.with_name("cluster.yaml")
+        merged = merge(self.lab.cluster, data.get("xenha") or {})
+        cluster.write_text(yaml.safe_dump(merged, default_flow_style=False))
 
     def recorder_argv(self):
         log = self.dir / "recorder.log"
@@ -166,6 +174,18 @@ class Failover:
         self.refresh()
         self.init_leases()
         return cfg
+
+    def update_domu(self, name, **fields):
+        """Set ``fields`` (e.g. ``monitor={...}``) in domU ``name``'s ``xenha:domus`` entry of
+        this run's pillar, a lab-only override, and make the VM hosts read it (their pillar
+        beacons follow)."""
+        data = self._pillar()
+        try:
+            data["xenha"]["domus"][name].update(fields)
+        except (KeyError, TypeError):
+            raise LabError(f"{self.pillar_file}: no domU {name!r} (define_domu first)") from None
+        self._write_pillar(data)
+        self.refresh()
 
     def start_domu(self, name, host_id, timeout=120):
         """Start ``name`` on ``host_id`` as the product does (``xenha_xen.start``: the domU's
