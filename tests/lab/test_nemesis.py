@@ -56,13 +56,6 @@ def test_no_domu_ever_runs_on_two_hosts(run):
     assert summary["violations"] == 0, json.dumps([r["violations"] for r in rows])[:4000]
 
 
-@pytest.mark.xfail(
-    reason="known product gaps the nemesis finds, not fixed yet: a host reset and back "
-    "before its failover decides (power-off, kill-master-failover) comes back without its "
-    "domUs, and nothing restarts them (its claim is ignored: the lease advances again); a "
-    "storage-only cut longer than 8 x io_timeout leaves the killed domUs down",
-    strict=False,
-)
 def test_every_healed_fault_settles(run):
     summary, rows = run
     unsettled = [r for r in rows if not r["settled"]]
