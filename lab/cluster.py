@@ -5,7 +5,8 @@ shipped ``etc/master.d/xenha.conf`` (relocated), keys auto-accepted and the reac
 Its pillar roots are, in order: ``<run>/pillar`` (``xenha/secrets.yaml``, generated at ``up``),
 ``lab/pillar`` (the lab's top file, ``xenha/cluster.yaml`` and formula lookups) and the repo's
 ``pillar/``; the BMC passwords, generated at ``up`` too, are in the master's own configuration
-(``/etc/salt/master.d/xenha-bmc.conf`` inside the master host), as on a real master. Every host
+(``/etc/salt/master.d/xenha-bmc.conf`` inside the master host), as on a real master; so are
+the alert settings a lab is given (``xenha-alerts.conf``, the ``xenha_alerts`` option). Every host
 of the cluster file becomes a lab host running its own salt-minion, sshd and chronyd (``-x``:
 the machine clock is never touched), plus tgtd on the storage host; a client endpoint ``cli``
 and one BMC endpoint per host with a ``bmc`` complete the segment. The salt CLIs run inside
@@ -54,9 +55,14 @@ SALT_CLIS = ("salt", "salt-run", "salt-key")  # what an operator runs on the mas
 
 
 class Lab:
-    """The lab cluster: ``hosts`` (minion id -> Host), ``master``, ``cli``, ``bmcs`` (id -> BMC)."""
+    """The lab cluster: ``hosts`` (minion id -> Host), ``master``, ``cli``, ``bmcs`` (id -> BMC).
 
-    def __init__(self, run_dir=DEFAULT_RUN_DIR, pillar=LAB_PILLAR, prefix="xha"):
+    ``alerts``: the master's ``xenha_alerts`` option (docs/operations.md), written before the
+    master starts (the reactor reads it then); None gives a master without alerts.
+    """
+
+    def __init__(self, run_dir=DEFAULT_RUN_DIR, pillar=LAB_PILLAR, prefix="xha", alerts=None):
+        self.alerts = alerts
         self.cluster_file = Path(pillar)
         self.cluster = yaml.safe_load(self.cluster_file.read_text())
         spec = self.cluster["hosts"]
@@ -186,6 +192,16 @@ class Lab:
         _write_yaml(self.bmc_conf, {"xenha_bmc": passwords})
         self.bmc_conf.chmod(0o600)
 
+    @property
+    def alerts_conf(self):
+        """The master's alert settings file (written only for a lab given ``alerts``)."""
+        return self.master.etc / "salt" / "master.d" / "xenha-alerts.conf"
+
+    def _write_alerts(self):
+        if self.alerts is not None:
+            _write_yaml(self.alerts_conf, {"xenha_alerts": self.alerts})
+            self.alerts_conf.chmod(0o600)  # as on a real master: it may hold an SMTP password
+
     def _write_sanlock_pillar(self):
         """The lease area's path, which depends on the run folder (lab/pillar/lab_sanlock.sls)."""
         data = {"lease_path": str(self.sanlock.lease_path)}
@@ -211,6 +227,7 @@ class Lab:
         self._write_sanlock_pillar()
         self.sanlock.attach()
         self._write_master_config()
+        self._write_alerts()
         for mid, host in self.hosts.items():
             self._write_minion_config(mid, host)
         self.master.power_on()

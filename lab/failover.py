@@ -269,13 +269,16 @@ class Failover:
         mounts = host.run(["cat", "/proc/self/mounts"]).stdout.splitlines()
         return any(m.split()[:2] == [NO_STORAGE, str(self.shared)] for m in mounts)
 
-    def isolate_storage(self, host_id):
+    def isolate_storage(self, host_id, sanlock=True):
         """Take the shared storage away from ``host_id`` only: an empty read-only tmpfs over
         the shared folder (domU configs, lease area) in its own mount namespace, and its
-        sanlock daemon's disk I/O fails (:data:`STORAGE_CUT`)."""
+        sanlock daemon's disk I/O fails (:data:`STORAGE_CUT`). With ``sanlock=False`` only
+        the folder goes: the daemon renews through the lease area it holds open, while the
+        host's readers of the lease area (``xenha_sanlock.observe``, ``holders``) fail."""
         host = self.lab.host(host_id)
-        cut = STORAGE_CUT.rsplit("/", 1)[0]
-        host.run(["sh", "-c", f"mkdir -p {cut} && touch {STORAGE_CUT}"])
+        if sanlock:
+            cut = STORAGE_CUT.rsplit("/", 1)[0]
+            host.run(["sh", "-c", f"mkdir -p {cut} && touch {STORAGE_CUT}"])
         if not self.storage_isolated(host_id):
             argv = ["mount", "-t", "tmpfs", "-o", "ro,size=4k", NO_STORAGE, str(self.shared)]
             host.run(argv)

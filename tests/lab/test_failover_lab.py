@@ -1,10 +1,13 @@
 """Automatic failover in the lab: real minions, heartbeat beacons, reactor and runner, real BMC
 simulators, a real sanlock daemon in each VM host, and a real guest (slow: QEMU under TCG).
 
-One module-scoped lab (prefix ``xfo``) and one domU, web01, which the tests hand from host to
-host in order: a crash fails it over by IPMI fence, the crashed host comes back without it; a
-host whose BMC cannot be reached is not failed over until sanlock calls it dead, and an
-operator's acknowledgement ends that wait; a partitioned host that still renews its sanlock
+One module-scoped lab (prefix ``xfo``, or ``$XENHA_FAILOVER_TEST_PREFIX``) and one domU, web01,
+which the tests hand from host to host in order: a crash fails it over by IPMI fence, the
+crashed host comes back without it; a host that dies while the survivor cannot read the lease
+area is not fenced (``blocked``, and the alert reaches a real SMTP server and webhook receiver
+on the master's loopback); once it reads it, a host whose BMC cannot be reached is not failed
+over until sanlock calls it dead, and an operator's acknowledgement ends that wait; a
+partitioned host that still renews its sanlock
 delta lease keeps its domUs, and once it loses the storage too its sanlock destroys them
 (killpath) before the survivor takes over on the lease-only path; short heartbeat drops do
 nothing; forged claims are ignored; a burst of claims and a master killed mid-failover still
@@ -14,6 +17,7 @@ all along: never on two hosts at once.
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,6 +32,7 @@ from lab import RUN_ROOT, bmc, toolstack, vm
 from lab.cluster import Lab
 from lab.failover import Failover, Watch, _daemon, enable_failover, forge_event, running_on
 from lab.hosts import LabError, wait_for
+from tests.support.receivers import http_receiver, smtp_receiver
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -35,6 +40,26 @@ V1, V2, DB = "ServVirt1", "ServVirt2", "ServDB"
 WEB01_IP = "10.99.0.100"
 FAILOVER_TIMEOUT = 240  # s: detection, corroboration, fence and a TCG boot on a loaded machine
 WATCH = []  # every Watch of the module: none may ever have seen web01 on two hosts
+PREFIX = os.environ.get("XENHA_FAILOVER_TEST_PREFIX", "xfo")  # another engineer's: their own
+# the master alerts receivers on its own loopback (ports free in its fresh network namespace),
+# with this run's made-up credentials
+ALERT_SMTP_PORT, ALERT_HTTP_PORT = 2525, 8080
+ALERT_HOOK = f"/hook/{secrets.token_hex(8)}"  # a chat webhook's token is in its path
+ALERT_AUTH = f"Bearer {secrets.token_hex(8)}"
+ALERTS = {
+    "timeout": 5,
+    "email": {
+        "host": "127.0.0.1",
+        "port": ALERT_SMTP_PORT,
+        "from": "xenha@lab.example",
+        "to": ["ops@lab.example"],
+    },
+    "webhook": {
+        "url": f"http://127.0.0.1:{ALERT_HTTP_PORT}{ALERT_HOOK}",
+        "headers": {"Authorization": ALERT_AUTH},
+    },
+}
+FIGURES = RUN_ROOT / "figures" / "alert-latency.jsonl"  # one line per run: never asserted
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +70,8 @@ def lab():
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         pytest.fail(f"missing lab tools {missing}: run `make deps`")
-    the_lab = Lab(RUN_ROOT / "test-failover-lab", prefix="xfo")
+    suffix = "" if PREFIX == "xfo" else f"-{PREFIX}"
+    the_lab = Lab(RUN_ROOT / f"test-failover-lab{suffix}", prefix=PREFIX, alerts=ALERTS)
     toolstack.attach(the_lab)
     try:
         the_lab.up()
@@ -60,6 +86,18 @@ def bmcs(lab):
     yield started
     for b in started.values():
         b.stop()
+
+
+@pytest.fixture(scope="module")
+def alerts(lab):
+    """The alert receivers on the master's loopback: ``{"mails": [...], "posts": [...]}``,
+    filled as alerts arrive (from the test on; deliveries before it find nobody)."""
+    netns = lab.master.netns
+    with (
+        smtp_receiver(ALERT_SMTP_PORT, netns) as (_, mails),
+        http_receiver(port=ALERT_HTTP_PORT, netns=netns, path=ALERT_HOOK) as (_, posts),
+    ):
+        yield {"mails": mails, "posts": posts}
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +169,49 @@ def show(title, timeline, **extra):
     print(f"\n{title}: " + json.dumps({**timeline, **extra}))
 
 
+def first(items, match, what, timeout=30):
+    """The first of ``items`` (a list a receiver fills) that ``match`` accepts, waited for."""
+    return wait_for(lambda: next((i for i in items if match(i)), None), timeout, what)
+
+
+def blocked_alerts(alerts, event):
+    """The mail and the webhook POST about blocked ``event`` (recorded on the bus), checked:
+    subject, host, failover, reason, attempt, the way out; the seconds from the event to each
+    receipt are printed and added to :data:`FIGURES`."""
+    data = event["data"]
+    host, failover, attempt = data["host"], data["failover"], data["attempt"]
+
+    def body(mail):
+        return mail["message"].get_content()
+
+    mail = first(
+        alerts["mails"],
+        lambda m: f"failover id: {failover}" in body(m) and f"attempt: {attempt}," in body(m),
+        f"the mail about {host}'s blocked failover",
+    )
+    post = first(
+        alerts["posts"],
+        lambda p: p["json"]["event"] == "blocked" and p["json"]["data"].get("attempt") == attempt,
+        f"the webhook POST about {host}'s blocked failover",
+    )
+    assert mail["rcpt"] == ["ops@lab.example"]
+    assert mail["message"]["Subject"] == f"[xenha] failover of {host} is blocked: nothing restarted"
+    assert data["reason"] in body(mail) and f"salt-run xenha.ack_fence {host}" in body(mail)
+    assert post["path"] == ALERT_HOOK and post["headers"]["Authorization"] == ALERT_AUTH
+    assert (post["json"]["host"], post["json"]["failover"]) == (host, failover)
+    assert post["json"]["data"]["reason"] == data["reason"]
+    latency = {
+        "mail": round(mail["time"] - event["t"], 3),
+        "webhook": round(post["time"] - event["t"], 3),
+    }
+    print(f"\nblocked event on the bus -> alert received, s: {json.dumps(latency)}")
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    row = {"t": round(event["t"], 3), "load1": os.getloadavg()[0], **latency}
+    with FIGURES.open("a") as out:
+        out.write(json.dumps({"what": "blocked -> alert received (s)", **row}) + "\n")
+    return latency
+
+
 # --- 1. crash -> fenced restart on the survivor, exactly once --------------------------------
 
 
@@ -182,13 +263,23 @@ def test_the_dead_host_comes_back_without_its_old_domus_and_shows_healthy(lab, b
 # --- 2. no BMC -> wait for sanlock's dead; the operator's ack ends the wait ------------------
 
 
-def test_an_unreachable_bmc_waits_for_sanlock_until_the_operator_acknowledges(lab, bmcs, fo):
+def test_an_unreachable_bmc_waits_for_sanlock_until_the_operator_acknowledges(
+    lab, bmcs, fo, alerts
+):
     before = vm.wait_guest(lab.cli, WEB01_IP)
     lab.bmcs[V2].partition()  # V2 dies with its BMC cut off: no IPMI fence
+    # and the survivor cannot read the lease area at first (its sanlock renews on): no
+    # evidence that V2 is down, so nothing is fenced, the failover is blocked and alerted
+    fo.isolate_storage(V1, sanlock=False)
     try:
         with watch(lab) as w:
             t0 = time.time()
             lab.hosts[V2].power_off()
+            blocked = fo.wait_event(f"xenha/failover/{V2}/blocked", t0, FAILOVER_TIMEOUT)
+            fo.restore_storage(V1)  # the retry (5 s later) reads the lease stopped
+            assert blocked["data"]["attempt"] == 1
+            assert f"unreadable on {V1}" in blocked["data"]["reason"], blocked
+            assert not fo.events(f"xenha/failover/{V2}/corroborated", t0)
             fo.wait_event(f"xenha/failover/{V2}/corroborated", t0, FAILOVER_TIMEOUT)
             # the lease-only path waits for sanlock's dead (8 x io_timeout + 60 s after V2's
             # last renewal): nothing is started meanwhile
@@ -205,6 +296,8 @@ def test_an_unreachable_bmc_waits_for_sanlock_until_the_operator_acknowledges(la
             new_boot(lab, before["bootid"], fo=fo)
         tl = fo.timeline(V2, t0)
         show("no BMC -> ack_fence -> restart", tl, ack=round(t_ack - t0, 2))
+        assert tl["blocked"] < tl["corroborated"] < tl["fenced"], tl
+        blocked_alerts(alerts, blocked)
         # the ack came before sanlock could call V2 dead (68 s at io_timeout 1)
         assert fenced["data"]["method"] == "manual", fenced
         assert [e["target"] for e in started(fo, V2, t0)] == [V1]
@@ -212,6 +305,7 @@ def test_an_unreachable_bmc_waits_for_sanlock_until_the_operator_acknowledges(la
         assert any(f" {V2} ack_fence " in line for line in fo.audit(t0))
         assert fo.holders().get("web01") == {"mode": "ex", "hosts": [V1]}
     finally:
+        fo.restore_storage(V1)
         lab.bmcs[V2].heal()
     power_on(lab, bmcs, V2)
     assert running_on(lab, "web01") == {V1}

@@ -1,15 +1,47 @@
-"""Real alert receivers on 127.0.0.1: an SMTP server (aiosmtpd) and an HTTP server for webhooks."""
+"""Real alert receivers on 127.0.0.1: an SMTP server (aiosmtpd) and an HTTP server for webhooks.
+
+Given ``netns`` (a network namespace's name, as ``ip netns`` names it), a receiver listens on
+that namespace's loopback instead, e.g. a lab master's, while this process reads what came.
+"""
 
 import contextlib
+import ctypes
 import email
 import email.policy
 import http.server
 import json
+import os
 import socket
 import threading
 import time
 
 from aiosmtpd.controller import Controller
+
+CLONE_NEWNET = 0x40000000  # setns(2): the file must be a network namespace
+
+
+@contextlib.contextmanager
+def in_netns(netns):
+    """
+    Run the block in network namespace ``netns`` (None: where we are). Only this thread
+    moves; the sockets it makes there, and the threads it starts, stay in that namespace.
+    """
+    if netns is None:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def enter(fd, what):
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {what}: {os.strerror(err)}")
+
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{netns}") as there:
+        enter(there.fileno(), f"network namespace {netns}")
+        try:
+            yield
+        finally:
+            enter(home.fileno(), "this process's network namespace")
 
 
 class _Collect:
@@ -26,11 +58,13 @@ class _Collect:
 
 
 @contextlib.contextmanager
-def smtp_receiver():
-    """Yield ``(port, messages)``: a real SMTP server; ``messages`` fills as mail arrives."""
+def smtp_receiver(port=None, netns=None):
+    """Yield ``(port, messages)``: a real SMTP server on ``port`` (default: a free one) in
+    ``netns``; ``messages`` fills as mail arrives."""
     handler = _Collect()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
+    with in_netns(netns):
+        controller = Controller(handler, hostname="127.0.0.1", port=port or free_port())
+        controller.start()  # its thread, and so its socket, in netns
     try:
         yield controller.port, handler.messages
     finally:
@@ -38,8 +72,9 @@ def smtp_receiver():
 
 
 @contextlib.contextmanager
-def http_receiver(status=200):
-    """Yield ``(url, posts)``: an HTTP server answering ``status``; ``posts`` gets each POST."""
+def http_receiver(status=200, port=0, netns=None, path="/hook/SECRET-TOKEN"):
+    """Yield ``(url, posts)``: an HTTP server on ``port`` (0: a free one) in ``netns``,
+    answering ``status``; ``posts`` gets each POST."""
     posts = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -53,11 +88,12 @@ def http_receiver(status=200):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with in_netns(netns):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/hook/SECRET-TOKEN", posts
+        yield f"http://127.0.0.1:{server.server_port}{path}", posts
     finally:
         server.shutdown()
         server.server_close()
