@@ -506,11 +506,12 @@ class Engine:
         summaries of the failovers it ran."""
         members = self.io.members()
         hosts = sorted(members["vmhosts"])
-        for observer in hosts:
-            got = self._safe(self.io.leased_domus, observer, None)
-            if holdings(got, "") is not None:
-                break
-        else:
+        # every VM host is asked side by side: a host that is down must not hold up the
+        # scheduled resume by a whole call timeout; the first readable answer counts
+        with ThreadPoolExecutor(len(hosts) or 1) as pool:
+            answers = list(pool.map(lambda h: self._safe(self.io.leased_domus, h, None), hosts))
+        got = next((a for a in answers if holdings(a, "") is not None), None)
+        if got is None:
             return []
         ran = [self.reclaim(h, holdings(got, h)) for h in hosts if stale(holdings(got, h))]
         return [summary for summary in ran if summary]

@@ -1091,3 +1091,13 @@ def test_holdings_keep_the_stale_mark():
         "db01": {"mode": "ex", "hosts": ["A"]},
     }
     assert xf.stale(xf.holdings(got, "A")) == ["web01"]
+
+
+def test_the_sweep_reads_the_leases_from_any_host_that_answers(io, tmp_path):
+    # A is down (its failover is another matter); C was reset and lost tiny's lease
+    io.leases_of = {"A": ["web01", "db01"], "C": ["tiny"]}
+    io.stale = {"tiny"}
+    (ran,) = engine(io, tmp_path).reclaim_all()
+    assert (ran["host"], ran["fence"]["method"]) == ("C", "rejoined")
+    assert io.starts == [("tiny", "B")]
+    assert xf.load(str(tmp_path), "A") == {}  # A's own leases are no business of the sweep
