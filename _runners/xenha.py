@@ -213,6 +213,10 @@ def _call_proven(minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
     through xenha_proof.call and believed only when ``minion`` signed it for this call's nonce.
     An answer in its name that it did not sign counts as no answer.
     """
+    if _accepted_key(minion) is None:
+        # nothing it answers could be proven; and a call to an unknown minion would have
+        # Salt print "No minions matched the target" into the runner's --out=json output
+        return False, f"{minion} has no Salt key the master accepted: no answer is evidence"
     nonce, args = _sealed(fun, arg, kwarg)
     with _client_for_call() as client:
         returns = client.cmd(

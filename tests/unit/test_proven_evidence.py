@@ -104,3 +104,12 @@ def test_salts_own_failure_text_is_said_as_it_is(runner, monkeypatch):
     io, _ = _adapter(runner, monkeypatch, unreachable)
     with pytest.raises(CommandExecutionError, match=r"failed: Minion did not return"):
         io.observe("ServVirt2", "ServVirt1", None)
+
+
+def test_a_minion_without_an_accepted_key_is_not_even_asked(runner, monkeypatch):
+    # Salt would print "No minions matched the target" into salt-run's --out=json output
+    io, client = _adapter(runner, monkeypatch, _sealed_by(VICTIM))
+    monkeypatch.setattr(runner, "_accepted_key", lambda minion: None)
+    with pytest.raises(CommandExecutionError, match="ServVirt2 has no Salt key the master"):
+        io.leased_domus("ServVirt2", None)
+    assert client.calls == []
