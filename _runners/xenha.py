@@ -1530,6 +1530,8 @@ def host_back(host):
         step = xenha_failback.on_back(policy, mark)
         if step == xenha_failback.LIFT:
             doc.pop(host)
+    if step == xenha_failback.LIFT:  # the drain's evacuation is over, as restore ends one
+        xenha_store.delete(_cachedir(), f"evacuate-{host}")
     answer = {"host": host, "policy": policy, "step": step}
     if step == xenha_failback.NONE:
         answer["summary"] = f"{host} back; shutdown_policy {policy}: nothing changes"

@@ -197,8 +197,10 @@ def test_failback_refuses_a_host_that_is_not_up(runner, monkeypatch):
 
 def test_host_back_lifts_the_drains_maintenance_then_fails_back(runner, tmp_path):
     xenha_store.save(str(tmp_path), "maintenance", {A: {"since": 1.0, "by": "shutdown"}, C: {}})
+    xenha_store.save(str(tmp_path), "evacuate-ServVirt1", {"domus": {"web01": {}}})
     got = runner.host_back(A)["data"]
     assert xenha_store.load(str(tmp_path), "maintenance") == {C: {}}
+    assert xenha_store.load(str(tmp_path), "evacuate-ServVirt1") == {}  # ended, as restore does
     assert got["step"] == "lift" and got["summary"].startswith(
         "ServVirt1 back: the shutdown drain's maintenance ended; failback ServVirt1: 1 of 3"
     )
