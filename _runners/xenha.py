@@ -30,6 +30,7 @@ import salt.utils.event
 import salt.utils.jid
 import salt.utils.minions
 import xenha_capacity
+import xenha_failback
 import xenha_names
 import xenha_pillarcheck
 import xenha_placement
@@ -912,7 +913,7 @@ class _Mover:
         self.cluster = cluster
         self.cold = cold  # the operator allows a cold move when a live one fails
         self.host = host
-        self.kind = kind  # "evacuate" | "restore": names the journal and the event tags
+        self.kind = kind  # "evacuate" | "restore" | "failback": the journal and event tags
         self.journal = f"{kind}-{host}"
         self.timeout = timeout
         self.lock = threading.Lock()
@@ -1240,7 +1241,7 @@ MOVED = ("migrated", "cold-migrated")  # outcomes of a move that happened
 
 
 @_command
-def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
+def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False, drain=False):
     """
     Put ``host`` in maintenance (failover and placement stop choosing it) and live-migrate its
     domUs away: placement picks each target (free memory, priorities, anti-affinity), at most
@@ -1263,6 +1264,11 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
         ``True``: when a live migration fails (target unreachable, migration failed), shut the
         domU down cleanly and start it on the target instead (outcome ``cold-migrated``). Off by
         default: nothing is ever stopped unless the operator asks.
+    drain
+        ``True`` when the host's shutdown drain asks (the reactor passes it): a maintenance it
+        sets is marked as the drain's, which the host's return lifts (``host_back``); a host
+        already in maintenance keeps its mark, and an operator's evacuation takes a drain's
+        mark over.
 
     Returns ``{"host", "result", "summary"}``: the result table has one row per domU (domu,
     from, to, duration_s, outcome, reason), outcome ``migrated``, ``cold-migrated``,
@@ -1282,7 +1288,7 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False):
     _vmhost(cluster, host)
     parallel = _parallel(cluster, parallel)
     with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
-        doc.setdefault(host, {"since": time.time(), "by": "evacuate"})
+        doc[host] = xenha_failback.maintenance_mark(doc.get(host), bool(drain), time.time())
     with _reused_clients():
         table = _evacuate(cluster, host, parallel, timeout, cold)
     answer = {"host": host, "result": table}
@@ -1396,18 +1402,37 @@ def _targets_settled(cluster, targets, disks=False):
 
 def _move_back(cluster, host, evacuation, parallel, timeout):
     """restore's move_back: the domUs the evacuation migrated away, back onto ``host``."""
-    mover = _Mover(cluster, host, "restore", timeout)
+
+    def pick(snap):
+        return [
+            d
+            for d, entry in sorted((evacuation.get("domus") or {}).items())
+            if entry.get("outcome") == "migrated"
+            and snap["domus"].get(d, {}).get("host") not in (None, host)
+            and not snap["domus"][d]["migrating"]
+        ]
+
+    return _bring_home(_Mover(cluster, host, "restore", timeout), pick, parallel)
+
+
+def _bring_home(mover, pick, parallel):
+    """
+    Live-migrate onto the ``mover``'s host the domUs ``pick(snapshot)`` names (restore's
+    move_back, failback): planned with ``only=[host]``, each move run, confirmed and journaled
+    by the mover as evacuate's are; a domU that does not fit stays and its row says why.
+    ``pick`` may raise CommandExecutionError to refuse: nothing moves then. Returns the result
+    table.
+    """
+    cluster, host = mover.cluster, mover.host
     journal = xenha_store.load(_cachedir(), mover.journal)
-    # a finished restore journal is history; an unfinished one is resumed
+    # a finished journal is history; an unfinished one is resumed
     _resolve_in_flight(mover, mover.start(fresh=bool(journal.get("finished"))))
     snap = _targets_settled(cluster, [host])
-    left = [
-        d
-        for d, entry in sorted((evacuation.get("domus") or {}).items())
-        if entry.get("outcome") == "migrated"
-        and snap["domus"].get(d, {}).get("host") not in (None, host)
-        and not snap["domus"][d]["migrating"]
-    ]
+    try:
+        left = pick(snap)
+    except CommandExecutionError:
+        mover.finish()
+        raise
     result = _place(snap, left, only=[host])
     for name, reason in sorted(result["unplaced"].items()):
         where = snap["domus"][name]["host"]
@@ -1415,6 +1440,127 @@ def _move_back(cluster, host, evacuation, parallel, timeout):
     moves = [(d, snap["domus"][d]["host"], host) for d in sorted(result["placement"])]
     _run_moves(mover, moves, parallel)
     return mover.finish()
+
+
+# --- failback ----------------------------------------------------------------------------------
+
+BACK_WAIT = 120  # s host_back waits for a host that has just booted to answer before failback
+BACK_PING = 5  # s one ping of that wait may take
+
+
+@_command
+def failback(host, parallel=None, timeout=MIGRATE_TIMEOUT):
+    """
+    Live-migrate back to ``host`` every domU whose ``preferred_host`` is ``host``, with
+    ``failback: true`` in the pillar, that runs on another host now; only when ``host`` is up
+    (it answers) and not in maintenance. The same planner (``only=[host]``: room, reserve,
+    anti-affinity), mover, lease hand-over and journal (``failback-<host>``) as restore's
+    move_back: a domU that does not fit stays where it runs and its row says why.
+
+    Events: ``xenha/failback/<host>/start``, ``.../domu/<domU>`` per step, ``.../done``.
+
+    host
+        The VM host (Salt minion id) the domUs return to.
+    parallel
+        Concurrent migrations (default: pillar ``xenha:evacuation:parallel``, else 2).
+    timeout
+        Seconds one migration may take before it is reported UNCERTAIN.
+
+    Returns ``{"host", "result", "summary"}``, the result table as evacuate's. Exit code 1
+    when ``host`` is in maintenance or not up (refused, one line: the operator's
+    ``xenha.restore HOST move_back=True`` ends maintenance) or a domU did not come back.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.failback ServVirt1
+        salt-run xenha.failback ServVirt1 parallel=1 --out=json
+    """
+    cluster = _cluster(_host_arg(host))
+    _vmhost(cluster, host)
+    return _failback(cluster, host, _parallel(cluster, parallel), timeout)
+
+
+def _failback(cluster, host, parallel, timeout):
+    why = xenha_failback.refusal(host, _marks()[0].get(host))  # no call to refuse it
+    if why:
+        raise CommandExecutionError(why)
+
+    def pick(snap):
+        why = xenha_failback.refusal(host, _marks()[0].get(host), snap["hosts"][host])
+        if why:
+            raise CommandExecutionError(why)
+        return xenha_failback.homeward(cluster.get("domus"), snap, host)
+
+    _fire(f"xenha/failback/{host}/start", {"host": host, "parallel": parallel})
+    _progress(f"failback {host}: planning")
+    with _reused_clients():
+        table = _bring_home(_Mover(cluster, host, "failback", timeout), pick, parallel)
+    _fire(f"xenha/failback/{host}/done", {"host": host, "result": table})
+    answer = {"host": host, "result": table}
+    left, which = _not_moved(table)
+    if not table:
+        return {**answer, "summary": f"failback {host}: nothing to move back"}
+    if left:
+        return _short_of(
+            answer, f"failback {host}: {left} of {len(table)} domU(s) not moved back: {which}"
+        )
+    return {**answer, "summary": f"failback {host}: {len(table)} domU(s) moved back"}
+
+
+@_command
+def host_back(host):
+    """
+    Handle a VM host's report that it is back from a shutdown or reboot (the reactor calls
+    this for the ``xenha/shutdown/back`` event its ``xenha-shutdown`` unit fires at boot,
+    with the event's sender). Under ``shutdown_policy`` migrate: a maintenance the shutdown
+    drain's evacuation set ends, then failback runs for the host (after waiting up to
+    ``BACK_WAIT`` s for it to answer); a maintenance an operator set is kept, and nothing
+    moves. Under freeze and failover nothing changes. Fires ``xenha/shutdown/<host>/back``
+    with the answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run xenha.host_back ServVirt1
+    """
+    cluster = _cluster(_host_arg(host))
+    _vmhost(cluster, host)
+    policy = xenha_pillarcheck.shutdown_settings(cluster.get("failover"))["shutdown_policy"]
+    with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
+        mark = doc.get(host)
+        step = xenha_failback.on_back(policy, mark)
+        if step == xenha_failback.LIFT:
+            doc.pop(host)
+    if step == xenha_failback.LIFT:  # the drain's evacuation is over, as restore ends one
+        xenha_store.delete(_cachedir(), f"evacuate-{host}")
+    answer = {"host": host, "policy": policy, "step": step}
+    if step == xenha_failback.NONE:
+        answer["summary"] = f"{host} back; shutdown_policy {policy}: nothing changes"
+    elif step == xenha_failback.KEEP:
+        answer["summary"] = (
+            f"{host} back; kept in maintenance (set by {mark.get('by')}, not by the shutdown "
+            f"drain): salt-run xenha.restore {host} ends it"
+        )
+    else:
+        answer = _back_failback(cluster, host, answer)
+    _fire(f"xenha/shutdown/{host}/back", answer)
+    return answer
+
+
+def _back_failback(cluster, host, answer):
+    """host_back's failback, once the host answers (it fired the event early in its boot)."""
+    lifted = "the shutdown drain's maintenance ended; " if answer["step"] == "lift" else ""
+    deadline = time.monotonic() + BACK_WAIT
+    while not _answers_ping(host, BACK_PING) and time.monotonic() < deadline:
+        time.sleep(1)
+    try:
+        got = _failback(cluster, host, _parallel(cluster, None), MIGRATE_TIMEOUT)
+    except CommandExecutionError as err:
+        return _short_of(answer, f"{host} back: {lifted}no failback: {err}")
+    return {**answer, **got, "summary": f"{host} back: {lifted}{got['summary']}"}
 
 
 # =============================================================================================

@@ -755,6 +755,19 @@ def monitor(data, where):
     return out
 
 
+def failback(domu, where):
+    """
+    Whether a domU returns to its ``preferred_host`` when that host is back (pillar
+    ``xenha:domus:<name>:failback``, default false; ``salt-run xenha.failback``): true needs
+    a ``preferred_host``, the host it returns to.
+    """
+    path = where if isinstance(where, _Path) else _Path(where)
+    value = _boolean(domu, "failback", path, False)
+    if value and domu.get("preferred_host") in (None, ""):
+        (path / "failback").fail("true needs preferred_host (the host the domU returns to)")
+    return value
+
+
 def _domus(data, hosts, vmhosts, mount):
     path = ROOT / "domus"
     data = _mapping(data, path, required=False)
@@ -778,6 +791,7 @@ def _domus(data, hosts, vmhosts, mount):
         if preferred is not None and preferred not in room:
             (dpath / "preferred_host").fail(f"{preferred!r} is not a VM host in xenha:hosts")
         domu["preferred_host"] = preferred
+        domu["failback"] = failback(domu, dpath)
         if domu.get("monitor") is not None:
             domu["monitor"] = monitor(domu["monitor"], dpath / "monitor")
         domu["admission"] = admission(domu.get("admission"), dpath / "admission")

@@ -2,7 +2,7 @@
 The shutdown drain's request through a real master running the shipped reactor
 (etc/master.d/xenha.conf) against a stub ``xenha.evacuate`` runner that records its arguments:
 a minion's ``xenha/shutdown/evacuate`` event evacuates that minion, whatever host its payload
-names.
+names, as the drain's (``drain=True``: its maintenance is the one the host's return lifts).
 """
 
 import shutil
@@ -17,9 +17,9 @@ MINION = "xenha-sd-a"
 STUB_RUNNER = """
 import json
 
-def evacuate(host=None, **kwargs):
+def evacuate(host=None, drain=False, **kwargs):
     with open({calls!r}, "a") as fh:
-        fh.write(json.dumps({{"host": host}}) + "\\n")
+        fh.write(json.dumps({{"host": host, "drain": drain}}) + "\\n")
     return True
 """
 
@@ -64,4 +64,4 @@ def test_a_shutdown_request_evacuates_its_sender_only(master, minion, work):
         "event.send", "xenha/shutdown/evacuate", payload, minion_tgt=MINION
     )
     assert ret.returncode == 0 and ret.data is True, ret
-    assert runner_calls(work) == [{"host": MINION}]
+    assert runner_calls(work) == [{"host": MINION, "drain": True}]

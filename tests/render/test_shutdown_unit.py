@@ -15,6 +15,12 @@ def test_vm_hosts_get_a_unit_that_drains_on_stop(highstate, family):
     assert "ExecStop=/usr/bin/salt-call --retcode-passthrough xenha_shutdown.drain" in text
     assert {"Type=oneshot", "RemainAfterExit=yes", "WantedBy=multi-user.target"} <= set(text)
     assert "TimeoutStopSec=660" in text  # the default shutdown_timeout 600 s, plus 60 s
+    # the start at boot says the host is back, bounded, and never fails the unit: a unit that
+    # did not start would not be stopped, and its stop is the drain
+    assert (
+        "ExecStart=-/usr/bin/timeout -k 10 60 /usr/bin/salt-call --retcode-passthrough"
+        " xenha_shutdown.back"
+    ) in text
     # stopped in reverse start order: the drain runs while these still run
     (after,) = [line for line in text if line.startswith("After=")]
     for needed in ("network-online.target", "salt-minion.service", "xendomains.service"):

@@ -659,6 +659,12 @@ def _bmc(**extra):
         (_set("domus", "db01", "admission", value=["strict"]),
          "xenha:domus:db01:admission: unknown value ['strict']: must be one of off, strict"),
         (_set("domus", "web01", "admission", value="strict"), None),
+        # failback to the preferred host when it is back (salt-run xenha.failback)
+        (_set("domus", "web01", "failback", value="yes"),
+         "xenha:domus:web01:failback: must be true or false, got 'yes'"),
+        (_set("domus", "db01", "failback", value=1),
+         "xenha:domus:db01:failback: must be true or false, got 1"),
+        (_set("domus", "web01", "failback", value=True), None),
         (_set("failover", value={1: 2, "x": 3}),
          "xenha:failover:1: unknown setting (known: corroborate_window, ping_timeout,"
          " expiry_margin, retry_base, retry_max, retry_for, start_tries, shutdown_policy,"
@@ -729,3 +735,15 @@ def test_domu_admission_defaults_to_off_and_keeps_strict(tree):
     tree["domus"]["db01"]["admission"] = "strict"
     domus = xenha_pillarcheck.check(tree)["domus"]
     assert (domus["web01"]["admission"], domus["db01"]["admission"]) == ("off", "strict")
+
+
+def test_failback_defaults_to_false_and_true_needs_a_preferred_host(tree):
+    tree["domus"]["web01"]["failback"] = True
+    domus = xenha_pillarcheck.check(tree)["domus"]
+    assert (domus["web01"]["failback"], domus["db01"]["failback"]) == (True, False)
+    tree["domus"]["web01"].pop("preferred_host")
+    assert _error(tree) == (
+        "xenha:domus:web01:failback: true needs preferred_host (the host the domU returns to)"
+    )
+    tree["domus"]["web01"]["failback"] = False  # false with no preferred host is fine
+    assert xenha_pillarcheck.check(tree)["domus"]["web01"]["failback"] is False

@@ -79,7 +79,7 @@ NEW_KEYS = [
     "bmc", "port", "max_offset", "parallel", "retry_base", "retry_max", "corroborate_window",
     "ping_timeout", "anti_affinity", "preferred_host", "ocfs2_name", "ssl", "chap", "timeouts",
     "123", "Domain-0", "web02", "ServVirt3", "host_id", "init_host", "keeper_python",
-    "toolstack_path", "leases",
+    "toolstack_path", "leases", "failback",
 ]  # fmt: skip
 
 

@@ -158,3 +158,34 @@ def test_nothing_to_move_asks_nothing_and_bad_timeout_names_it(host):
     host.running = ["db01"]
     with pytest.raises(CommandExecutionError, match="timeout: must be a positive number"):
         xenha_shutdown.drain(timeout=0)
+
+
+# --- at boot: the host says it is back (xenha_shutdown.back, the unit's ExecStart) ---
+
+
+def test_boot_under_migrate_tells_the_master_the_host_is_back(host):
+    host.system = "starting"
+    got = xenha_shutdown.back()
+    assert host.sent == [("xenha/shutdown/back", {})]
+    assert (got["action"], got["policy"]) == ("announced", "migrate")
+
+
+def test_a_unit_restart_while_the_system_runs_announces_nothing(host):
+    for state in ("running", "degraded", "stopping"):
+        host.system = state
+        assert xenha_shutdown.back()["reason"] == "not starting up"
+    assert host.sent == []
+    assert xenha_shutdown.back(force=True)["action"] == "announced"
+
+
+@pytest.mark.parametrize("policy", ["freeze", "failover"])
+def test_freeze_and_failover_announce_nothing_at_boot(host, policy):
+    host.system, host.policy = "starting", {"shutdown_policy": policy}
+    got = xenha_shutdown.back()
+    assert (got["policy"], got["action"]) == (policy, "none") and host.sent == []
+
+
+def test_a_master_that_does_not_take_the_return_fails_naming_the_way_out(host):
+    host.system, host.master_takes = "initializing", False
+    with pytest.raises(CommandExecutionError, match="salt-run xenha.host_back ServVirt1"):
+        xenha_shutdown.back()
