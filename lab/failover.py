@@ -39,7 +39,6 @@ from lab.hosts import LabError, identity, kill_all, wait_for
 RECORDER_PIDFILE = "/run/xenha-recorder.pid"
 NO_STORAGE = "xenha-nostorage"  # the tmpfs that hides the shared folder from an isolated host
 STORAGE_CUT = "/run/xenha-lab/storage-cut"  # while it exists, the host's sanlock I/O fails
-STORAGE_CUT = "/run/xenha-lab/storage-cut"  # while it exists, the host's sanlock I/O fails
 
 # the master's event recorder (run inside the master host with the lab's Python, which has Salt)
 RECORDER = """
