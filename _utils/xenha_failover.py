@@ -513,7 +513,8 @@ class Engine:
         got = next((a for a in answers if holdings(a, "") is not None), None)
         if got is None:
             return []
-        ran = [self.reclaim(h, holdings(got, h)) for h in hosts if stale(holdings(got, h))]
+        held = {h: holdings(got, h) for h in hosts}  # each host's share, parsed once
+        ran = [self.reclaim(h, held[h]) for h in hosts if stale(held[h])]
         return [summary for summary in ran if summary]
 
     def ack(self, host, by="operator"):
