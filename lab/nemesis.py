@@ -596,9 +596,9 @@ class Nemesis:
             time.sleep(1)
         return None, reason, powered
 
-    def evidence(self):
+    def evidence(self, since):
         """What explains an unsettled trial: where each domU runs, its last answer, the
-        failover journals and the audit trail's tail."""
+        failover journals and the audit trail from ``since`` on (its last 40 lines)."""
         where = locate(self.lab, self.guests)
         return {
             "running_on": {n: sorted(c) for n, c in where.items()},
@@ -606,7 +606,7 @@ class Nemesis:
             "powered": {h: self.lab.hosts[h].is_powered() for h in self.vmhosts},
             "journals": {h: self.fo.journal(h) for h in self.vmhosts},
             "domu_leases": self._leases(),
-            "audit": self.fo.audit()[-15:],
+            "audit": self.fo.audit(since)[-40:],
         }
 
     def _leases(self):
@@ -642,6 +642,7 @@ class Nemesis:
         row = {"trial": index, "seed": seed, "replay": f"{seed}/{index}", "fault": fault}
         row.update({"host": host, "duration_s": duration, "started": _stamp(time.time())})
         print(f"nemesis: trial {index}: {fault} {host} {duration} s", flush=True)
+        row["placed"] = {n: sorted(c) for n, c in locate(self.lab, self.guests).items()}
         t0 = time.time()
         try:
             row["facts"] = FAULTS[fault](self, host, duration)
@@ -658,7 +659,7 @@ class Nemesis:
             row["failovers_active_at_settle"] = active
         if reason:
             row["unsettled_reason"] = reason
-            row["evidence"] = self.evidence()
+            row["evidence"] = self.evidence(since=t0)
             row["repair"] = self.repair()
             self.settle(settle_timeout)
         # from the previous trial's end: a late effect of it (a stale claim) belongs here
@@ -753,6 +754,27 @@ def summarize(rows, seed, faults, samples=None):
 def _median(values):
     vals = [v for v in values if v is not None]
     return round(statistics.median(vals), 1) if vals else None
+
+
+def digest(row):
+    """A few lines that explain an unsettled trial (its record holds the rest): where the
+    guests ran before and after, the leases, each journal's path, and the audit trail."""
+    ev = row.get("evidence") or {}
+    lines = [
+        f"trial {row['trial']} ({row['replay']}): {row['fault']} {row['host']} "
+        f"{row['duration_s']} s, facts {row.get('facts')}: {row.get('unsettled_reason')}",
+        f"  placed before: {row.get('placed')}; after: {ev.get('running_on')}; "
+        f"leases: {ev.get('domu_leases')}; powered: {ev.get('powered')}",
+    ]
+    for host, j in (ev.get("journals") or {}).items():
+        path = " > ".join(h["state"] for h in j.get("history", []))
+        lines.append(
+            f"  journal {host}: {path}; fence {j.get('fence')}; leases_read "
+            f"{j.get('leases_read')}; domus {j.get('domus')}; "
+            f"not_restarted {j.get('not_restarted')}"
+        )
+    lines += [f"  {line[:300]}" for line in ev.get("audit", [])]
+    return "\n".join(lines)
 
 
 def final_line(summary):

@@ -59,5 +59,5 @@ def test_no_domu_ever_runs_on_two_hosts(run):
 def test_every_healed_fault_settles(run):
     summary, rows = run
     unsettled = [r for r in rows if not r["settled"]]
-    assert not unsettled, json.dumps(unsettled, indent=1, default=str)[:6000]
+    assert not unsettled, "\n".join(nemesis.digest(r) for r in unsettled)
     assert nemesis.final_line(summary) == "5 trials, 0 violations, 0 unsettled"

@@ -120,3 +120,27 @@ def test_the_short_runs_seed_gives_five_different_faults():
     faults = nemesis.SHORT_FAULTS
     nem = fake_nemesis(["ServVirt1"])
     assert sorted(nem.pick(i, nemesis.SHORT_SEED, faults)[0] for i in range(5)) == sorted(faults)
+
+
+def test_an_unsettled_trials_digest_names_placement_journal_path_and_audit():
+    row = {
+        "trial": 1, "replay": "4/1", "fault": "kill-master-failover", "host": "ServVirt1",
+        "duration_s": 11.6, "facts": {"killed": 14}, "placed": {"nem01": ["ServVirt1"]},
+        "unsettled_reason": "not running exactly once: {'nem01': []}",
+        "evidence": {
+            "running_on": {"nem01": []},
+            "domu_leases": {"nem01": None},
+            "journals": {
+                "ServVirt1": {
+                    "history": [{"state": "received"}, {"state": "fenced"}, {"state": "done"}],
+                    "not_restarted": {"nem01": "running nowhere"},
+                }
+            },
+            "audit": ["2026-12-04T00:26:59Z fenced ServVirt1 " + "x" * 500],
+        },
+    }  # fmt: skip
+    text = nemesis.digest(row)
+    assert "placed before: {'nem01': ['ServVirt1']}; after: {'nem01': []}" in text
+    assert "journal ServVirt1: received > fenced > done" in text
+    assert "not_restarted {'nem01': 'running nowhere'}" in text
+    assert max(len(line) for line in text.splitlines()) < 320  # audit lines are cut
