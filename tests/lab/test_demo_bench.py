@@ -32,17 +32,14 @@ pytestmark = [pytest.mark.root, pytest.mark.lab]
 V1, V2 = demo.V1, demo.V2
 WEB01 = ("web01", demo.GUESTS["web01"])
 RESULTS = {}  # benchmark name -> result, for the report test
-# what the bench records when a guest broke after the lab xl's live migration: TCG's dirty
-# page tracking can corrupt a migrated guest's memory (docs/lab.md), with a kernel message or
-# silently (it stops answering). A lab artefact, not a fault of the script under test
-TCG_ARTEFACT = "after its live migration"
 
 
 def smoke(run, **kwargs):
     """``run(runs=1, ...)``; once more if the one run broke on the TCG artefact alone. Any
     other break, or a second one, fails: a smoke run must not break."""
     result = run(runs=1, **kwargs)
-    if result["broken_runs"] and all(TCG_ARTEFACT in b["reason"] for b in result["broken_runs"]):
+    broken = result["broken_runs"]
+    if broken and all(lab_common.TCG_ARTEFACT in b["reason"] for b in broken):
         result = run(runs=1, **kwargs)
     assert not result["broken_runs"], result["broken_runs"]
     return result
