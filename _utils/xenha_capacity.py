@@ -16,6 +16,7 @@ Only domUs the pillar manages count: the failover restarts no other (it has no c
 """
 
 import xenha_failover
+import xenha_pillarcheck
 
 GONE = ("fenced",)  # marks of a host whose failure has already happened
 
@@ -99,7 +100,10 @@ def admission(members, room, host_states, *, domu, host, memory_mib):
     if host not in room:
         reason = f"{host} did not report its free memory: N+1 cannot be judged"
         return _refused(reason, before)
-    free = int(room[host]["free_memory_mib"]) - int(spec.get("memory_reserve_mib", 0))
+    reserve = xenha_pillarcheck.memory_reserve(
+        spec.get("memory_reserve_mib"), f"xenha:hosts:{host}:memory_reserve_mib"
+    )
+    free = int(room[host]["free_memory_mib"]) - reserve
     if memory_mib > free:
         return _refused(f"{domu} needs {memory_mib} MiB, {host} has {max(free, 0)} MiB", before)
     after = n_plus_1(members, with_start(room, host, domu, memory_mib), host_states)

@@ -33,6 +33,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import xenha_pillarcheck
 import xenha_placement
 import xenha_store
 
@@ -271,7 +272,9 @@ def restart_plan(host, members, snapshot, host_states, leased):
         hosts[name] = {
             "state": host_states.get(name, "up"),
             "free_memory_mib": int(snapshot[name]["free_memory_mib"]),
-            "memory_reserve_mib": int(spec.get("memory_reserve_mib", 0)),
+            "memory_reserve_mib": xenha_pillarcheck.memory_reserve(
+                spec.get("memory_reserve_mib"), f"xenha:hosts:{name}:memory_reserve_mib"
+            ),
             "total_memory_mib": int(snapshot[name].get("total_memory_mib", 0)),
         }
     domus = {}

@@ -10,13 +10,13 @@ docs/pillar.md describes every key.
 
 The checks of single values that runtime consumers repeat on their own inputs are public here
 (``integer``, ``port``, ``seconds``, ``text``, ``address``, ``abspath``, ``domu_names``, ``bmc``,
-``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``, ``admission``): the heartbeat
-beacon, fencing, placement, the failover engine, the preflight clock check and the domU state
-call the same functions, so the pillar check accepts what they accept
-(tests/unit/test_pillar_consumers.py holds it to that). Each takes the value and ``where`` (the
-key to name in the message) and raises CommandExecutionError. ``xenha:sanlock`` and the
-host_ids are checked by ``xenha_sanlockcfg.settings``, the function the sanlock module, its
-formula and the runner run with.
+``heartbeat_key``, ``heartbeat_timing``, ``failover_settings``, ``admission``,
+``memory_reserve``): the heartbeat beacon, fencing, placement, the failover engine, the
+preflight clock check and the domU state call the same functions, so the pillar check accepts
+what they accept (tests/unit/test_pillar_consumers.py holds it to that). Each takes the value
+and ``where`` (the key to name in the message) and raises CommandExecutionError.
+``xenha:sanlock`` and the host_ids are checked by ``xenha_sanlockcfg.settings``, the function
+the sanlock module, its formula and the runner run with.
 """
 
 import copy
@@ -58,6 +58,7 @@ LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 MIN_CHAP_SECRET = 12
 MIN_SHARED_KEY = 16  # bytes of the heartbeat's HMAC key
 MAX_PARALLEL = 64  # concurrent live migrations (xenha:evacuation:parallel)
+MEMORY_RESERVE_MIB = 256  # a VM host's memory_reserve_mib when unset: dom0 and its toolstack
 MIN_SEND_INTERVAL = 0.05  # s between keepalives: faster floods the link for nothing
 BMC_USER_MAX = 16  # IPMI 2.0 user names are 16 bytes at most (ipmitool refuses longer ones)
 # {{ }}, {% %} and {# #} would be evaluated when a template or the pillar renders the value
@@ -146,6 +147,15 @@ def integer(value, where, low, high):
     if not low <= value <= high:
         fail(where, f"{_show(value)} is out of range {low}..{high}")
     return value
+
+
+def memory_reserve(value, where):
+    """
+    The MiB a VM host keeps from domUs: its ``memory_reserve_mib``, ``MEMORY_RESERVE_MIB`` when
+    unset (None). The planners (placement, N+1, admission, the failover's restart plan) read
+    the raw pillar through this, so they keep what the check and ``dom0-min-mem`` keep.
+    """
+    return MEMORY_RESERVE_MIB if value is None else integer(value, where, 0, 2**31)
 
 
 def port(value, where):
@@ -358,7 +368,7 @@ def _host(minion_id, data, path, seen_ips):
         host["iqn"] = _iqn(data, "iqn", path)
         host["memory_mib"] = _integer(data, "memory_mib", path, 64, 2**31, required=True)
         host["memory_reserve_mib"] = _integer(
-            data, "memory_reserve_mib", path, 0, host["memory_mib"] - 1, default=256
+            data, "memory_reserve_mib", path, 0, host["memory_mib"] - 1, default=MEMORY_RESERVE_MIB
         )
     return host
 

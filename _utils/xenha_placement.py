@@ -8,7 +8,7 @@ Snapshot shape::
 
     {"hosts": {name: {"state": "up",              # up | suspect | fenced | maintenance | down
                       "free_memory_mib": 3072,    # what Xen reports free now
-                      "memory_reserve_mib": 256,  # never given to domUs (default 0)
+                      "memory_reserve_mib": 256,  # never given to domUs (default 256)
                       "total_memory_mib": 4096}}, # informative only
      "domus": {name: {"host": "ServVirt1",        # where it runs now (None: nowhere)
                       "memory_mib": 512,
@@ -47,7 +47,12 @@ def _capacities(hosts, eligible):
     for name in eligible:
         spec = hosts[name]
         free = _mib(f"host {name}", "free_memory_mib", spec.get("free_memory_mib"))
-        reserve = _mib(f"host {name}", "memory_reserve_mib", spec.get("memory_reserve_mib", 0))
+        try:  # unset: the pillar check's default, the reserve dom0 keeps
+            reserve = xenha_pillarcheck.memory_reserve(
+                spec.get("memory_reserve_mib"), f"host {name}: memory_reserve_mib"
+            )
+        except CommandExecutionError as err:
+            raise PlacementError(str(err)) from None
         caps[name] = max(free - reserve, 0)
     return caps
 

@@ -18,6 +18,8 @@ Only ``up`` hosts are placement targets.
 
 import time
 
+import xenha_pillarcheck
+
 MIGRATING_SUFFIXES = ("--migratedaway", "--incoming")  # names xl uses during a live migration
 
 
@@ -44,6 +46,14 @@ def _host_state(name, spec, report, maintenance, hoststate):
     return "up"
 
 
+def _reserve(name, spec):
+    """A VM host's reserve with the pillar check's default; a storage host takes no domUs."""
+    if spec.get("role", "vmhost") != "vmhost":
+        return None
+    where = f"xenha:hosts:{name}:memory_reserve_mib"
+    return xenha_pillarcheck.memory_reserve(spec.get("memory_reserve_mib"), where)
+
+
 def _host(name, spec, report, maintenance, hoststate):
     info = (report or {}).get("info") or {}
     if report is None:
@@ -59,7 +69,7 @@ def _host(name, spec, report, maintenance, hoststate):
         "maintenance": name in maintenance,
         "total_memory_mib": info.get("total_memory_mib"),
         "free_memory_mib": info.get("free_memory_mib"),
-        "memory_reserve_mib": spec.get("memory_reserve_mib", 0),
+        "memory_reserve_mib": _reserve(name, spec),
         "xen_version": info.get("xen_version"),
         "checks": (report or {}).get("checks") or {},
         "transport": (report or {}).get("transport") or {},

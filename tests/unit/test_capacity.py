@@ -10,7 +10,11 @@ import xenha_capacity as cap
 import xenha_failover
 
 MEMBERS = {
-    "vmhosts": {"A": {"memory_reserve_mib": 100}, "B": {"memory_reserve_mib": 100}, "C": {}},
+    "vmhosts": {
+        "A": {"memory_reserve_mib": 100},
+        "B": {"memory_reserve_mib": 100},
+        "C": {"memory_reserve_mib": 0},
+    },
     "domus": {
         "web01": {"memory_mib": 1000},
         "web02": {"memory_mib": 1000},
@@ -155,6 +159,19 @@ def test_admission_refuses_what_does_not_fit_or_cannot_be_judged(members):
     got = cap.admission(members, rooms, {}, domu="web01", host="C", memory_mib=1000)
     assert got["admit"] is False
     assert got["reason"] == "C did not report its free memory: N+1 cannot be judged"
+
+
+def test_a_host_without_a_reserve_keeps_the_pillar_checks_default(members):
+    # C leaves memory_reserve_mib out: N+1 and admission keep 256 MiB there, as the check does
+    del members["vmhosts"]["C"]["memory_reserve_mib"]
+    rooms = room(A=(0, ["db01"]), B=(0, []), C=(2255, []))
+    result = cap.n_plus_1(members, rooms, {})
+    assert result["A"]["unplaced"] == {
+        "db01": "no room: needs 2000 MiB, the most any eligible host can take is 1999 MiB"
+    }
+    got = cap.admission(members, room(A=(0, []), C=(2255, [])), {}, domu="x", host="C",
+                        memory_mib=2000)  # fmt: skip
+    assert got["reason"] == "x needs 2000 MiB, C has 1999 MiB"
 
 
 def test_admission_does_not_change_its_input(members):

@@ -708,6 +708,20 @@ def test_restart_plan_honours_anti_affinity_and_host_states():
     assert plan["domus"]["web01"] == {"state": "pending", "target": "C"}
 
 
+def test_restart_plan_keeps_the_pillar_checks_reserve_on_a_host_without_one():
+    # B leaves memory_reserve_mib out: the restart keeps 256 MiB for dom0 as the check does
+    members = {"vmhosts": {"A": {}, "B": {}}, "domus": {"db01": {"memory_mib": 1000}}}
+    snap = {"B": {"free_memory_mib": 1255, "domus": []}}
+    plan = xf.restart_plan("A", members, snap, {}, ["db01"])
+    assert plan["domus"]["db01"] == {
+        "state": "unplaced",
+        "reason": "no room: needs 1000 MiB, the most any eligible host can take is 999 MiB",
+    }
+    snap["B"]["free_memory_mib"] = 1256
+    plan = xf.restart_plan("A", members, snap, {}, ["db01"])
+    assert plan["domus"]["db01"] == {"state": "pending", "target": "B"}
+
+
 def test_audit_line_is_readable(tmp_path):
     path = tmp_path / "audit.log"
     xf.audit_line(path, {"time": 0, "host": "A", "step": "fenced", "method": "ipmi"})

@@ -747,3 +747,16 @@ def test_failback_defaults_to_false_and_true_needs_a_preferred_host(tree):
     )
     tree["domus"]["web01"]["failback"] = False  # false with no preferred host is fine
     assert xenha_pillarcheck.check(tree)["domus"]["web01"]["failback"] is False
+
+
+def test_memory_reserve_default_is_the_one_the_planners_read(tree):
+    tree["hosts"]["ServVirt1"].pop("memory_reserve_mib")
+    tree["hosts"]["ServVirt2"]["memory_reserve_mib"] = None
+    hosts = xenha_pillarcheck.check(tree)["hosts"]
+    for name in ("ServVirt1", "ServVirt2"):
+        raw = tree["hosts"][name].get("memory_reserve_mib")
+        planned = xenha_pillarcheck.memory_reserve(raw, f"xenha:hosts:{name}:memory_reserve_mib")
+        assert hosts[name]["memory_reserve_mib"] == planned == 256
+    assert xenha_pillarcheck.memory_reserve(0, "x") == 0  # an explicit 0 stays 0
+    with pytest.raises(CommandExecutionError, match=r"^xenha:hosts:A:memory_reserve_mib: must be"):
+        xenha_pillarcheck.memory_reserve("256", "xenha:hosts:A:memory_reserve_mib")

@@ -194,8 +194,9 @@ def _sanlock_accepts(tree, cluster):
 def _consumers_accept(tree, cluster):
     """The beacon and fencing get raw pillar values (init.sls renders the beacon's options from
     them, the runner hands over a host's ``bmc`` completed with the master's password);
-    planning gets the checked cluster, whose defaults are the ones the check applied; sanlock
-    gets both (_sanlock_accepts)."""
+    planning gets the raw pillar (as the runner and the failover engine read it) and plans as
+    it would from the checked cluster, whose defaults are the ones the check applied; sanlock
+    gets both (_sanlock_accepts). Returns the plans from the raw pillar: (placement, restart)."""
     vmhosts = cluster["vmhosts"]
     for me in vmhosts:
         config = _beacon_config(tree, me)
@@ -212,14 +213,26 @@ def _consumers_accept(tree, cluster):
         h: {"info": {"total_memory_mib": m, "free_memory_mib": m}} for h, m in memory.items()
     }
     reports[cluster["storage_host"]] = {}
-    snap = xenha_snapshot.build(cluster, reports)
-    xenha_placement.place(snap, sorted(snap["domus"]), only=xenha_snapshot.vmhosts(snap))
-    # ... and as the failover engine plans the dead first VM host's domUs
-    members = {"vmhosts": {h: cluster["hosts"][h] for h in vmhosts}, "domus": cluster["domus"]}
-    survivors = {h: {"free_memory_mib": memory[h], "domus": []} for h in vmhosts[1:]}
-    xenha_failover.restart_plan(vmhosts[0], members, survivors, {}, set(cluster["domus"]))
+    plans = []
+    for source in (cluster, tree):
+        snap = xenha_snapshot.build(source, reports)
+        placed = xenha_placement.place(
+            snap, sorted(snap["domus"]), only=xenha_snapshot.vmhosts(snap)
+        )
+        # ... and as the failover engine plans the dead first VM host's domUs
+        members = {
+            "vmhosts": {h: source["hosts"][h] for h in vmhosts},
+            "domus": source.get("domus") or {},
+        }
+        survivors = {h: {"free_memory_mib": memory[h], "domus": []} for h in vmhosts[1:]}
+        restarted = xenha_failover.restart_plan(
+            vmhosts[0], members, survivors, {}, set(cluster["domus"])
+        )
+        plans.append((placed, restarted))
+    assert plans[0] == plans[1]  # the raw pillar plans with the check's defaults
     _sanlock_accepts(tree, cluster)
     xenha_pillarcheck.redact(cluster)  # what xenha_pillar.validate shows
+    return plans[1]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -239,6 +252,23 @@ def test_refused_naming_a_key_or_accepted_by_every_consumer(tree):
 
 def test_the_base_pillar_is_valid_and_every_consumer_accepts_it():
     _consumers_accept(BASE, xenha_pillarcheck.check(copy.deepcopy(BASE)))
+
+
+def test_a_pillar_without_memory_reserve_is_planned_with_the_checks_reserve():
+    # no memory_reserve_mib: the check (and dom0-min-mem) keep 256 MiB, so must every planner
+    tree = copy.deepcopy(BASE)
+    for host in ("ServVirt1", "ServVirt2"):
+        del tree["hosts"][host]["memory_reserve_mib"]
+    tree["domus"]["big01"] = {"config": "/cluster/domus/big01.cfg", "memory_mib": 1536}
+    cluster = xenha_pillarcheck.check(copy.deepcopy(tree))
+    assert cluster["hosts"]["ServVirt1"]["memory_reserve_mib"] == 256
+    placed, restarted = _consumers_accept(tree, cluster)
+    # db01 on ServVirt2, web01 (avoiding db01) on ServVirt1: 2048 - 256 - 512 = 1280 left
+    assert placed["unplaced"] == {
+        "big01": "no room: needs 1536 MiB, the most any eligible host can take is 1280 MiB"
+    }
+    assert restarted["domus"]["db01"] == {"state": "pending", "target": "ServVirt2"}
+    assert restarted["domus"]["big01"]["state"] == "unplaced"
 
 
 @pytest.mark.parametrize("bound", [math.nan, math.inf, True, "0.5", -1])

@@ -42,6 +42,19 @@ def test_no_room_reason_names_the_numbers():
     )
 
 
+def test_a_host_without_a_reserve_keeps_the_pillar_checks_default():
+    # no memory_reserve_mib: 256 MiB stay free (xenha_pillarcheck.MEMORY_RESERVE_MIB), not 0
+    snap = {
+        "hosts": {"b": {"state": "up", "free_memory_mib": 1000}, "c": host(900, reserve=None)},
+        "domus": {"big": domu(800), "small": domu(744)},
+    }
+    plan = xp.place(snap, ["big", "small"])
+    assert plan["placement"] == {"small": "b"}
+    assert plan["unplaced"]["big"] == (
+        "no room: needs 800 MiB, the most any eligible host can take is 744 MiB"
+    )
+
+
 def test_priority_wins_scarce_memory():
     snap = {
         "hosts": {"a": host(0, "fenced"), "b": host(512)},
@@ -95,6 +108,11 @@ def test_only_and_no_eligible_reason():
         ({"hosts": {}, "domus": {}}, ["ghost"], "domU 'ghost' is not in the snapshot"),
         ({"hosts": {"b": host(-1)}, "domus": {"w": domu(1)}}, ["w"], "host b: free_memory_mib"),
         ({"hosts": {"b": host(9)}, "domus": {"w": domu("1")}}, ["w"], "domU w: memory_mib"),
+        (
+            {"hosts": {"b": host(9, reserve="0")}, "domus": {"w": domu(1)}},
+            ["w"],
+            "host b: memory_reserve_mib: must be an integer, got '0'",
+        ),
         (
             {"hosts": {"b": host(9)}, "domus": {"w": {**domu(1), "anti_affinity": "x"}}},
             ["w"],

@@ -50,6 +50,9 @@ def test_hosts_states_and_memory():
     }
     assert hosts["ServVirt1"]["free_memory_mib"] == 2000
     assert hosts["ServVirt1"]["memory_reserve_mib"] == 256
+    # unset: the pillar check's default (what dom0-min-mem keeps), not 0; no domUs on storage
+    assert hosts["ServVirt3"]["memory_reserve_mib"] == 256
+    assert hosts["ServDB"]["memory_reserve_mib"] is None
     assert hosts["ServVirt2"]["maintenance"] is True
     assert hosts["ServDB"]["error"] is None
     assert hosts["ServVirt3"]["error"] == "no answer"
@@ -128,14 +131,15 @@ def test_snapshot_feeds_the_planner():
     reports = {
         "ServVirt1": report(1000, domus={"web01": 512, "db01": 768, "idle01": 256}),
         "ServVirt2": report(1100),
-        "ServVirt3": report(900),
+        "ServVirt3": report(1156),
     }
     snap = xenha_snapshot.build(CLUSTER, reports, maintenance={"ServVirt1": {}})
     plan = xenha_placement.place(
         snap, xenha_snapshot.on_host(snap, "ServVirt1"), exclude=["ServVirt1"]
     )
     # db01 first (priority 200) on its preferred ServVirt2 (1100-256=844 MiB); web01 must avoid
-    # db01 so it goes to ServVirt3 (900); idle01 fits only where 256 MiB are left: ServVirt3
+    # db01 so it goes to ServVirt3 (1156 less the default 256 = 900); idle01 fits only where
+    # 256 MiB are left: ServVirt3
     assert plan == {
         "placement": {"db01": "ServVirt2", "web01": "ServVirt3", "idle01": "ServVirt3"},
         "unplaced": {},
