@@ -1,8 +1,7 @@
 """
-The failover engine: a persisted, resumable state machine, one journal per suspect host.
-
-    received -> verified -> corroborated -> fenced -> restarting -> done
-                          \\-> ignored      \\-> blocked (retried with back-off; ack -> fenced)
+The failover engine: a persisted, resumable state machine, one journal per suspect host. Its
+states, their next states and the fields a journal carries in each are the table ``MACHINE``;
+:func:`change` is the one place a journal changes state.
 
 All I/O goes through an adapter object (see :class:`Adapter` for the contract); the journal and
 the audit trail are files on the master under ``<cachedir>/xenha/`` (``xenha_store``). Safety:
@@ -32,6 +31,7 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import xenha_placement
 import xenha_store
@@ -44,13 +44,60 @@ RESTARTING = "restarting"
 DONE = "done"
 BLOCKED = "blocked"
 IGNORED = "ignored"
+RECOVERED = "recovered"
 ACTIVE = (RECEIVED, VERIFIED, CORROBORATED, FENCED, RESTARTING, BLOCKED)
+IN_PROGRESS = "in_progress"  # the answer to a call that joins a running failover: no state
 PENDING = ("pending", "starting", "failed")  # domU entries not started (yet)
 PREFETCH_FOR = 60.0  # s the plan inputs read while corroborating stay good (lease watches: 3T + 2)
 HISTORY_KEPT = 200  # state changes kept in a journal (the audit trail keeps them all)
 
 LEASE_STATES = ("advancing", "stopped", "dead", "free")  # xenha_sanlock.observe verdicts
 TRANSIENT_SUFFIXES = ("--incoming", "--migratedaway")  # a live migration's copies: not running
+
+
+class State(NamedTuple):
+    """One row of :data:`MACHINE`."""
+
+    next: tuple  # the states a journal in this one may change to
+    fields: tuple = ()  # what a journal in it carries beside COMMON
+    keeps: tuple = ()  # of those, what it takes over from the state before; the rest is new
+
+
+# every journal, whatever its state
+COMMON = ("host", "id", "state", "reporters", "event", "started", "attempts", "history")
+COMMON += ("outbox", "updated")
+_DOMUS = ("domus", "order")  # the restart plan and each domU's outcome
+# None: no journal yet, or a finished one (done, ignored, recovered) that a new failover replaces
+MACHINE = {
+    None: State((RECEIVED,)),
+    RECEIVED: State((VERIFIED, FENCED), ("reporter",)),
+    VERIFIED: State((CORROBORATED, IGNORED, BLOCKED, FENCED), ("reason",)),
+    CORROBORATED: State((FENCED, IGNORED, BLOCKED), ("observations", "reason")),
+    BLOCKED: State((VERIFIED, CORROBORATED), ("reason", "retry_in")),
+    # reason, plan_attempts, leases_read: written while the planning is blocked or waits
+    FENCED: State((RESTARTING, RECOVERED), ("fence", "reason", "plan_attempts", "leases_read")),
+    RESTARTING: State(
+        (DONE, RECOVERED),
+        ("fence", *_DOMUS, "leases_read", "reason"),
+        ("fence", *_DOMUS, "leases_read"),
+    ),
+    DONE: State(
+        (RESTARTING, RECOVERED),
+        ("fence", *_DOMUS, "seconds", "not_restarted"),
+        ("fence", *_DOMUS),
+    ),
+    IGNORED: State((VERIFIED,), ("reason", "recheck", "observations")),
+    RECOVERED: State(
+        (),
+        ("fence", *_DOMUS, "seconds", "not_restarted", "reason", "state_before"),
+        ("fence", *_DOMUS, "seconds", "not_restarted"),
+    ),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A journal asked to change to a state its own may not change to (a bug, never data)."""
+
 
 DEFAULTS = {
     "io_timeout": 10,  # xenha:sanlock:io_timeout (delta leases renew every 2 x io_timeout)
@@ -245,6 +292,30 @@ def _generation(verdict):
     return got if isinstance(got, int) and not isinstance(got, bool) else None
 
 
+def change(record, state, fields):
+    """
+    Move ``record`` to ``state`` as :data:`MACHINE` allows: the fields of its old state that
+    ``state`` does not keep are dropped, then ``fields`` are set. Raises IllegalTransition,
+    naming both states and the failover, for a change the table has no edge for or a field
+    ``state`` does not carry; ``record`` is then untouched.
+    """
+    old = record.get("state")
+    row = MACHINE.get(state)
+    where = f"failover {record.get('id')} of {record.get('host')}"
+    if old not in MACHINE:
+        raise IllegalTransition(f"{where}: {old} -> {state}: {old!r} is no journal state")
+    if row is None or state not in MACHINE[old].next:
+        allowed = ", ".join(MACHINE[old].next) or "nothing"
+        raise IllegalTransition(f"{where}: {old} -> {state} is illegal ({old} goes to {allowed})")
+    stray = sorted(set(fields) - set(row.fields))
+    if stray:
+        raise IllegalTransition(f"{where}: {old} -> {state}: {state} carries no {stray}")
+    for key in [k for k in record if k not in COMMON and k not in row.keeps]:
+        del record[key]
+    record.update(fields)
+    record["state"] = state
+
+
 def backoff(attempt, base, cap):
     """Seconds to wait after the ``attempt``-th failed fence (1-based): base * 2^(n-1), capped."""
     return min(base * 2 ** max(attempt - 1, 0), cap)
@@ -409,8 +480,9 @@ class Engine:
         xenha_store.save(self.cachedir, journal_name(record["host"]), record)
 
     def _set(self, record, state, **fields):
-        record.update(fields)
-        record["state"] = state
+        """The one place the journal changes state (:func:`change`): then saved, audited and
+        its events fired."""
+        change(record, state, fields)
         history = record.setdefault("history", [])
         history.append({"state": state, "time": self.io.now()})
         del history[:-HISTORY_KEPT]  # a long-blocked failover must not grow without bound
@@ -441,7 +513,7 @@ class Engine:
         with run_lock(self.cachedir, host) as mine:
             if not mine:
                 self._audit(host, "joined", reporter=reporter, reason="failover in progress")
-                return {"host": host, "state": "in_progress", "joined": True}
+                return {"host": host, "state": IN_PROGRESS, "joined": True}
             record = load(self.cachedir, host)
             self._flush(record)
             if record.get("state") == DONE:
@@ -460,7 +532,7 @@ class Engine:
         """Continue a journal left active (master restart, give-up while blocked)."""
         with run_lock(self.cachedir, host) as mine:
             if not mine:
-                return {"host": host, "state": "in_progress", "joined": True}
+                return {"host": host, "state": IN_PROGRESS, "joined": True}
             record = load(self.cachedir, host)
             self._flush(record)
             members = self.io.members()
@@ -544,7 +616,6 @@ class Engine:
         record = {
             "host": host,
             "id": uuid.uuid4().hex[:12],
-            "state": RECEIVED,
             "reporters": [reporter],
             "event": event,
             "started": self.io.now(),
@@ -630,14 +701,13 @@ class Engine:
         fence = {"method": "rejoined", "domus": lost, "reason": reason}
         self._host_state(host, None)
         self._queue(record, "rejoined", **fence)
-        self._set(record, FENCED, fence=fence, reason=None)
+        self._set(record, FENCED, fence=fence)
         return True
 
     def _mark_recovered(self, record, **fields):
-        record["state_before"] = record["state"]
         self._host_state(record["host"], None)
-        self._queue(record, "recovered", **fields)
-        self._set(record, "recovered", **fields)
+        self._queue(record, RECOVERED, **fields)
+        self._set(record, RECOVERED, state_before=record["state"], **fields)
 
     def _acked(self, host):
         """The operator's manual-fence acknowledgement (written by :meth:`ack`) or None."""
@@ -846,7 +916,7 @@ class Engine:
         self._fresh = True
         self._host_state(record["host"], "fenced")
         self._queue(record, "fenced", **fence)
-        self._set(record, FENCED, fence=fence, reason=None)
+        self._set(record, FENCED, fence=fence)
         return True
 
     def _leased(self, record, members):
