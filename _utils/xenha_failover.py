@@ -763,7 +763,7 @@ class Engine:
 
     def _verified(self, record, members):
         self._host_state(record["host"], "suspect")
-        self._queue(record, "verified", reporters=record["reporters"])
+        self._queue(record, VERIFIED, reporters=record["reporters"])
         self._set(record, VERIFIED)
         return True
 
@@ -806,7 +806,7 @@ class Engine:
             # unreadable is not dead: an unreachable minion plus unreadable leases fences nothing
             why = f"no evidence that {host} is down: {evidence_text(host, evidence)}"
             return self._block(record, f"not fenced, nothing restarted: {why}")
-        self._queue(record, "corroborated", observations=seen)
+        self._queue(record, CORROBORATED, observations=seen)
         self._set(record, CORROBORATED, observations=seen)
         return True
 
@@ -817,7 +817,7 @@ class Engine:
 
     def _ignore(self, record, reason, recheck=False, **fields):
         self._host_state(record["host"], None)
-        self._queue(record, "ignored", reason=reason)
+        self._queue(record, IGNORED, reason=reason)
         self._set(record, IGNORED, reason=reason, recheck=recheck, **fields)
         return True
 
@@ -888,7 +888,7 @@ class Engine:
         record["attempts"] = record.get("attempts", 0) + 1
         wait = backoff(record["attempts"], self.conf["retry_base"], self.conf["retry_max"])
         self._host_state(record["host"], "suspect")
-        self._queue(record, "blocked", reason=reason, attempt=record["attempts"], retry_in=wait)
+        self._queue(record, BLOCKED, reason=reason, attempt=record["attempts"], retry_in=wait)
         self._set(record, BLOCKED, reason=reason, retry_in=wait)
         return True
 
@@ -918,7 +918,7 @@ class Engine:
             fence["generation"] = max(generations)
         self._fresh = True
         self._host_state(record["host"], "fenced")
-        self._queue(record, "fenced", **fence)
+        self._queue(record, FENCED, **fence)
         self._set(record, FENCED, fence=fence)
         return True
 
@@ -1121,7 +1121,7 @@ class Engine:
             if e["state"] not in ("started", "running", "handed_over")
         }
         down.update(self._unaccounted(record, members))
-        self._queue(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
+        self._queue(record, DONE, seconds=total, domus=record["domus"], not_restarted=down)
         self._set(record, DONE, seconds=total, not_restarted=down)
         return True
 
