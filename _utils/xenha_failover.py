@@ -1,8 +1,7 @@
 """
-The failover engine: a persisted, resumable state machine, one journal per suspect host.
-
-    received -> verified -> corroborated -> fenced -> restarting -> done
-                          \\-> ignored      \\-> blocked (retried with back-off; ack -> fenced)
+The failover engine: a persisted, resumable state machine, one journal per suspect host. Its
+states, their next states and the fields a journal carries in each are the table ``MACHINE``;
+:func:`change` is the one place a journal changes state.
 
 All I/O goes through an adapter object (see :class:`Adapter` for the contract); the journal and
 the audit trail are files on the master under ``<cachedir>/xenha/`` (``xenha_store``). Safety:
@@ -32,6 +31,7 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import xenha_pillarcheck
 import xenha_placement
@@ -45,13 +45,60 @@ RESTARTING = "restarting"
 DONE = "done"
 BLOCKED = "blocked"
 IGNORED = "ignored"
+RECOVERED = "recovered"
 ACTIVE = (RECEIVED, VERIFIED, CORROBORATED, FENCED, RESTARTING, BLOCKED)
+IN_PROGRESS = "in_progress"  # the answer to a call that joins a running failover: no state
 PENDING = ("pending", "starting", "failed")  # domU entries not started (yet)
 PREFETCH_FOR = 60.0  # s the plan inputs read while corroborating stay good (lease watches: 3T + 2)
 HISTORY_KEPT = 200  # state changes kept in a journal (the audit trail keeps them all)
 
 LEASE_STATES = ("advancing", "stopped", "dead", "free")  # xenha_sanlock.observe verdicts
 TRANSIENT_SUFFIXES = ("--incoming", "--migratedaway")  # a live migration's copies: not running
+
+
+class State(NamedTuple):
+    """One row of :data:`MACHINE`."""
+
+    next: tuple  # the states a journal in this one may change to
+    fields: tuple = ()  # what a journal in it carries beside COMMON
+    keeps: tuple = ()  # of those, what it takes over from the state before; the rest is new
+
+
+# every journal, whatever its state
+COMMON = ("host", "id", "state", "reporters", "event", "started", "attempts", "history")
+COMMON += ("outbox", "updated")
+_DOMUS = ("domus", "order")  # the restart plan and each domU's outcome
+# None: no journal yet, or a finished one (done, ignored, recovered) that a new failover replaces
+MACHINE = {
+    None: State((RECEIVED,)),
+    RECEIVED: State((VERIFIED, FENCED), ("reporter",)),
+    VERIFIED: State((CORROBORATED, IGNORED, BLOCKED, FENCED), ("reason",)),
+    CORROBORATED: State((FENCED, IGNORED, BLOCKED), ("observations", "reason")),
+    BLOCKED: State((VERIFIED, CORROBORATED), ("reason", "retry_in")),
+    # reason, plan_attempts, leases_read: written while the planning is blocked or waits
+    FENCED: State((RESTARTING, RECOVERED), ("fence", "reason", "plan_attempts", "leases_read")),
+    RESTARTING: State(
+        (DONE, RECOVERED),
+        ("fence", *_DOMUS, "leases_read", "reason"),
+        ("fence", *_DOMUS, "leases_read"),
+    ),
+    DONE: State(
+        (RESTARTING, RECOVERED),
+        ("fence", *_DOMUS, "seconds", "not_restarted"),
+        ("fence", *_DOMUS),
+    ),
+    IGNORED: State((VERIFIED,), ("reason", "recheck", "observations")),
+    RECOVERED: State(
+        (),
+        ("fence", *_DOMUS, "seconds", "not_restarted", "reason", "state_before"),
+        ("fence", *_DOMUS, "seconds", "not_restarted"),
+    ),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A journal asked to change to a state its own may not change to (a bug, never data)."""
+
 
 DEFAULTS = {
     "io_timeout": 10,  # xenha:sanlock:io_timeout (delta leases renew every 2 x io_timeout)
@@ -246,6 +293,30 @@ def _generation(verdict):
     return got if isinstance(got, int) and not isinstance(got, bool) else None
 
 
+def change(record, state, fields):
+    """
+    Move ``record`` to ``state`` as :data:`MACHINE` allows: the fields of its old state that
+    ``state`` does not keep are dropped, then ``fields`` are set. Raises IllegalTransition,
+    naming both states and the failover, for a change the table has no edge for or a field
+    ``state`` does not carry; ``record`` is then untouched.
+    """
+    old = record.get("state")
+    row = MACHINE.get(state)
+    where = f"failover {record.get('id')} of {record.get('host')}"
+    if old not in MACHINE:
+        raise IllegalTransition(f"{where}: {old} -> {state}: {old!r} is no journal state")
+    if row is None or state not in MACHINE[old].next:
+        allowed = ", ".join(MACHINE[old].next) or "nothing"
+        raise IllegalTransition(f"{where}: {old} -> {state} is illegal ({old} goes to {allowed})")
+    stray = sorted(set(fields) - set(row.fields))
+    if stray:
+        raise IllegalTransition(f"{where}: {old} -> {state}: {state} carries no {stray}")
+    for key in [k for k in record if k not in COMMON and k not in row.keeps]:
+        del record[key]
+    record.update(fields)
+    record["state"] = state
+
+
 def backoff(attempt, base, cap):
     """Seconds to wait after the ``attempt``-th failed fence (1-based): base * 2^(n-1), capped."""
     return min(base * 2 ** max(attempt - 1, 0), cap)
@@ -412,8 +483,9 @@ class Engine:
         xenha_store.save(self.cachedir, journal_name(record["host"]), record)
 
     def _set(self, record, state, **fields):
-        record.update(fields)
-        record["state"] = state
+        """The one place the journal changes state (:func:`change`): then saved, audited and
+        its events fired."""
+        change(record, state, fields)
         history = record.setdefault("history", [])
         history.append({"state": state, "time": self.io.now()})
         del history[:-HISTORY_KEPT]  # a long-blocked failover must not grow without bound
@@ -444,13 +516,15 @@ class Engine:
         with run_lock(self.cachedir, host) as mine:
             if not mine:
                 self._audit(host, "joined", reporter=reporter, reason="failover in progress")
-                return {"host": host, "state": "in_progress", "joined": True}
+                return {"host": host, "state": IN_PROGRESS, "joined": True}
             record = load(self.cachedir, host)
             self._flush(record)
             if record.get("state") == DONE:
-                if not self._recovered(record, members):
+                back = self._seen_back(record, members)
+                if not back:
                     self._audit(host, "repeat", reporter=reporter, failover=record["id"])
                     return {"host": host, "state": DONE, "duplicate": True, "id": record["id"]}
+                self._mark_recovered(record, reason=back)
                 record = {}
             if record.get("state") in ACTIVE:
                 self._audit(host, "resume", reporter=reporter, failover=record["id"])
@@ -463,12 +537,15 @@ class Engine:
         """Continue a journal left active (master restart, give-up while blocked)."""
         with run_lock(self.cachedir, host) as mine:
             if not mine:
-                return {"host": host, "state": "in_progress", "joined": True}
+                return {"host": host, "state": IN_PROGRESS, "joined": True}
             record = load(self.cachedir, host)
             self._flush(record)
             members = self.io.members()
             if record.get("state") == DONE:
-                if not self._recovered(record, members) and self._replanned(record, members):
+                back = self._seen_back(record, members)
+                if back:
+                    self._mark_recovered(record, reason=back)
+                elif self._replan(record, *self._room_now(record, members)):
                     return self._drive(record, members)
                 return self._summary(load(self.cachedir, host) or record)
             if record.get("state") == IGNORED and record.get("recheck"):
@@ -482,7 +559,7 @@ class Engine:
     def reclaim(self, host, leased=None):
         """
         Restart the domUs whose leases ``host`` lost with an old sanlock generation (see
-        :meth:`_rejoined`) when no failover of ``host`` is under way: a host reset and back
+        :meth:`_rejoin`) when no failover of ``host`` is under way: a host reset and back
         before its failover decided, or one that lost its lockspace (a storage cut) and
         joined again. ``leased``: its leases if already read. Returns the failover's summary,
         or None when there is nothing to do.
@@ -501,7 +578,7 @@ class Engine:
             if rejoined(last) and set(lost) <= set(last.get("not_restarted") or ()):
                 return None  # tried, and said in its ``done``: not every minute again
             record = self._new(host, "xenha", None)
-            self._rejoined(record, leased)
+            self._rejoin(record, lost)
             return self._drive(record, members)
 
     def reclaim_all(self):
@@ -548,7 +625,6 @@ class Engine:
         record = {
             "host": host,
             "id": uuid.uuid4().hex[:12],
-            "state": RECEIVED,
             "reporters": [reporter],
             "event": event,
             "started": self.io.now(),
@@ -560,31 +636,25 @@ class Engine:
         self._set(record, RECEIVED, reporter=reporter)
         return record
 
-    def _recovered(self, record, members):
+    def _seen_back(self, record, members):
         """
-        True (and the host marked healthy) if a failed-over host is back: its minion answers,
-        its delta lease advances, or it joined sanlock again since the fence (a generation
-        above the fenced one: it came back and maybe died again, a new incident). The
-        runner's own reads only; a claim's times or ``age`` are the sender's word.
+        Why a failed-over host counts as back, or None: its minion answers, its delta lease
+        advances, or it joined sanlock again since the fence (a generation above the fenced
+        one: it came back and maybe died again, a new incident). The runner's own reads only;
+        a claim's times or ``age`` are the sender's word. Looks only: the caller marks it.
         """
         host = record["host"]
         if self._safe(self.io.ping, host) is True:
-            self._mark_recovered(record, reason="its minion answers the master")
-            return True
+            return "its minion answers the master"
         evidence, answers = self._look(members, host)
         if evidence["advancing"]:
-            self._mark_recovered(
-                record, reason=f"its lease advances ({evidence_text(host, evidence)})"
-            )
-            return True
+            return f"its lease advances ({evidence_text(host, evidence)})"
         fenced = (record.get("fence") or {}).get("generation")
         now = [_generation(v) for v in answers.values()]
         now = [g for g in now if g is not None]
         if isinstance(fenced, int) and now and max(now) > fenced:
-            reason = f"joined sanlock again since the fence (generation {max(now)} > {fenced})"
-            self._mark_recovered(record, reason=reason)
-            return True
-        return False
+            return f"joined sanlock again since the fence (generation {max(now)} > {fenced})"
+        return None
 
     def _back(self, record, members):
         """True if the fenced host answers or renews again (a resume or a wait: time passed).
@@ -596,7 +666,7 @@ class Engine:
             return True
         return bool(self._look(members, host)[0]["advancing"])
 
-    def _came_back(self, record, members):
+    def _stop_restarting(self, record, members):
         """The fenced host is back before all its domUs ran elsewhere: start no more of them."""
         entries = record.get("domus") or {}
         for name, entry in entries.items():
@@ -609,23 +679,24 @@ class Engine:
         self._mark_recovered(record, reason=reason, not_restarted=left)
         return True
 
-    def _revived(self, host, members):
-        """True (and ``host`` marked healthy) if its finished failover's host is back."""
+    def _revive(self, host, members):
+        """Mark ``host``'s finished failover ``recovered`` if the host is back; True if so."""
         with run_lock(self.cachedir, host) as mine:
             record = load(self.cachedir, host) if mine else {}
-            return record.get("state") == DONE and self._recovered(record, members)
+            back = self._seen_back(record, members) if record.get("state") == DONE else None
+            if back:
+                self._mark_recovered(record, reason=back)
+            return bool(back)
 
-    def _rejoined(self, record, leased):
+    def _rejoin(self, record, lost):
         """
-        True (journal at ``fenced``, method ``rejoined``) if the host holds leases from an
-        older sanlock generation than its current one: it joined the lockspace again (a reset,
-        a lost lockspace), and lost them with the old generation. sanlock itself lets any host
-        take such a lease, so no domU runs under it: they are restarted as a fenced host's
-        are (those it runs again are left). The host is back and stays healthy.
+        The journal at ``fenced``, method ``rejoined``: the host holds the leases ``lost``
+        (:func:`stale`) from an older sanlock generation than its current one: it joined the
+        lockspace again (a reset, a lost lockspace), and lost them with the old generation.
+        sanlock itself lets any host take such a lease, so no domU runs under it: they are
+        restarted as a fenced host's are (those it runs again are left). The host is back and
+        stays healthy. Returns True (the journal moved on).
         """
-        lost = stale(leased)
-        if not lost:
-            return False
         host = record["host"]
         reason = (
             f"{host} joined sanlock again and lost the leases of {', '.join(lost)} with its"
@@ -634,14 +705,13 @@ class Engine:
         fence = {"method": "rejoined", "domus": lost, "reason": reason}
         self._host_state(host, None)
         self._queue(record, "rejoined", **fence)
-        self._set(record, FENCED, fence=fence, reason=None)
+        self._set(record, FENCED, fence=fence)
         return True
 
     def _mark_recovered(self, record, **fields):
-        record["state_before"] = record["state"]
         self._host_state(record["host"], None)
-        self._queue(record, "recovered", **fields)
-        self._set(record, "recovered", **fields)
+        self._queue(record, RECOVERED, **fields)
+        self._set(record, RECOVERED, state_before=record["state"], **fields)
 
     def _acked(self, host):
         """The operator's manual-fence acknowledgement (written by :meth:`ack`) or None."""
@@ -697,7 +767,7 @@ class Engine:
 
     def _verified(self, record, members):
         self._host_state(record["host"], "suspect")
-        self._queue(record, "verified", reporters=record["reporters"])
+        self._queue(record, VERIFIED, reporters=record["reporters"])
         self._set(record, VERIFIED)
         return True
 
@@ -717,14 +787,16 @@ class Engine:
         # (through a reporter that may itself be cut off) can take its whole timeout: another
         # host's failover does not target a suspect host meanwhile
         if pinged.result() is True:
-            if self._rejoined(record, self._prefetched[1].result()):
-                return True
+            lost = stale(self._prefetched[1].result())
+            if lost:
+                return self._rejoin(record, lost)
             return self._ignore(record, "the master still reaches the host's minion")
         evidence, answers = watched.result()
         seen = [{"observer": o, "verdict": v} for o, v in answers.items()]
         if evidence["advancing"]:
-            if self._rejoined(record, self._prefetched[1].result()):
-                return True
+            lost = stale(self._prefetched[1].result())
+            if lost:
+                return self._rejoin(record, lost)
             # alive but cut off: resume() looks again
             return self._ignore(
                 record,
@@ -738,7 +810,7 @@ class Engine:
             # unreadable is not dead: an unreachable minion plus unreadable leases fences nothing
             why = f"no evidence that {host} is down: {evidence_text(host, evidence)}"
             return self._block(record, f"not fenced, nothing restarted: {why}")
-        self._queue(record, "corroborated", observations=seen)
+        self._queue(record, CORROBORATED, observations=seen)
         self._set(record, CORROBORATED, observations=seen)
         return True
 
@@ -749,7 +821,7 @@ class Engine:
 
     def _ignore(self, record, reason, recheck=False, **fields):
         self._host_state(record["host"], None)
-        self._queue(record, "ignored", reason=reason)
+        self._queue(record, IGNORED, reason=reason)
         self._set(record, IGNORED, reason=reason, recheck=recheck, **fields)
         return True
 
@@ -801,8 +873,9 @@ class Engine:
             evidence, answers = self._look(members, host)
             text = evidence_text(host, evidence)
             if evidence["advancing"]:
-                if self._rejoined(record, self._leased(record, members)):
-                    return True, None
+                lost = stale(self._leased(record, members))
+                if lost:
+                    return self._rejoin(record, lost), None
                 return self._ignore(record, f"{host} renews again ({text})", recheck=True), None
             if evidence["dead"] or evidence["free"]:
                 # the target's sanlock takes these leases only because it also sees them dead
@@ -819,7 +892,7 @@ class Engine:
         record["attempts"] = record.get("attempts", 0) + 1
         wait = backoff(record["attempts"], self.conf["retry_base"], self.conf["retry_max"])
         self._host_state(record["host"], "suspect")
-        self._queue(record, "blocked", reason=reason, attempt=record["attempts"], retry_in=wait)
+        self._queue(record, BLOCKED, reason=reason, attempt=record["attempts"], retry_in=wait)
         self._set(record, BLOCKED, reason=reason, retry_in=wait)
         return True
 
@@ -845,12 +918,12 @@ class Engine:
     def _fenced(self, record, fence, answers=None):
         generations = [_generation(v) for v in (answers or {}).values()]
         generations = [g for g in generations if g is not None]
-        if generations:  # a later, higher one: the host joined sanlock again (_recovered)
+        if generations:  # a later, higher one: the host joined sanlock again (_seen_back)
             fence["generation"] = max(generations)
         self._fresh = True
         self._host_state(record["host"], "fenced")
-        self._queue(record, "fenced", **fence)
-        self._set(record, FENCED, fence=fence, reason=None)
+        self._queue(record, FENCED, **fence)
+        self._set(record, FENCED, fence=fence)
         return True
 
     def _leased(self, record, members):
@@ -901,9 +974,10 @@ class Engine:
         a minute later), it is marked healthy and is a target now.
         """
         states = self._host_states()
-        if any([self._revived(h, members) for h in snapshot if states.get(h) == FENCED]):
-            states = self._host_states()
-        return states
+        revived = False
+        for host in [h for h in snapshot if states.get(h) == FENCED]:
+            revived = self._revive(host, members) or revived  # every one, not the first only
+        return self._host_states() if revived else states
 
     def _plan(self, record, members):
         host = record["host"]
@@ -919,7 +993,7 @@ class Engine:
         if leased is None:
             return self._plan_blocked(record, "no survivor could list the dead host's leases")
         if self._back(record, members):
-            return self._came_back(record, members)
+            return self._stop_restarting(record, members)
         if not snapshot:
             snapshot = self._survivors(record, members)
         if not snapshot:
@@ -949,11 +1023,12 @@ class Engine:
         self._set(record, RESTARTING, domus=plan["domus"], order=plan["order"])
         return True
 
-    def _replanned(self, record, members):
+    def _room_now(self, record, members):
         """
-        True (journal back to ``restarting``) if domUs of a finished failover that fitted
-        nowhere now have room, e.g. after an operator freed memory. Only while the dead host
-        stays down: once it is back, its domUs are its operator's again.
+        ``(placed, handed)`` for a finished failover: ``placed`` the plan entries of its domUs
+        that fitted nowhere and have room now (e.g. an operator freed memory), ``handed``
+        ``{name: why}`` its migrating domUs the other holder took over. Writes nothing of the
+        journal (a survivor back from its own failover is marked so: ``_target_states``).
         """
         entries = record.get("domus") or {}
         unplaced = [
@@ -961,15 +1036,25 @@ class Engine:
             for name, entry in entries.items()
             if entry["state"] == "unplaced" and name in members["domus"]
         ]
-        unplaced += self._migrations_ended(record, members)
+        ended, handed = self._migrations_ended(record, members)
+        unplaced += ended
         snapshot = self._survivors(record, members) if unplaced else {}
         if not snapshot:
-            return False
+            return {}, handed
         states = self._target_states(snapshot, members)
         plan = restart_plan(record["host"], members, snapshot, states, unplaced)
         placed = {n: e for n, e in plan["domus"].items() if e["state"] != "unplaced"}
+        return placed, handed
+
+    def _replan(self, record, placed, handed):
+        """
+        Back to ``restarting`` with ``placed`` (from :meth:`_room_now`), if any; True if so.
+        Only while the dead host stays down: once it is back, its domUs are its operator's.
+        """
         if not placed:
             return False
+        for name, why in handed.items():
+            record["domus"][name].update(state="handed_over", reason=why)
         record["domus"].update(placed)
         self._audit(record["host"], "replanned", failover=record["id"], domus=sorted(placed))
         self._set(record, RESTARTING, reason="room for domUs that fitted nowhere")
@@ -977,22 +1062,19 @@ class Engine:
 
     def _migrations_ended(self, record, members):
         """
-        The ``migrating`` domUs of a finished failover whose lease the dead host now holds
-        alone (the other holder gave its share up: the migration failed): to be placed. One
-        whose lease the dead host no longer holds went to the other holder; it stays theirs.
+        ``(names, handed)`` from the ``migrating`` domUs of a finished failover: ``names``
+        those whose lease the dead host now holds alone (the other holder gave its share up:
+        the migration failed), to be placed; ``handed`` ``{name: why}`` those whose lease it
+        no longer holds: they went to the other holder and stay theirs.
         """
         waiting = [n for n, e in (record.get("domus") or {}).items() if e["state"] == "migrating"]
         leased = self._leased(record, members) if waiting else None
         if leased is None:
-            return []
+            return [], {}
         todo, _ = self._in_flight(record, members, {n: leased[n] for n in waiting if n in leased})
-        for name in waiting:
-            if name not in leased:
-                entry = record["domus"][name]
-                entry.update(
-                    state="handed_over", reason=f"{record['host']} no longer holds its lease"
-                )
-        return [n for n in todo if n in members["domus"]]
+        why = f"{record['host']} no longer holds its lease"
+        handed = {name: why for name in waiting if name not in leased}
+        return [n for n in todo if n in members["domus"]], handed
 
     def _plan_blocked(self, record, why):
         """
@@ -1022,7 +1104,7 @@ class Engine:
     def _restart(self, record, members):
         if self._back(record, members):
             # a resume, or a wait: a host that came back keeps its domUs
-            return self._came_back(record, members)
+            return self._stop_restarting(record, members)
         # leases listed before the fence: list them again (beside the first start) so that one
         # taken in the meantime is not left behind
         again = None
@@ -1034,7 +1116,7 @@ class Engine:
             self._start_pending(record, members)
         while self._retry_failed(record, members):
             if self._back(record, members):
-                return self._came_back(record, members)
+                return self._stop_restarting(record, members)
             self._start_pending(record, members)
         total = round(self.io.now() - record["started"], 3)
         down = {
@@ -1043,7 +1125,7 @@ class Engine:
             if e["state"] not in ("started", "running", "handed_over")
         }
         down.update(self._unaccounted(record, members))
-        self._queue(record, "done", seconds=total, domus=record["domus"], not_restarted=down)
+        self._queue(record, DONE, seconds=total, domus=record["domus"], not_restarted=down)
         self._set(record, DONE, seconds=total, not_restarted=down)
         return True
 
