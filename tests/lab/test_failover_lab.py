@@ -372,8 +372,8 @@ def test_partitioned_host_that_loses_storage_fences_itself_before_the_takeover(l
 
 def settle(lab, fo):
     """Let the claims left from earlier faults run out: a host back from a partition delivers
-    the loss events it raised while cut off once its minion hears the master again (TCP
-    back-off: up to 120 s after a long partition); the runner then ignores them."""
+    the loss events it raised while cut off once its minion hears the master again (within
+    seconds: the minion snippet's keepalive); the runner then ignores them."""
     lab.wait_minions(timeout=300)
     time.sleep(5)
     wait_for(
