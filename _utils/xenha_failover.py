@@ -1001,12 +1001,14 @@ class Engine:
             # would end the failover with nothing restarted
             return self._plan_blocked(record, "no survivor answered with its free memory")
         if rejoined(record):
-            # only what it lost; one it runs again (e.g. started at boot) is left there
-            leased = {n: h for n, h in leased.items() if h.get("stale")}
             own = self._safe(self.io.snapshot, [host])
-            if not isinstance(own, dict) or host not in own:
+            if isinstance(own, dict) and host in own:
+                # only what it lost; one it runs again (e.g. started at boot) is left there
+                leased = {n: h for n, h in leased.items() if h.get("stale")}
+                snapshot = {**snapshot, host: own[host]}
+            elif not self._died_again(members, host):
                 return self._plan_blocked(record, f"{host} is back but did not list its domUs")
-            snapshot = {**snapshot, host: own[host]}
+            # else it died again: sanlock itself frees every lease it held, old or new
         states = self._target_states(snapshot, members)
         todo, migrating = self._in_flight(record, members, leased)
         plan = restart_plan(host, members, snapshot, states, todo)
@@ -1022,6 +1024,12 @@ class Engine:
             )
         self._set(record, RESTARTING, domus=plan["domus"], order=plan["order"])
         return True
+
+    def _died_again(self, members, host):
+        """True if a rejoined host's delta lease is dead again for a survivor's sanlock and
+        advances for none: then none of its domUs runs (its watchdog saw to it)."""
+        evidence = self._look(members, host)[0]
+        return bool(evidence["dead"]) and not evidence["advancing"]
 
     def _room_now(self, record, members):
         """

@@ -1060,6 +1060,27 @@ def test_a_reset_host_that_does_not_list_its_domus_restarts_nothing(io, tmp_path
     assert io.starts == []
 
 
+def test_a_reset_host_that_dies_again_before_listing_gets_all_its_leases_restarted(io, tmp_path):
+    # the nemesis's kill-master-failover: A came back, took db01 under its new generation,
+    # and died again before the runner asked it what it runs; sanlock now calls it dead
+    back_under_a_new_generation(io, stale=("web01", "tiny"))
+    io.leases_of["A"] = ["web01", "tiny", "db01"]
+    snapshot = io.snapshot
+
+    def dies_when_asked(hosts):
+        if hosts == ["A"]:
+            io.reachable.discard("A")
+            io.lease_state["A"] = "dead"
+        return snapshot(hosts)
+
+    io.snapshot = dies_when_asked
+    result = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert result["state"] == "done" and result["fence"]["method"] == "rejoined"
+    assert sorted(n for n, _ in io.starts) == ["db01", "tiny", "web01"]
+    assert {h for _, h in io.starts} <= {"B", "C"}
+    assert all(len(hosts) == 1 for hosts in copies(io).values())
+
+
 def test_a_host_back_with_only_leases_of_its_new_generation_is_left_alone(io, tmp_path):
     back_under_a_new_generation(io, stale=())
     assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "ignored"
