@@ -1576,7 +1576,7 @@ import xenha_failover  # noqa: E402 - the failover section keeps its imports wit
 import xenha_fence  # noqa: E402
 import xenha_sanlockcfg  # noqa: E402
 
-PING_TIMEOUT = 1.0  # s: does the master still reach the suspect's minion? (xenha:failover)
+PING_TIMEOUT = xenha_pillarcheck.FAILOVER_DEFAULTS["ping_timeout"]  # s: the early ping's wait
 START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
 
 
@@ -1614,6 +1614,9 @@ class _SaltFailoverIO(xenha_failover.Adapter):
     def __init__(self, cluster, early_ping=None, io_timeout=xenha_failover.DEFAULTS["io_timeout"]):
         self.cluster = cluster
         self.io_timeout = io_timeout
+        # checked as the pillar check checks it: a value it accepts is the one pinged with
+        settings = xenha_pillarcheck.failover_settings(cluster.get("failover"))
+        self.ping_timeout = settings.get("ping_timeout", PING_TIMEOUT)
         # (host, future) of a ping sent as the claim came in, while the pillar compiled: the
         # first corroboration uses it, every later one (a retry) pings afresh
         self.early_ping = early_ping
@@ -1630,11 +1633,10 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         return {"vmhosts": vmhosts, "domus": self.cluster.get("domus") or {}}
 
     def ping(self, host):
-        timeout = (self.cluster.get("failover") or {}).get("ping_timeout", PING_TIMEOUT)
         early, self.early_ping = self.early_ping, None
-        if early and early[0] == host and timeout == PING_TIMEOUT:
+        if early and early[0] == host and self.ping_timeout == PING_TIMEOUT:
             return early[1].result()
-        return _answers_ping(host, timeout)
+        return _answers_ping(host, self.ping_timeout)
 
     def _must(self, minion, fun, arg=(), kwarg=None, timeout=CALL_TIMEOUT):
         # evidence about a peer (a lease verdict, its holdings): only an answer the survivor

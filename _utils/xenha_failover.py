@@ -103,12 +103,7 @@ class IllegalTransition(RuntimeError):
 DEFAULTS = {
     "io_timeout": 10,  # xenha:sanlock:io_timeout (delta leases renew every 2 x io_timeout)
     "watchdog_fire": 60,  # sanlock 3.8.5's fixed watchdog_fire_timeout
-    "corroborate_window": None,  # s a lease is watched; default one renewal: 2 x io_timeout + 1
-    "expiry_margin": 1.0,  # lease-only path: s waited for "dead" beyond 8 x io_timeout + fire
-    "retry_base": 5.0,  # blocked: first back-off (s), doubled each attempt ...
-    "retry_max": 300.0,  # ... up to this
-    "retry_for": 600.0,  # one runner call keeps retrying this long, then leaves it to resume
-    "start_tries": 3,  # starts of one domU (a survivor that did not answer, e.g. reconnecting)
+    **xenha_pillarcheck.FAILOVER_DEFAULTS,  # xenha:failover, one table with the pillar check
 }
 
 

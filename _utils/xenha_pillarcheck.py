@@ -646,9 +646,18 @@ def _heartbeat(data, keys=True):
     return heartbeat
 
 
-FAILOVER_SECONDS = (
-    "corroborate_window", "ping_timeout", "expiry_margin", "retry_base", "retry_max", "retry_for",
-)  # fmt: skip
+# xenha:failover: every setting's default, in seconds unless said. The one table: the engine
+# (xenha_failover.DEFAULTS) and the runner take their defaults from it, the check below the keys.
+FAILOVER_DEFAULTS = {
+    "corroborate_window": None,  # a suspect's lease is watched; None: 2 x io_timeout + 1
+    "ping_timeout": 1.0,  # the master waits this long for the suspect's minion to answer
+    "expiry_margin": 1.0,  # lease-only path: waited for "dead" beyond 8 x io_timeout + fire
+    "retry_base": 5.0,  # blocked: the first back-off, doubled each attempt ...
+    "retry_max": 300.0,  # ... up to this
+    "retry_for": 600.0,  # one runner call retries this long (0: not at all), then the resume
+    "start_tries": 3,  # starts of one domU (a count, 1..100) before it is given up
+}
+FAILOVER_SECONDS = tuple(key for key in FAILOVER_DEFAULTS if key != "start_tries")
 SHUTDOWN_POLICIES = ("migrate", "freeze", "failover")  # Proxmox ha-manager's names
 SHUTDOWN_DEFAULTS = {"shutdown_policy": "migrate", "shutdown_timeout": 600.0}
 FAILOVER_KEYS = (*FAILOVER_SECONDS, "start_tries", *SHUTDOWN_DEFAULTS)

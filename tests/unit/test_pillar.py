@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+import xenha_failover
 import xenha_pillarcheck
 import yaml
 from salt.exceptions import CommandExecutionError
@@ -710,6 +711,18 @@ def test_failover_retry_for_zero_leaves_retries_to_the_resume():
     assert xenha_pillarcheck.failover_settings({"retry_for": 0}) == {"retry_for": 0.0}
     with pytest.raises(CommandExecutionError, match="xenha:failover:retry_for: must be at least"):
         xenha_pillarcheck.failover_settings({"retry_for": -1})
+
+
+def test_the_failover_settings_table_is_what_the_check_and_the_engine_know():
+    table = xenha_pillarcheck.FAILOVER_DEFAULTS
+    for key, default in table.items():
+        assert xenha_failover.DEFAULTS[key] == default, key  # the engine runs with the table's
+        if default is not None:  # the check accepts every default as it stands
+            assert xenha_pillarcheck.failover_settings({key: default}) == {key: default}, key
+    with pytest.raises(CommandExecutionError, match="xenha:failover:ping_timout: unknown"):
+        xenha_pillarcheck.failover_settings({"ping_timout": 1.0})  # a typo is named
+    with pytest.raises(CommandExecutionError, match="xenha:failover:ping_timeout: must be a fin"):
+        xenha_pillarcheck.failover_settings({"ping_timeout": float("nan")})
 
 
 def test_the_shipped_master_bmc_example_completes_the_pillars_bmc():
