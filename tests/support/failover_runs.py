@@ -7,7 +7,7 @@ import datetime
 
 import xenha_failover as xf
 
-from tests.unit.test_failover_engine import EVENT, FakeIO
+from tests.support.failover_fake import EVENT, FakeIO
 
 
 class AuditedIO(FakeIO):

@@ -6,7 +6,8 @@ import inspect
 import pytest
 import xenha_failover as xf
 
-from tests.unit import test_failover_engine as scenarios
+from tests.support import failover_fake as scenarios
+from tests.unit import test_failover_engine as engine_tests
 
 EDGES = {(old, new) for old, row in xf.MACHINE.items() for new in row.next}
 
@@ -130,7 +131,7 @@ def test_a_host_that_renews_again_while_the_lease_only_path_waits_is_left_alone(
 def _scenarios():
     """The engine tests (and this file's) that need nothing but the fake cluster and a store."""
     found = []
-    for name, func in sorted({**vars(scenarios), **globals()}.items()):
+    for name, func in sorted({**vars(engine_tests), **globals()}.items()):
         params = set(inspect.signature(func).parameters) if name.startswith("test_") else None
         if params is not None and params <= {"io", "tmp_path"} and "tmp_path" in params:
             found.append((name, func, params))
