@@ -276,6 +276,12 @@ def stale(leased):
     return sorted(name for name, held in (leased or {}).items() if held.get("stale"))
 
 
+def blocked_since(record):
+    """When ``record`` last became ``blocked`` (``io.now()`` time), or None."""
+    last = (record.get("history") or [{}])[-1]
+    return last.get("time") if last.get("state") == BLOCKED else None
+
+
 def rejoined(record):
     """True if ``record`` is a failover of a host that came back under a new generation."""
     return (record.get("fence") or {}).get("method") == "rejoined"
@@ -896,10 +902,14 @@ class Engine:
         host = record["host"]
         if not self._acked(host):
             wait = record.get("retry_in", self.conf["retry_base"])
-            if self.io.mono() + wait > self._retry_until:
-                self._audit(host, "blocked_left", failover=record["id"], retry_in=wait)
+            # the back-off counts from the block: a resume once it is over (the scheduled
+            # one, every minute) retries at once, also with retry_for 0
+            since = blocked_since(record)
+            left = wait if since is None else max(0.0, min(wait, since + wait - self.io.now()))
+            if self.io.mono() + left > self._retry_until:
+                self._audit(host, "blocked_left", failover=record["id"], retry_in=left)
                 return False
-            deadline = self.io.mono() + wait
+            deadline = self.io.mono() + left
             while self.io.mono() < deadline:
                 if self._acked(host):
                     break

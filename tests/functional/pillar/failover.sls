@@ -20,7 +20,8 @@ xenha:
   xen:
     toolstack: xl
   sanlock: {lease_path: /tmp/xenha-functional-failover/leases.img, io_timeout: 1}
-  failover: {corroborate_window: 1.0, retry_base: 1.0, retry_max: 2.0, retry_for: 0}
+  # a back-off longer than a test: a repeated claim finds a blocked failover still blocked
+  failover: {corroborate_window: 1.0, retry_base: 600.0, retry_max: 600.0, retry_for: 0}
   # xha-fo-b: 4096 MiB, dom0 512, reserve 256 -> 3328 MiB for domUs: db01 and web01 fit, big01 not
   domus:
     db01: {config: /tmp/xenha-functional-failover/domus/db01.cfg, memory_mib: 1024, priority: 100}
