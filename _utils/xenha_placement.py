@@ -77,7 +77,8 @@ def _avoid_sets(domus):
 def _order_key(domus):
     def key(name):
         spec = domus[name]
-        priority = spec.get("priority", 0)
+        priority = spec.get("priority")
+        priority = 0 if priority is None else priority  # a null is unset, as the check reads it
         if isinstance(priority, bool) or not isinstance(priority, (int, float)):
             raise PlacementError(f"domU {name}: priority must be a number, got {priority!r}")
         return (-priority, -_mib(f"domU {name}", "memory_mib", spec.get("memory_mib")), name)

@@ -65,6 +65,19 @@ def test_priority_wins_scarce_memory():
     assert "low" in plan["unplaced"]
 
 
+def test_a_null_priority_is_the_default_as_the_pillar_check_reads_it():
+    # found by the pillar-consumers property test: `priority: null` passed the check (unset,
+    # 0) and failed the placement ("priority must be a number, got None")
+    snap = {
+        "hosts": {"a": host(0, "fenced"), "b": host(512)},
+        "domus": {"null": domu(512, "a", priority=None), "one": domu(512, "a", priority=1)},
+    }
+    plan = xp.place(snap, ["null", "one"], exclude=["a"])
+    assert plan["placement"] == {"one": "b"} and "null" in plan["unplaced"]
+    with pytest.raises(xp.PlacementError, match="priority must be a number, got 'high'"):
+        xp.place({**snap, "domus": {"x": domu(1, priority="high")}}, ["x"])
+
+
 def test_preferred_host_beats_best_fit():
     snap = {
         "hosts": {"b": host(600), "c": host(4000)},
