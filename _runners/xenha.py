@@ -1611,12 +1611,16 @@ def _answers_ping(minion, timeout):
 class _SaltFailoverIO(xenha_failover.Adapter):
     """The failover engine's I/O through this runner's Salt edge."""
 
-    def __init__(self, cluster, early_ping=None, io_timeout=xenha_failover.DEFAULTS["io_timeout"]):
+    def __init__(
+        self,
+        cluster,
+        early_ping=None,
+        io_timeout=xenha_failover.DEFAULTS["io_timeout"],
+        ping_timeout=PING_TIMEOUT,
+    ):
         self.cluster = cluster
         self.io_timeout = io_timeout
-        # checked as the pillar check checks it: a value it accepts is the one pinged with
-        settings = xenha_pillarcheck.failover_settings(cluster.get("failover"))
-        self.ping_timeout = settings.get("ping_timeout", PING_TIMEOUT)
+        self.ping_timeout = ping_timeout  # the checked xenha:failover:ping_timeout
         # (host, future) of a ping sent as the claim came in, while the pillar compiled: the
         # first corroboration uses it, every later one (a retry) pings afresh
         self.early_ping = early_ping
@@ -1698,7 +1702,8 @@ def _failover_engine(cluster, early_ping=None):
     if cluster.get("sanlock") is not None:
         settings["io_timeout"] = xenha_sanlockcfg.settings(cluster)["io_timeout"]
     io_timeout = settings.get("io_timeout", xenha_failover.DEFAULTS["io_timeout"])
-    io = _SaltFailoverIO(cluster, early_ping, io_timeout)
+    ping_timeout = settings.get("ping_timeout", PING_TIMEOUT)
+    io = _SaltFailoverIO(cluster, early_ping, io_timeout, ping_timeout)
     return xenha_failover.Engine(io, _cachedir(), settings)
 
 
