@@ -660,7 +660,7 @@ FAILOVER_DEFAULTS = {
 FAILOVER_SECONDS = tuple(key for key in FAILOVER_DEFAULTS if key != "start_tries")
 SHUTDOWN_POLICIES = ("migrate", "freeze", "failover")  # Proxmox ha-manager's names
 SHUTDOWN_DEFAULTS = {"shutdown_policy": "migrate", "shutdown_timeout": 600.0}
-FAILOVER_KEYS = (*FAILOVER_SECONDS, "start_tries", *SHUTDOWN_DEFAULTS)
+FAILOVER_KEYS = (*FAILOVER_DEFAULTS, *SHUTDOWN_DEFAULTS)
 
 
 def failover_settings(data, where=ROOT / "failover"):

@@ -188,8 +188,8 @@ def test_scenario(case, tmp_path):
     assert golden.is_file(), f"{case}: no expected.log (XENHA_GOLDEN=update writes it)"
     assert got == golden.read_text()
     # never two copies, whatever the story
-    seen = [n for names in io.running.values() for n in names]
-    assert len(seen) == len(set(seen))
+    running = [n for names in io.running.values() for n in names]
+    assert len(running) == len(set(running))
 
 
 def test_scenarios_are_many_and_replay_the_same(tmp_path):
