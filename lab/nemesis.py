@@ -815,12 +815,19 @@ def markdown(summary, rows):
 
 
 def keep(lab, out_dir):
-    """Copy the master's failover audit trail and recorded events into ``out_dir`` (the
-    evidence behind the trials' records outlives the lab)."""
+    """Copy the master's failover audit trail, the recorded events and the Salt logs into
+    ``out_dir`` (the evidence behind the trials' records outlives the lab)."""
     cache = lab.master.root / "var" / "cache" / "salt" / "master" / "xenha"
-    for src in (cache / "audit.log", lab.run_dir / "failover" / "events.jsonl"):
+    logs = {
+        "audit.log": cache / "audit.log",
+        "events.jsonl": lab.run_dir / "failover" / "events.jsonl",
+    }
+    logs["master.log"] = lab.master.root / "var" / "log" / "salt" / "master"
+    for name, host in lab.hosts.items():
+        logs[f"minion-{name}.log"] = host.root / "var" / "log" / "salt" / "minion"
+    for name, src in logs.items():
         if src.exists() and Path(out_dir).exists():
-            shutil.copy(src, Path(out_dir) / src.name)
+            shutil.copy(src, Path(out_dir) / name)
 
 
 def main(lab, *, trials, seed, faults=None, start=0, out_dir=None, settle_timeout=SETTLE_TIMEOUT):
