@@ -15,6 +15,7 @@ the master host.
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -240,6 +241,19 @@ class Lab:
         missing = sorted(set(self.hosts) - set(synced))
         if missing:
             raise LabError(f"saltutil.sync_all: no answer from {', '.join(missing)}")
+
+    def save_logs(self, dest):
+        """Copy the master's and the minions' Salt logs and the failover audit trail into
+        ``dest`` (made if missing): the evidence of a failed run outlives :meth:`down`."""
+        var = self.master.root / "var"
+        logs = {"master.log": var / "log" / "salt" / "master"}
+        logs["audit.log"] = var / "cache" / "salt" / "master" / "xenha" / "audit.log"
+        for name, host in self.hosts.items():
+            logs[f"minion-{name}.log"] = host.root / "var" / "log" / "salt" / "minion"
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        for name, src in logs.items():
+            if src.exists():
+                shutil.copy(src, Path(dest) / name)
 
     def down(self):
         """Remove every process, namespace and file of this lab. Safe to call twice."""

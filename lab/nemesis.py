@@ -815,19 +815,14 @@ def markdown(summary, rows):
 
 
 def keep(lab, out_dir):
-    """Copy the master's failover audit trail, the recorded events and the Salt logs into
-    ``out_dir`` (the evidence behind the trials' records outlives the lab)."""
-    cache = lab.master.root / "var" / "cache" / "salt" / "master" / "xenha"
-    logs = {
-        "audit.log": cache / "audit.log",
-        "events.jsonl": lab.run_dir / "failover" / "events.jsonl",
-    }
-    logs["master.log"] = lab.master.root / "var" / "log" / "salt" / "master"
-    for name, host in lab.hosts.items():
-        logs[f"minion-{name}.log"] = host.root / "var" / "log" / "salt" / "minion"
-    for name, src in logs.items():
-        if src.exists() and Path(out_dir).exists():
-            shutil.copy(src, Path(out_dir) / name)
+    """Copy the Salt logs, the failover audit trail and the recorded events into ``out_dir``
+    (the evidence behind the trials' records outlives the lab)."""
+    if not Path(out_dir).exists():
+        return
+    lab.save_logs(out_dir)
+    events = lab.run_dir / "failover" / "events.jsonl"
+    if events.exists():
+        shutil.copy(events, Path(out_dir) / events.name)
 
 
 def main(lab, *, trials, seed, faults=None, start=0, out_dir=None, settle_timeout=SETTLE_TIMEOUT):

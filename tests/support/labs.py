@@ -24,4 +24,5 @@ def prepared_lab(name, prefix, guests=None):
             demo.start_guests(lab, fo, demo.V1, guests)
         yield lab, fo
     finally:
+        lab.save_logs(RUN_ROOT / "logs" / name)  # the lab's folder goes with it
         lab.down()
