@@ -245,11 +245,11 @@ class Lab:
     def save_logs(self, dest):
         """Copy the master's and the minions' Salt logs and the failover audit trail into
         ``dest`` (made if missing): the evidence of a failed run outlives :meth:`down`."""
-        var = self.master.root / "var"
-        logs = {"master.log": var / "log" / "salt" / "master"}
-        logs["audit.log"] = var / "cache" / "salt" / "master" / "xenha" / "audit.log"
+        root = self.master.root  # a host's /var/log is its folder's log/
+        logs = {"master.log": root / "log" / "salt" / "master"}
+        logs["audit.log"] = root / "var" / "cache" / "salt" / "master" / "xenha" / "audit.log"
         for name, host in self.hosts.items():
-            logs[f"minion-{name}.log"] = host.root / "var" / "log" / "salt" / "minion"
+            logs[f"minion-{name}.log"] = host.root / "log" / "salt" / "minion"
         Path(dest).mkdir(parents=True, exist_ok=True)
         for name, src in logs.items():
             if src.exists():
