@@ -1274,7 +1274,8 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False, drain=Fal
     from, to, duration_s, outcome, reason), outcome ``migrated``, ``cold-migrated``,
     ``stayed``, ``UNCERTAIN`` or ``DOWN`` (a cold move that could start the domU neither on
     the target nor back on the source). Exit code 1 when not every domU left the host (it
-    stays in maintenance with them running; the summary names them).
+    stays in maintenance with them running; the summary names them), and when the host did
+    not list its domUs (no answer, toolstack error: nothing is planned).
 
     CLI Example:
 
@@ -1290,9 +1291,15 @@ def evacuate(host, parallel=None, timeout=MIGRATE_TIMEOUT, cold=False, drain=Fal
     with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
         doc[host] = xenha_failback.maintenance_mark(doc.get(host), bool(drain), time.time())
     with _reused_clients():
-        table = _evacuate(cluster, host, parallel, timeout, cold)
+        table, unknown = _evacuate(cluster, host, parallel, timeout, cold)
     answer = {"host": host, "result": table}
     left, which = _not_moved(table)
+    if unknown:
+        return _short_of(
+            answer,
+            f"{host} in maintenance; what runs on it is unknown ({unknown}): nothing was"
+            " planned, run the evacuation again",
+        )
     if not table:
         return {**answer, "summary": f"{host} in maintenance; nothing to move: no domU runs there"}
     if not left:
@@ -1319,7 +1326,12 @@ def _evacuate(cluster, host, parallel, timeout, cold):
     # only the VM hosts matter here (the storage host has no domUs), with each domU's disks
     targets = [h for h in _vmhost_names(cluster) if h != host]
     snap = _targets_settled(cluster, targets, disks=True)
-    todo = [d for d in xenha_snapshot.on_host(snap, host) if not snap["domus"][d]["migrating"]]
+    unknown = None  # why the host's own domain list is missing: "no domU there" is a guess
+    report = snap["reports"].get(host)
+    if report is None or report.get("domains_error"):
+        unknown = snap["hosts"][host].get("error") or "no answer"
+    todo = [] if unknown else xenha_snapshot.on_host(snap, host)
+    todo = [d for d in todo if not snap["domus"][d]["migrating"]]
     stays = {d: _shared_storage_problem(cluster, snap["domus"][d]) for d in todo}
     result = _place(snap, [d for d in todo if not stays[d]], exclude=[host])
     with xenha_store.edit(_cachedir(), mover.journal) as doc:
@@ -1331,8 +1343,8 @@ def _evacuate(cluster, host, parallel, timeout, cold):
     _run_moves(mover, [(d, host, t) for d, t in result["placement"].items()], parallel)
 
     table = mover.finish()
-    _fire(f"xenha/evacuate/{host}/done", {"host": host, "result": table})
-    return table
+    _fire(f"xenha/evacuate/{host}/done", {"host": host, "result": table, "unknown": unknown})
+    return table, unknown
 
 
 @_command

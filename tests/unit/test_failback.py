@@ -123,13 +123,22 @@ def runner(tmp_path, monkeypatch):
     module.where = {"web01": B, "web02": B, "db01": C, "big01": B, "mail01": A}
     module.moved, module.fired, module.asked = [], [], []
     module.policy = {}
+    module.silent = set()
 
     def cluster(host=None):
         return {**CLUSTER, "failover": module.policy}
 
     def fake_snapshot(cluster, **kwargs):
         module.asked.append(kwargs.get("hosts"))
-        return snapshot(module.where, module._marks()[0])
+        snap = snapshot(module.where, module._marks()[0])
+        reports = dict.fromkeys(snap["hosts"], {})  # as _snapshot: every host answered ...
+        for host in module.silent:  # ... but these: what they run is unknown
+            reports[host] = None
+            snap["hosts"][host]["error"] = "no answer within 30 s"
+            for entry in snap["domus"].values():
+                if entry["host"] == host:
+                    entry["host"] = None
+        return {**snap, "reports": reports}
 
     def move(mover, name, source, target):
         module.moved.append((mover.kind, name, source, target))
@@ -235,3 +244,25 @@ def test_evacuate_marks_the_drains_maintenance_as_the_drains(runner, tmp_path):
     runner.evacuate(C)
     marks = xenha_store.load(str(tmp_path), "maintenance")
     assert (marks[B]["by"], marks[C]["by"]) == ("shutdown", "evacuate")
+
+
+def test_evacuate_of_a_host_that_did_not_list_its_domus_plans_nothing_and_says_so(runner):
+    """Seen in CI: the source's report was late and evacuate said 'nothing to move: no domU
+    runs there' with exit 0, leaving its domUs on a host in maintenance."""
+    runner.silent = {B}
+    got = runner.evacuate(B)["data"]
+    assert got["retcode"] == 1, got
+    assert got["summary"] == (
+        "ServVirt2 in maintenance; what runs on it is unknown (no answer within 30 s): nothing"
+        " was planned, run the evacuation again"
+    )
+    assert got["result"] == [] and runner.moved == []
+    done = [data for tag, data in runner.fired if tag == "xenha/evacuate/ServVirt2/done"]
+    assert done == [{"host": B, "result": [], "unknown": "no answer within 30 s"}]
+    runner.silent = set()  # it answers again: the re-run moves its domUs
+    again = runner.evacuate(B)["data"]
+    assert "retcode" not in again and {row["domu"] for row in again["result"]} == {
+        "web01",
+        "web02",
+        "big01",
+    }
