@@ -1781,10 +1781,10 @@ def failover_resume():
     Continue every failover left unfinished (master restart, blocked past its retry window),
     look again at isolated hosts that still renewed their lease, mark failed-over hosts that
     are back as healthy, start the domUs of a host still down that fitted nowhere once a
-    survivor has room, and restart the domUs a host lost with an old sanlock generation (reset
+    survivor has room, restart the domUs a host lost with an old sanlock generation (reset
     and back before its failover decided, or a lockspace lost and joined again; docs/
-    failover.md). Safe to run at any time (e.g. from the master's schedule); returns one row
-    per journal, and one per such restart.
+    failover.md), and run loss claims still queued. Safe to run at any time (e.g. from the
+    master's schedule); returns one row per journal, and one per such restart or claim.
 
     CLI Example:
 
@@ -1800,7 +1800,15 @@ def failover_resume():
         # waits for
         with ThreadPoolExecutor(len(journals)) as pool:
             rows = list(pool.map(_resume_one, journals.items()))
-    return rows + _reclaim()
+    return rows + _reclaim() + _queued_claims()
+
+
+def _queued_claims():
+    """The loss claims left queued when a run held their host's lock (``Engine.take_claims``;
+    the holder takes them as it ends, this is the backstop)."""
+    if not xenha_failover.claimed_hosts(_cachedir()):
+        return []
+    return _failover_engine(_cluster()).take_claims()
 
 
 def _reclaim():

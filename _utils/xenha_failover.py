@@ -395,6 +395,16 @@ def ack_name(host):
     return f"failover-ack-{host}"
 
 
+def claims_name(host):
+    return f"claims-{host}"
+
+
+def claimed_hosts(cachedir):
+    """The hosts whose loss claims wait in the queue (see :meth:`Engine.handle`), sorted."""
+    names = (p.stem for p in store_dir(cachedir).glob("claims-*.json"))
+    return sorted(n[len("claims-") :] for n in names if xenha_store.load(cachedir, n).get("claims"))
+
+
 def load(cachedir, host):
     return xenha_store.load(cachedir, journal_name(host))
 
@@ -504,7 +514,14 @@ class Engine:
     # entry points
 
     def handle(self, host, reporter=None, event=None):
-        """A loss claim (reactor or operator). Returns a summary dict with ``state``."""
+        """
+        A loss claim (reactor or operator). Returns a summary dict with ``state``.
+
+        The claim is queued, then taken under the host's run lock. One that comes while
+        another run holds the lock (e.g. a resume finishing on older evidence) is taken by
+        that run once it lets go of the lock: a beacon says "lost" once, so a claim joined and
+        dropped would leave a dead host's domUs down.
+        """
         members = self.io.members()
         ok, reason = verify_claim(members["vmhosts"], host, reporter, event)
         if not ok:
@@ -514,28 +531,67 @@ class Engine:
                 {"host": host, "reporter": reporter, "reason": reason},
             )
             return {"host": host, "state": IGNORED, "reason": reason}
-        with run_lock(self.cachedir, host) as mine:
-            if not mine:
-                self._audit(host, "joined", reporter=reporter, reason="failover in progress")
-                return {"host": host, "state": IN_PROGRESS, "joined": True}
-            record = load(self.cachedir, host)
-            self._flush(record)
-            if record.get("state") == DONE:
-                back = self._seen_back(record, members)
-                if not back:
-                    self._audit(host, "repeat", reporter=reporter, failover=record["id"])
-                    return {"host": host, "state": DONE, "duplicate": True, "id": record["id"]}
-                self._mark_recovered(record, reason=back)
-                record = {}
-            if record.get("state") in ACTIVE:
-                self._audit(host, "resume", reporter=reporter, failover=record["id"])
-                record.setdefault("reporters", []).append(reporter)
-            else:
-                record = self._new(host, reporter, event)
-            return self._drive(record, members)
+        with xenha_store.edit(self.cachedir, claims_name(host)) as doc:
+            doc.setdefault("claims", []).append({"reporter": reporter, "event": event})
+        summary = self._take_claims(host, members)
+        if summary is None:
+            self._audit(host, "joined", reporter=reporter, reason="failover in progress")
+            return {"host": host, "state": IN_PROGRESS, "joined": True}
+        return summary
+
+    def take_claims(self):
+        """Take every queued claim whose host's run lock is free (the scheduled resume's
+        backstop: a claim queued while a run held the lock of another host's survivor)."""
+        ran = [self._take_claims(host) for host in claimed_hosts(self.cachedir)]
+        return [summary for summary in ran if summary]
+
+    def _take_claims(self, host, members=None):
+        """
+        Run ``host``'s queued claims, one after the other, until none is left (the lock is
+        let go between rounds, so a claim queued meanwhile is never missed: its sender takes
+        the lock itself, or the holder finds it in the next round). The first claim's
+        summary; None if another run holds the lock or nothing was queued.
+        """
+        first = None
+        while True:
+            with run_lock(self.cachedir, host) as mine:
+                if not mine:
+                    return first
+                with xenha_store.edit(self.cachedir, claims_name(host)) as doc:
+                    claims = doc.pop("claims", [])
+                if not claims:
+                    return first
+                members = members or self.io.members()
+                for claim in claims:
+                    summary = self._claim(host, claim["reporter"], claim["event"], members)
+                    first = first or summary
+
+    def _claim(self, host, reporter, event, members):
+        """One claim, under the host's run lock."""
+        record = load(self.cachedir, host)
+        self._flush(record)
+        if record.get("state") == DONE:
+            back = self._seen_back(record, members)
+            if not back:
+                self._audit(host, "repeat", reporter=reporter, failover=record["id"])
+                return {"host": host, "state": DONE, "duplicate": True, "id": record["id"]}
+            self._mark_recovered(record, reason=back)
+            record = {}
+        if record.get("state") in ACTIVE:
+            self._audit(host, "resume", reporter=reporter, failover=record["id"])
+            record.setdefault("reporters", []).append(reporter)
+        else:
+            record = self._new(host, reporter, event)
+        return self._drive(record, members)
 
     def resume(self, host):
-        """Continue a journal left active (master restart, give-up while blocked)."""
+        """Continue a journal left active (master restart, give-up while blocked), then take
+        the claims queued while it ran."""
+        summary = self._resume(host)
+        self._take_claims(host)
+        return summary
+
+    def _resume(self, host):
         with run_lock(self.cachedir, host) as mine:
             if not mine:
                 return {"host": host, "state": IN_PROGRESS, "joined": True}
@@ -563,8 +619,13 @@ class Engine:
         :meth:`_rejoin`) when no failover of ``host`` is under way: a host reset and back
         before its failover decided, or one that lost its lockspace (a storage cut) and
         joined again. ``leased``: its leases if already read. Returns the failover's summary,
-        or None when there is nothing to do.
+        or None when there is nothing to do. Then takes the claims queued while it ran.
         """
+        summary = self._reclaim(host, leased)
+        self._take_claims(host)
+        return summary
+
+    def _reclaim(self, host, leased):
         with run_lock(self.cachedir, host) as mine:
             last = load(self.cachedir, host) if mine else {}
             if not mine or last.get("state") in ACTIVE:

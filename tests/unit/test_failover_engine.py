@@ -573,6 +573,42 @@ def test_audit_line_is_readable(tmp_path):
     assert path.read_text() == '1970-01-01T00:00:00Z A fenced {"method": "ipmi"}\n'
 
 
+def test_a_claim_made_while_a_resume_decides_on_older_evidence_is_run_after_it(io, tmp_path):
+    """
+    Seen in the nemesis: a scheduled resume re-checked A (its minion answered: ignored) and
+    still held A's run lock when A lost power and the beacon's one "lost" claim came. The
+    claim was joined to the resume and dropped: A's domUs stayed down. It is queued and run
+    once the resume lets go of the lock.
+    """
+    io.lease_state["A"] = "advancing"  # partitioned, still renewing: ignored, to re-check
+    assert engine(io, tmp_path).handle("A", "B", EVENT)["state"] == "ignored"
+    gate, entered = threading.Event(), threading.Event()
+    ping = io.ping
+
+    def slow_ping(host):
+        if not entered.is_set():  # the resume's ping: A still answers, then A powers off
+            entered.set()
+            assert gate.wait(10)
+            return True
+        return ping(host)
+
+    io.ping = slow_ping
+    resumed = {}
+    holder = threading.Thread(target=lambda: resumed.update(engine(io, tmp_path).resume("A")))
+    holder.start()
+    assert entered.wait(10)
+    io.lease_state["A"] = "stopped"
+    claim = engine(io, tmp_path).handle("A", "B", EVENT)
+    assert claim == {"host": "A", "state": "in_progress", "joined": True}
+    gate.set()
+    holder.join(10)
+    assert resumed["state"] == "ignored"  # the resume decided on what it saw
+    journal = xf.load(str(tmp_path), "A")
+    assert journal["state"] == "done", journal  # the claim ran after it: fenced, restarted
+    assert sorted(name for name, _ in io.starts) == ["db01", "tiny", "web01"]
+    assert xf.claimed_hosts(str(tmp_path)) == []
+
+
 def test_a_failover_held_by_another_process_is_joined(io, tmp_path):
     """The run lock is an flock: another process (a second salt-run) holding it makes us join."""
     xf.store_dir(str(tmp_path))
