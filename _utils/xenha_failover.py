@@ -995,12 +995,20 @@ class Engine:
     def _leased(self, record, members):
         """The dead host's domU leases ``{name: {"mode", "hosts"}}`` as a survivor reads them
         from the lease area, or None if none could."""
+        return self._leased_or_why(record, members)[0]
+
+    def _leased_or_why(self, record, members):
+        """``(leases, None)`` as :meth:`_leased`, or ``(None, why)``: each survivor's error."""
         host = record["host"]
+        errors = []
         for observer in sorted(h for h in members["vmhosts"] if h != host):
-            got = holdings(self._safe(self.io.leased_domus, observer, host), host)
+            answer = self._safe(self.io.leased_domus, observer, host)
+            got = holdings(answer, host)
             if got is not None:
-                return got
-        return None
+                return got, None
+            why = answer if isinstance(answer, Failure) else f"not a lease list: {answer!r:.80}"
+            errors.append(f"{observer}: {why}")
+        return None, "; ".join(errors) or "no survivor"
 
     def _in_flight(self, record, members, leased):
         """
@@ -1052,12 +1060,15 @@ class Engine:
         if self._prefetched and self.io.mono() - self._prefetched[0] < PREFETCH_FOR:
             leased, snapshot = (future.result() for future in self._prefetched[1:])
         self._prefetched = None  # a retry or a resume reads again
+        why = None
         if leased is None:
-            leased = self._leased(record, members)
+            leased, why = self._leased_or_why(record, members)
         else:
             record["leases_read"] = "before the fence"  # _restart reads them again
         if leased is None:
-            return self._plan_blocked(record, "no survivor could list the dead host's leases")
+            return self._plan_blocked(
+                record, f"no survivor could list the dead host's leases ({why})"
+            )
         if self._back(record, members):
             return self._stop_restarting(record, members)
         if not snapshot:

@@ -661,7 +661,11 @@ def test_a_blocked_planning_backs_off_and_fires_blocked_once_per_reason(io, tmp_
     result = eng.handle("A", "B", EVENT)
     assert result["state"] == "fenced"  # fenced, planning left to a resume
     blocked = [d["reason"] for t, d in io.events if t.endswith("/blocked")]
-    assert blocked == ["fenced, but no survivor could list the dead host's leases"]
+    # each survivor's error is named: the reason says what to look at
+    assert blocked == [
+        "fenced, but no survivor could list the dead host's leases (B: lease directory"
+        " unreadable; C: lease directory unreadable)"
+    ]
     audited = [a for a in io.audits if a["step"] == "blocked"]
     assert len(audited) >= 4  # 5 + 10 + 20 + 40 s fit in 120 s; every retry is audited
     assert io.starts == []
