@@ -209,6 +209,28 @@ def join(test=False):
     return {"host_id": hid, "changed": ret["retcode"] == 0}
 
 
+def rejoin():
+    """
+    Join the lockspace again when this host is out of it, as the boot unit does at boot: the
+    host's sanlock leaves the lockspace when it cannot renew its delta lease for 8 x
+    io_timeout (a storage cut), after its keepers' killpaths destroyed the domUs whose leases
+    went with it. Once the lease area reads again, this joins under a new generation; the
+    master's sweep (``xenha.failover_resume``) then restarts the domUs whose leases the old
+    generation held (a domU still running here is left here: docs/failover.md). The VM hosts'
+    pillar schedules it every few seconds. Returns ``{"host_id", "changed"}``; raises while
+    the lease area cannot be read (the storage is still away).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ServVirt1 xenha_sanlock.rejoin
+    """
+    if not join(test=True)["changed"]:
+        return {"host_id": _my_host_id(_settings()), "changed": False}
+    return join()
+
+
 def leave(force=False):
     """
     Leave the lockspace (``sanlock client rem_lockspace``). Refused while this host holds domU

@@ -585,10 +585,8 @@ class Nemesis:
         reason, powered = "not checked", []
         while time.time() - t0 < timeout:
             powered += self._hosts_back()
-            # a host whose sanlock lost the lockspace (storage cut longer than 8 x io_timeout)
-            # joins again, as the operator's next state.apply would make it
-            with contextlib.suppress(LabError):
-                self.fo.rejoin()
+            # (a host whose sanlock left the lockspace in a storage cut joins it again by its
+            # own schedule, xenha_sanlock.rejoin: the nemesis does not help)
             reason = self.settled()
             if reason is None:
                 self.fo.ensure_services()

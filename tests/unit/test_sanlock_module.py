@@ -144,6 +144,27 @@ def test_join_again_is_no_change(fake):
         xenha_sanlock.join()
 
 
+def test_rejoin_joins_only_a_host_out_of_the_lockspace(fake):
+    """The VM hosts' schedule runs it every 10 s: a joined host runs nothing but status; a host
+    whose sanlock left the lockspace (storage cut) joins again."""
+    assert xenha_sanlock.rejoin() == {"host_id": 2, "changed": False}
+    assert not fake.ran("sanlock", "client", "add_lockspace")
+    assert [c[:3] for c in fake.calls] == [["sanlock", "client", "status"]]
+    fake.on("sanlock", "client", "status", answer=ok("daemon A\np -1 helper\n"))
+    fake.on("sanlock", "client", "add_lockspace", answer=ok("add_lockspace done 0\n"))
+    assert xenha_sanlock.rejoin() == {"host_id": 2, "changed": True}
+    (argv,) = fake.ran("sanlock", "client", "add_lockspace")
+    assert argv[3:] == ["-o", "10", "-s", f"xenha:2:{PATH}:0"]
+
+
+def test_rejoin_waits_while_the_lease_area_is_away(fake):
+    fake.on("sanlock", "client", "status", answer=ok("daemon A\n"))
+    fake.on("stat", answer=ok(retcode=1, stderr="stat: cannot statx: Input/output error"))
+    with pytest.raises(CommandExecutionError, match="lease_path: .* does not exist"):
+        xenha_sanlock.rejoin()
+    assert not fake.ran("sanlock", "client", "add_lockspace")
+
+
 def test_leave_refused_while_leases_are_held(fake):
     with pytest.raises(CommandExecutionError, match="holds the leases of web01"):
         xenha_sanlock.leave()
