@@ -398,21 +398,38 @@ def _client_for_call():
 
 
 def _gather(client, hosts, needed, *, kwarg, wait, marks):
-    """Publish the report call once and collect answers until ``needed`` all came, or ``wait``."""
+    """
+    Publish the report call once and collect answers until ``needed`` all came, or ``wait``.
+    A needed host silent halfway through is asked once more (the report only reads): a
+    publish a minion never received, e.g. while it reconnected, costs no more than that.
+    """
     started = time.monotonic()
     fun = "xenha_preflight.report"
-    nonce, arg = _sealed(fun, kwarg=kwarg)
-    pub = client.run_job(hosts, PROVE, arg=arg, tgt_type="list", timeout=wait, listen=True)
-    if not pub or "jid" not in pub:
+    asked = {}  # jid: the nonce its answers must be sealed with
+
+    def publish(targets):
+        nonce, arg = _sealed(fun, kwarg=kwarg)
+        pub = client.run_job(
+            sorted(targets), PROVE, arg=arg, tgt_type="list", timeout=wait, listen=True
+        )
+        if pub and "jid" in pub:
+            asked[pub["jid"]] = nonce
+
+    publish(hosts)
+    if not asked:
         return {h: (False, "the master could not publish the report call", None) for h in hosts}
-    prefix = f"salt/job/{pub['jid']}/ret/"
-    got, ignored = {}, {}
+    again, got, ignored = started + wait / 2, {}, {}
     while not needed <= set(got) and (left := started + wait - time.monotonic()) > 0:
+        silent = needed - set(got) - set(ignored)
+        if again is not None and time.monotonic() >= again and silent:
+            log.warning("xenha: no report from %s in %.0f s: asked again", sorted(silent), wait / 2)
+            publish(silent)
+            again = None  # once
         # wait must stay above 0: get_event(wait=0) blocks for ever
-        event = client.event.get_event(wait=max(min(left, 0.5), 0.01), tag=prefix, full=True)
-        minion = (event or {}).get("tag", "")[len(prefix) :]
-        if minion in hosts and minion not in got:
-            ok, value = _proven(minion, fun, nonce, event["data"])
+        event = client.event.get_event(wait=max(min(left, 0.5), 0.01), tag="salt/job/", full=True)
+        _, _, jid, ret, minion = ((event or {}).get("tag", "").split("/") + [""] * 5)[:5]
+        if ret == "ret" and jid in asked and minion in hosts and minion not in got:
+            ok, value = _proven(minion, fun, asked[jid], event["data"])
             if ok is None:
                 ignored[minion] = value
                 continue
