@@ -217,7 +217,7 @@ def rejoin():
     went with it. Once the lease area reads again, this joins under a new generation; the
     master's sweep (``xenha.failover_resume``) then restarts the domUs whose leases the old
     generation held (a domU still running here is left here: docs/failover.md). The VM hosts'
-    pillar schedules it every few seconds. Returns ``{"host_id", "changed"}``; raises while
+    pillar schedules it every 30 s. Returns ``{"host_id", "changed"}``; raises while
     the lease area cannot be read (the storage is still away).
 
     CLI Example:

@@ -87,7 +87,7 @@ beacons:
 schedule:
   xenha-sanlock-rejoin:
     function: xenha_sanlock.rejoin
-    seconds: 10
+    seconds: 30
     maxrunning: 1
     return_job: false
 {%-     endif %}
