@@ -31,6 +31,7 @@ import salt.utils.jid
 import salt.utils.minions
 import xenha_capacity
 import xenha_failback
+import xenha_moves
 import xenha_names
 import xenha_pillarcheck
 import xenha_placement
@@ -956,7 +957,7 @@ class _Mover:
     def record(self, name, **fields):
         with self.lock, xenha_store.edit(_cachedir(), self.journal) as journal:
             entry = journal.setdefault("domus", {}).setdefault(name, {})
-            entry.update(fields)
+            xenha_moves.change(entry, fields)  # refuses a step no move takes
             row = _row(name, entry)
         _fire(f"xenha/{self.kind}/{self.host}/domu/{name}", row)
         _progress(
