@@ -40,6 +40,8 @@ V1, V2, DB = "ServVirt1", "ServVirt2", "ServDB"
 WEB01_IP = "10.99.0.100"
 FAILOVER_TIMEOUT = 240  # s: detection, corroboration, fence and a TCG boot on a loaded machine
 WATCH = []  # every Watch of the module: none may ever have seen web01 on two hosts
+CRASH = {}  # the first crash's time, measured timeline and crash -> HTTP seconds
+SLACK = 3.0  # s an event may be seen after its step was recorded (same clock: one machine)
 PREFIX = os.environ.get("XENHA_FAILOVER_TEST_PREFIX", "xfo")  # another engineer's: their own
 # the master alerts receivers on its own loopback (ports free in its fresh network namespace),
 # with this run's made-up credentials
@@ -223,6 +225,7 @@ def test_crash_restarts_its_domus_on_the_survivor_once(lab, bmcs, fo, web01):
         after = new_boot(lab, before["bootid"], fo=fo)
         http = time.time() - t0
     tl = fo.timeline(V1, t0)
+    CRASH.update(at=t0, timeline=tl, http=http)
     show("crash -> restart", tl, http=round(http, 2))
     assert tl["fence"] == "ipmi"
     assert tl["reporter"] == V2
@@ -239,6 +242,31 @@ def test_crash_restarts_its_domus_on_the_survivor_once(lab, bmcs, fo, web01):
     assert after["disk_seq"] > before["disk_seq"]  # booted from the same disk, writes went on
     assert fo.holders().get("web01") == {"mode": "ex", "hosts": [V2]}
     assert bmcs[V1].power_status() is False
+
+
+def test_the_report_of_that_crash_matches_its_measured_timeline(lab):
+    """``xenha.failover_report`` of the crash above agrees with the timeline measured from the
+    master's events: each step recorded before its event was seen (the engine persists, then
+    fires), and within SLACK s of it (whole seconds for the domU's start, delivery under
+    load)."""
+    if not CRASH:
+        pytest.skip("runs after test_crash_restarts_its_domus_on_the_survivor_once")
+    report = lab.salt_run("xenha.failover_report", V1, timeout=120)["failovers"][-1]
+    assert report["state"] == "done" and report["fence"]["method"] == "ipmi", report
+    assert report["restarted"]["web01"]["host"] == V2
+    assert report["not_restarted"] == {}
+    steps = {s["step"]: s for s in report["steps"]}
+    pairs = [(name, name) for name in ("verified", "corroborated", "fenced", "done")]
+    pairs.append(("domu_started", "domu_started:web01"))
+    for step, event in pairs:
+        recorded = steps[step]["time"] - CRASH["at"]
+        seen = CRASH["timeline"][event]
+        assert recorded <= seen + 0.01, (step, recorded, seen)
+        assert seen - recorded < SLACK, (step, recorded, seen)
+    # the claim comes after the crash; the heartbeat was last heard before it
+    assert report["claim"] > CRASH["at"] - 1
+    assert steps["last_heard"]["t"] < 0
+    assert 0 < report["seconds"] < CRASH["http"]
 
 
 def test_the_dead_host_comes_back_without_its_old_domus_and_shows_healthy(lab, bmcs, fo):
