@@ -1,12 +1,22 @@
 """
-Guest monitoring in the lab (prefix ``xgm``), on real daemons: web01 runs on ServVirt1; a
-``monitor`` policy (restart 2 within 3600 s, then relocate) is given to it through the run's own
-pillar (``Failover.update_domu``), so no other lab sees it. The VM hosts get the
-``xenha_guests`` beacon only then. Its QEMU is SIGKILLed inside ServVirt1, which the lab
-toolstack sees as a domain gone: the beacon reports it, the shipped reactor hands it to
-``xenha.guest_failed``, which restarts web01 in place (same host, a new boot over its network),
-twice; the third crash relocates it to ServVirt2. ``xl list`` on both hosts never shows it twice
-at any poll, and the master's audit trail (``guestmon.log``) names each action.
+Guest monitoring and N+1 in the lab (prefix ``xgm``), on real daemons, one lab for both.
+
+N+1 first: web01 runs on ServVirt1 and ServVirt2 has room for it, so ``salt-run
+xenha.status`` says N+1 ``ok``. A domU outside the pillar (``hog``, started paused on
+ServVirt2 with the lab ``xl``, which counts its memory as used, as Xen would) takes
+ServVirt2's memory down to less than web01 needs above the host's reserve: status says ``at
+risk``, naming ServVirt1 and web01. Beforehand ``xenha.admission`` and a
+``xenha_domu.running`` state with ``admission: strict`` (through the master's ``peer_run``)
+refuse that very start. With ``hog`` destroyed, N+1 is ``ok`` again.
+
+Then guest monitoring: a ``monitor`` policy (restart 2 within 3600 s, then relocate) is given
+to web01 through the run's own pillar (``Failover.update_domu``), so no other lab sees it.
+The VM hosts get the ``xenha_guests`` beacon only then. Its QEMU is SIGKILLed inside
+ServVirt1, which the lab toolstack sees as a domain gone: the beacon reports it, the shipped
+reactor hands it to ``xenha.guest_failed``, which restarts web01 in place (same host, a new
+boot over its network), twice; the third crash relocates it to ServVirt2. ``xl list`` on both
+hosts never shows it twice at any poll, and the master's audit trail (``guestmon.log``) names
+each action.
 """
 
 import json
@@ -30,6 +40,10 @@ STEP_TIMEOUT = 300  # s from a crash to the guest answering again (detection, re
 # it saw listed: each crash waits until at least two rounds saw the running instance
 SEEN = 12
 NO_ACTION_TIMEOUT = 120  # s from a crash to the master's first action on it (detection ~6 s)
+HOG = "hog"
+WEB01_MIB = 128  # Failover.define_domu's default
+SHORT = 64  # MiB that ServVirt2 lacks for web01 (above its reserve) while hog runs
+AT_RISK = f"at risk ({V1} -> [{NAME}])"
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +139,77 @@ def wait_back(lab, before, expect_on, what):
         pytest.fail(
             f"{err}; listed last on {seen[-1:]}, audit trail:\n{trail}\nSalt logs:\n{log_tail(lab)}"
         )
+
+
+def status(lab):
+    return lab.salt_run("xenha.status", "leases=False", timeout=300)
+
+
+def wait_n_plus_1(lab, verdict, what):
+    """Poll ``xenha.status`` until its N+1 verdict is ``verdict``; returns that status (on
+    timeout the last status is in the failure message)."""
+    last = {}
+
+    def reached():
+        last.update(status(lab))
+        return last.get("n_plus_1") == verdict and dict(last)
+
+    try:
+        return wait_for(reached, 120, what, interval=2)
+    except LabError as err:
+        pytest.fail(f"{err}; last status:\n{json.dumps(last, indent=1)}")
+
+
+def rows(answer):
+    return {h["host"]: h["n_plus_1"] for h in answer["hosts"]}
+
+
+def free_mib(answer, host):
+    row = next(h for h in answer["hosts"] if h["host"] == host)
+    return int(row["memory_free_total_mib"].split("/")[0])
+
+
+def hog_config(lab, fo, memory):
+    """An xl config for ``HOG`` (the lab guest's kernel, no NIC, no disk) in the shared folder."""
+    image = vm.DomUs(lab).image()
+    cfg = fo.shared / "domus" / f"{HOG}.cfg"
+    cfg.write_text(
+        f'name = "{HOG}"\nmemory = {memory}\nvcpus = 1\n'
+        f'kernel = "{image.kernel}"\nramdisk = "{image.ramdisk}"\n'
+    )
+    return cfg
+
+
+def test_n_plus_1_goes_at_risk_when_memory_is_taken_and_back_when_freed(lab_fo):
+    lab, fo = lab_fo
+    vm.wait_guest(lab.cli, IP)
+    first = wait_n_plus_1(lab, "ok", "N+1 ok with web01 on ServVirt1")
+    assert rows(first) == {V1: "ok", V2: "ok", "ServDB": "-"}, first["hosts"]
+
+    # take all but SHORT MiB of what web01 needs on ServVirt2, above its reserve
+    reserve = lab.cluster["hosts"][V2]["memory_reserve_mib"]
+    hog_mib = free_mib(first, V2) - reserve - WEB01_MIB + SHORT
+    cfg = hog_config(lab, fo, hog_mib)
+
+    refused = lab.salt_run("xenha.admission", HOG, V2, f"memory_mib={hog_mib}", timeout=300)
+    assert (refused["admit"], refused["broken"]) == (False, {V1: [NAME]}), refused
+    assert refused["after"] == AT_RISK, refused
+    state_args = (f"name={HOG}", f"config={cfg}", "admission=strict", "test=True")
+    got = lab.salt(V2, "state.single", "xenha_domu.running", *state_args, timeout=300)[V2]
+    (state,) = got.values()
+    assert state["result"] is False, state
+    assert f"losing {V1} would leave {NAME} unplaced" in state["comment"], state
+
+    toolstack.xl(lab.hosts[V2], "create", "-p", str(cfg))
+    try:
+        risky = wait_n_plus_1(lab, AT_RISK, f"N+1 at risk with {hog_mib} MiB taken on {V2}")
+        assert rows(risky) == {V1: f"at risk: {NAME}", V2: "ok", "ServDB": "-"}, risky["hosts"]
+        assert free_mib(risky, V2) - reserve == WEB01_MIB - SHORT, risky["hosts"]
+    finally:
+        toolstack.xl(lab.hosts[V2], "destroy", HOG)
+
+    again = wait_n_plus_1(lab, "ok", f"N+1 ok again once {HOG} was destroyed")
+    assert rows(again) == {V1: "ok", V2: "ok", "ServDB": "-"}, again["hosts"]
 
 
 def test_a_crashed_guest_is_restarted_in_place_then_relocated(lab_fo):
