@@ -524,6 +524,7 @@ class Nemesis:
         self.out = Path(out_dir)
         self.checker = checker
         self.last_end = time.time()
+        self.waited = {}  # what the last settle waited on: {reason: seconds}
         self.rng = random.Random(0)  # noqa: S311 -- replayable faults, not secrets
         self.vmhosts = sorted(h for h, x in lab.hosts.items() if x.role == "vmhost")
         spec = lab.pillar()["hosts"]
@@ -580,14 +581,20 @@ class Nemesis:
         return f"minions not answering: {mute}" if mute else None
 
     def settle(self, timeout):
-        """Wait until :meth:`settled`; (seconds, None) or (None, the last reason)."""
+        """Wait until :meth:`settled`; (seconds, None) or (None, the last reason). What it
+        waited on is kept in ``self.waited`` ({reason: seconds seen}): a slow settle says why."""
         t0 = time.time()
         reason, powered = "not checked", []
+        self.waited = {}
         while time.time() - t0 < timeout:
             powered += self._hosts_back()
             # (a host whose sanlock left the lockspace in a storage cut joins it again by its
             # own schedule, xenha_sanlock.rejoin: the nemesis does not help)
+            checked = time.time()
             reason = self.settled()
+            if reason is not None:
+                key = reason[:120]
+                self.waited[key] = round(self.waited.get(key, 0) + time.time() - checked + 1, 1)
             if reason is None:
                 self.fo.ensure_services()
                 return round(time.time() - t0, 1), None, powered
@@ -650,6 +657,8 @@ class Nemesis:
         row["fault_s"] = round(t_heal - t0, 1)
         settle_s, reason, powered = self.settle(settle_timeout)
         row.update({"settle_s": settle_s, "settled": settle_s is not None})
+        if self.waited:
+            row["waited_on"] = self.waited
         if powered:
             row["powered_on_after_heal"] = powered
         active = {h: j for h in self.vmhosts if (j := self.fo.journal(h).get("state")) in ACTIVE}
