@@ -5,7 +5,7 @@ The runner asks ``xenha_proof.call`` instead of the function itself when it take
 evidence (is the host alive, what does it run, did a domU arrive): any minion can put a return
 in another minion's name on the master bus, only this minion holds its private key
 (``<pki_dir>/minion.pem``). The signature covers this minion's id, the runner's one-time nonce,
-the function and its result (``_utils/xenha_proof.py``, docs/runner.md "Trusted answers").
+the function and its result (``_utils/xenha_seal.py``, docs/runner.md "Trusted answers").
 
 Needs: the minion's key (it has one once the master accepted it) and Python's ``cryptography``
 (which Salt itself uses).
@@ -13,7 +13,7 @@ Needs: the minion's key (it has one once the master accepted it) and Python's ``
 
 import os
 
-import xenha_proof
+import xenha_seal
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "xenha_proof"
@@ -57,8 +57,8 @@ def call(nonce, fun, arg=None, kwarg=None):
         salt ServVirt1 xenha_proof.call 00112233445566778899aabbccddeeff test.ping
     """
     try:
-        xenha_proof.check_nonce(nonce)
-    except xenha_proof.ProofError as err:
+        xenha_seal.check_nonce(nonce)
+    except xenha_seal.ProofError as err:
         raise CommandExecutionError(f"xenha_proof.call: {err}") from None
     if fun not in FUNCTIONS:
         raise CommandExecutionError(
@@ -68,4 +68,4 @@ def call(nonce, fun, arg=None, kwarg=None):
         outcome = {"ok": True, "value": __salt__[fun](*(arg or []), **(kwarg or {}))}
     except Exception as err:  # noqa: BLE001 - the runner gets the failure, sealed like a result
         outcome = {"ok": False, "error": str(err) or type(err).__name__}
-    return xenha_proof.seal(_private_key(), __opts__["id"], nonce, fun, outcome)
+    return xenha_seal.seal(_private_key(), __opts__["id"], nonce, fun, outcome)

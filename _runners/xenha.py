@@ -35,7 +35,7 @@ import xenha_moves
 import xenha_names
 import xenha_pillarcheck
 import xenha_placement
-import xenha_proof
+import xenha_seal
 import xenha_snapshot
 import xenha_store
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -152,7 +152,7 @@ PROVE = "xenha_proof.call"  # the minion function that signs an answer with the 
 
 def _sealed(fun, arg=(), kwarg=None):
     """``(nonce, arguments of xenha_proof.call)`` that run ``fun`` and seal its answer."""
-    nonce = xenha_proof.nonce()
+    nonce = xenha_seal.nonce()
     return nonce, [nonce, fun, list(arg), kwarg or {}]
 
 
@@ -167,14 +167,14 @@ def _proven(minion, fun, nonce, got):
     text)`` of an answer that ``minion`` sealed with its own key for this call's ``nonce``
     (xenha_proof.call); ``(None, why)`` for anything else, which the caller ignores as if it
     had not come. Any minion can put a return in another's name on the bus, and have the master
-    store it in the job cache under that name (_utils/xenha_proof.py, docs/runner.md).
+    store it in the job cache under that name (_utils/xenha_seal.py, docs/runner.md).
     """
     if not isinstance(got, dict):
         return None, "no answer"
     ret = got["ret"] if "ret" in got else got.get("return")
     try:
-        outcome = xenha_proof.unseal(_accepted_key(minion), minion, nonce, fun, ret)
-    except xenha_proof.ProofError as err:
+        outcome = xenha_seal.unseal(_accepted_key(minion), minion, nonce, fun, ret)
+    except xenha_seal.ProofError as err:
         log.warning("xenha: ignored an answer to %s in the name of %s: %s", fun, minion, err)
         return None, f"an answer in its name was not signed by it ({err})"
     if outcome.get("ok") is True:

@@ -24,7 +24,7 @@ import salt.config
 import salt.loader
 import salt.utils.event
 import salt.utils.schedule
-import xenha_proof
+import xenha_seal
 import yaml
 from pytestshellutils.exceptions import FactoryTimeout
 
@@ -623,7 +623,7 @@ class Forger:
     def _answer(self, channel, key, new):
         jid, (nonce, fun, *_) = new["jid"], new["arg"]
         value = self.forge(fun)
-        sealed = xenha_proof.seal(key, self.victim, nonce, fun, {"ok": True, "value": value})
+        sealed = xenha_seal.seal(key, self.victim, nonce, fun, {"ok": True, "value": value})
         for ret in (value, sealed):
             answer = {"return": ret, "retcode": 0, "success": True, "jid": jid,
                       "fun": new["fun"], "id": self.opts["id"]}  # fmt: skip

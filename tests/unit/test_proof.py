@@ -1,10 +1,10 @@
-"""Sealed answers (_utils/xenha_proof.py): only the named minion's key makes one that unseals."""
+"""Sealed answers (_utils/xenha_seal.py): only the named minion's key makes one that unseals."""
 
 import base64
 
 import pytest
 import salt.payload
-import xenha_proof as proof
+import xenha_seal as proof
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 

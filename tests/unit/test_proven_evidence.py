@@ -7,7 +7,7 @@ a return another minion put on the bus in its name is no evidence, never a "dead
 import contextlib
 
 import pytest
-import xenha_proof as proof
+import xenha_seal as proof
 from salt.exceptions import CommandExecutionError
 
 from tests.unit.test_proof import FORGER, VICTIM

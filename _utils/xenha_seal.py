@@ -11,6 +11,9 @@ answer with it (``seal``), bound to its id, the runner's fresh nonce and the fun
 runner checks the signature with the public key it accepted for that minion (``unseal``).
 
 Pure helpers, shared by ``_modules/xenha_proof.py`` (the minion) and ``_runners/xenha.py``.
+Not named after that module: a util of the same name let its ``import`` find the execution
+module itself once a minion had loaded it before the first sync (the pillar's scheduled job
+did), and every signed answer then failed with AttributeError until the minion restarted.
 """
 
 import base64
