@@ -59,6 +59,7 @@ def bench():
         demo.start_guests(lab, fo, V1, dict([WEB01]))
         yield lab_common.LabBench(lab, fo)
     finally:
+        lab.save_logs(RUN_ROOT / "logs" / f"test-demo-bench{suffix}")  # the lab goes with it
         lab.down()
 
 

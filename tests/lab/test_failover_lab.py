@@ -79,6 +79,7 @@ def lab():
         the_lab.up()
         yield the_lab
     finally:
+        the_lab.save_logs(RUN_ROOT / "logs" / f"test-failover-lab{suffix}")  # goes with it
         the_lab.down()
 
 
