@@ -28,6 +28,7 @@ RELEASE_TIMEOUT = 30
 POLL_INTERVAL = 0.2
 KEEPER = os.path.join(os.path.dirname(os.path.abspath(cfgmod.__file__)), "xenha_sanlockkeeper.py")
 ERR_EXIST = -17  # add_lockspace of a lockspace already joined
+ERR_INPROGRESS = -115  # add_lockspace while another caller's add of it is under way
 ERR_IDLIVE = -243  # SANLK_ACQUIRE_IDLIVE: the lease is held by a host that is alive
 ERR_AGAIN = -11  # convert to exclusive while another host still shares the lease
 EXCLUSIVE_WAIT = 60
@@ -202,11 +203,31 @@ def join(test=False):
     argv = [SANLOCK, "client", "add_lockspace", "-o", str(io)]
     argv += ["-s", cfgmod.lockspace_arg(hid, cfg["lease_path"])]
     # a host_id whose last owner stopped renewing is only taken after host_dead_seconds
-    ret = _run(argv, timeout=8 * io + 60 + 4 * io + COMMAND_TIMEOUT, ok=(0, 1, 255))
+    wait = 8 * io + 60 + 4 * io
+    ret = _run(argv, timeout=wait + COMMAND_TIMEOUT, ok=(0, 1, 255))
     said = ret["stdout"] + ret["stderr"]
+    if f"done {ERR_INPROGRESS}" in said and _joined_meanwhile(wait):
+        # the boot unit's or the rejoin schedule's add_lockspace was under way, and joined
+        return {"host_id": hid, "changed": False}
     if ret["retcode"] != 0 and f"done {ERR_EXIST}" not in said:
         raise CommandExecutionError(f"{shlex.join(argv)}: exit {ret['retcode']}: {said.strip()}")
     return {"host_id": hid, "changed": ret["retcode"] == 0}
+
+
+def _joined_meanwhile(timeout):
+    """Wait while another caller's add_lockspace of the lockspace is under way (sanlock
+    answers -115 to a second one): True once this host is in it, False if that add failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spaces = cfgmod.parse_gets(_run([SANLOCK, "client", "gets"])["stdout"])
+        space = spaces.get(cfgmod.LOCKSPACE)
+        if space is None:
+            return False
+        if "ADD" not in space["flags"].split():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_INTERVAL)
 
 
 def rejoin():

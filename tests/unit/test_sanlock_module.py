@@ -165,6 +165,19 @@ def test_rejoin_waits_while_the_lease_area_is_away(fake):
     assert not fake.ran("sanlock", "client", "add_lockspace")
 
 
+def test_join_while_another_add_is_under_way_waits_for_it(fake):
+    """The boot unit, the rejoin schedule and the formula may each add the lockspace: sanlock
+    answers -115 to the second; join then waits for the first and reports no change."""
+    fake.on("sanlock", "client", "add_lockspace", answer=ok("done -115\n", retcode=1))
+    adding, joined = f"s xenha:2:{PATH}:0 ADD\n", f"s xenha:2:{PATH}:0\n"
+    fake.on("sanlock", "client", "gets", answer=[ok(adding), ok(adding), ok(joined)])
+    assert xenha_sanlock.join() == {"host_id": 2, "changed": False}
+    assert len(fake.ran("sanlock", "client", "gets")) == 3
+    fake.on("sanlock", "client", "gets", answer=ok(""))  # that add failed: say so
+    with pytest.raises(CommandExecutionError, match="add_lockspace .* exit 1: done -115"):
+        xenha_sanlock.join()
+
+
 def test_leave_refused_while_leases_are_held(fake):
     with pytest.raises(CommandExecutionError, match="holds the leases of web01"):
         xenha_sanlock.leave()
