@@ -237,9 +237,10 @@ def rejoin():
     io_timeout (a storage cut), after its keepers' killpaths destroyed the domUs whose leases
     went with it. Once the lease area reads again, this joins under a new generation; the
     master's sweep (``xenha.failover_resume``) then restarts the domUs whose leases the old
-    generation held (a domU still running here is left here: docs/failover.md). The VM hosts'
-    pillar schedules it every 30 s. Returns ``{"host_id", "changed"}``; raises while
-    the lease area cannot be read (the storage is still away).
+    generation held (a domU still running here is left here: docs/failover.md). Nothing runs
+    it on its own yet (a pillar schedule did, and its imports in the minion's main process
+    raced the first sync); the formula's next state.apply joins too. Returns ``{"host_id",
+    "changed"}``; raises while the lease area cannot be read (the storage is still away).
 
     CLI Example:
 

@@ -225,9 +225,9 @@ class Failover:
 
     def rejoin(self, host_ids=None):
         """Join the powered ``host_ids`` (default: every VM host) to the lockspace where their
-        sanlock left it, at once: a host whose storage came back after 8 x io_timeout lost its
-        lockspace (its killpaths ran), and its scheduled ``xenha_sanlock.rejoin`` joins within
-        30 s. Returns the hosts that joined."""
+        sanlock left it, as the sanlock formula's next ``state.apply`` does: a host whose
+        storage came back after 8 x io_timeout lost its lockspace (its killpaths ran) and
+        stays out until then. Returns the hosts that joined."""
         hosts = [h for h in host_ids or self.vmhosts if self.lab.hosts[h].is_powered()]
         got = self.lab.salt(hosts, "xenha_sanlock.join", timeout=120) if hosts else {}
         # -115 (EINPROGRESS): the boot-time join is still under way, which is no failure

@@ -10,8 +10,7 @@
     (heartbeat key, migration private key, xm's SSL key); VM hosts get all of those; no minion
     gets a BMC password: fencing runs on the master, which reads them from its own
     configuration (xenha_bmc). A BMC password found here is replaced by null, so the pillar
-    check names it and says where it belongs, and the password itself never leaves. VM hosts
-    with a sanlock host_id also get the schedule that rejoins the lockspace. #}
+    check names it and says where it belongs, and the password itself never leaves. #}
 {%- import_yaml "xenha/cluster.yaml" as cluster %}
 {%- load_yaml as secrets %}
 {%- include "xenha/secrets.yaml" ignore missing %}
@@ -80,16 +79,6 @@ beacons:
 {%-       if monitored %}
   xenha_guests: [{"every": 5}]
 {%-       endif %}
-{%-     endif %}
-{#-     a host whose sanlock left the lockspace (storage cut past 8 x io_timeout) joins it
-        again once the storage is back, without waiting for an operator's state.apply #}
-{%-     if xenha.get("sanlock") is mapping and me.get("host_id") is not none %}
-schedule:
-  xenha-sanlock-rejoin:
-    function: xenha_sanlock.rejoin
-    seconds: 30
-    maxrunning: 1
-    return_job: false
 {%-     endif %}
 {%-   endif %}
 {%- endif %}

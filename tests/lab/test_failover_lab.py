@@ -159,10 +159,11 @@ def power_on(lab, bmcs, host_id):
     lab.wait_minions([host_id], timeout=180)
 
 
-def renews(fo, host_id):
-    """Whether ``host_id``'s delta lease advances (False while its minion is not back)."""
+def renews_after_rejoin(fo, host_id):
+    """Join ``host_id`` to the lockspace if its sanlock left it; whether it renews now (False
+    while its old lockspace is still being torn down or its minion is not back)."""
     try:
-        return fo.renews(host_id)
+        return not fo.rejoin([host_id]) and fo.renews(host_id)
     except LabError:
         return False
 
@@ -387,10 +388,10 @@ def test_partitioned_host_that_loses_storage_fences_itself_before_the_takeover(l
         fo.restore_storage(V1)
         lab.bmcs[V1].heal()
         lab.hosts[V1].heal()
-    # back on the network and the storage, it joins the lockspace again by itself (its
-    # scheduled xenha_sanlock.rejoin: no one else helps), renews and does not restart web01
+    # back on the network and the storage, it joins the lockspace again (what the sanlock
+    # formula's next state.apply does: it lost it), renews and does not restart web01
     lab.wait_minions([V1], timeout=300)
-    wait_for(lambda: renews(fo, V1), 120, "V1 renewing again by its own rejoin", interval=2)
+    wait_for(lambda: renews_after_rejoin(fo, V1), 120, "V1 renewing again")
     time.sleep(3)
     assert running_on(lab, "web01") == {V2}
 

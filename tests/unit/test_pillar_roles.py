@@ -132,10 +132,3 @@ def test_a_vm_host_gets_the_heartbeat_beacon_and_the_storage_host_does_not(compi
     assert beacon["previous_key"] == MARKERS["heartbeat-previous"]
     assert beacon["peers"] == {"ServVirt2": "192.168.25.11"}
     assert "beacons" not in compile_pillar("ServDB")
-
-
-def test_a_vm_host_gets_the_lockspace_rejoin_schedule_and_the_storage_host_does_not(compile_pillar):
-    """A host whose sanlock left the lockspace in a storage cut joins it again by itself."""
-    job = compile_pillar("ServVirt1")["schedule"]["xenha-sanlock-rejoin"]
-    assert job["function"] == "xenha_sanlock.rejoin" and job["maxrunning"] == 1
-    assert "schedule" not in compile_pillar("ServDB")
