@@ -207,7 +207,7 @@ def join(test=False):
     ret = _run(argv, timeout=wait + COMMAND_TIMEOUT, ok=(0, 1, 255))
     said = ret["stdout"] + ret["stderr"]
     if f"done {ERR_INPROGRESS}" in said and _joined_meanwhile(wait):
-        # the boot unit's or the rejoin schedule's add_lockspace was under way, and joined
+        # another add_lockspace (the boot unit's, the lab's) was under way, and joined
         return {"host_id": hid, "changed": False}
     if ret["retcode"] != 0 and f"done {ERR_EXIST}" not in said:
         raise CommandExecutionError(f"{shlex.join(argv)}: exit {ret['retcode']}: {said.strip()}")
@@ -228,29 +228,6 @@ def _joined_meanwhile(timeout):
         if time.monotonic() > deadline:
             return False
         time.sleep(POLL_INTERVAL)
-
-
-def rejoin():
-    """
-    Join the lockspace again when this host is out of it, as the boot unit does at boot: the
-    host's sanlock leaves the lockspace when it cannot renew its delta lease for 8 x
-    io_timeout (a storage cut), after its keepers' killpaths destroyed the domUs whose leases
-    went with it. Once the lease area reads again, this joins under a new generation; the
-    master's sweep (``xenha.failover_resume``) then restarts the domUs whose leases the old
-    generation held (a domU still running here is left here: docs/failover.md). Nothing runs
-    it on its own yet (a pillar schedule did, and its imports in the minion's main process
-    raced the first sync); the formula's next state.apply joins too. Returns ``{"host_id",
-    "changed"}``; raises while the lease area cannot be read (the storage is still away).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ServVirt1 xenha_sanlock.rejoin
-    """
-    if not join(test=True)["changed"]:
-        return {"host_id": _my_host_id(_settings()), "changed": False}
-    return join()
 
 
 def leave(force=False):

@@ -144,29 +144,8 @@ def test_join_again_is_no_change(fake):
         xenha_sanlock.join()
 
 
-def test_rejoin_joins_only_a_host_out_of_the_lockspace(fake):
-    """The VM hosts' schedule runs it every 10 s: a joined host runs nothing but status; a host
-    whose sanlock left the lockspace (storage cut) joins again."""
-    assert xenha_sanlock.rejoin() == {"host_id": 2, "changed": False}
-    assert not fake.ran("sanlock", "client", "add_lockspace")
-    assert [c[:3] for c in fake.calls] == [["sanlock", "client", "status"]]
-    fake.on("sanlock", "client", "status", answer=ok("daemon A\np -1 helper\n"))
-    fake.on("sanlock", "client", "add_lockspace", answer=ok("add_lockspace done 0\n"))
-    assert xenha_sanlock.rejoin() == {"host_id": 2, "changed": True}
-    (argv,) = fake.ran("sanlock", "client", "add_lockspace")
-    assert argv[3:] == ["-o", "10", "-s", f"xenha:2:{PATH}:0"]
-
-
-def test_rejoin_waits_while_the_lease_area_is_away(fake):
-    fake.on("sanlock", "client", "status", answer=ok("daemon A\n"))
-    fake.on("stat", answer=ok(retcode=1, stderr="stat: cannot statx: Input/output error"))
-    with pytest.raises(CommandExecutionError, match="lease_path: .* does not exist"):
-        xenha_sanlock.rejoin()
-    assert not fake.ran("sanlock", "client", "add_lockspace")
-
-
 def test_join_while_another_add_is_under_way_waits_for_it(fake):
-    """The boot unit, the rejoin schedule and the formula may each add the lockspace: sanlock
+    """The boot unit, the formula and the lab may each add the lockspace: sanlock
     answers -115 to the second; join then waits for the first and reports no change."""
     fake.on("sanlock", "client", "add_lockspace", answer=ok("done -115\n", retcode=1))
     adding, joined = f"s xenha:2:{PATH}:0 ADD\n", f"s xenha:2:{PATH}:0\n"
