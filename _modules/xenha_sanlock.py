@@ -457,10 +457,10 @@ def holders(host=None):
     """
     The domU leases held now, read from storage (``sanlock direct dump``): ``{domu: {"mode":
     "ex"|"sh", "hosts": [host]}}`` (a host with no pillar name shows as ``host_id N``). A dead
-    host's lease stays listed until another host takes it. An exclusive lease whose owner
-    joined the lockspace again since it took it also carries ``"stale": True``: the owner lost
-    it with its old generation, and sanlock lets any host take it. With ``host``, only the
-    leases that ``host`` holds.
+    host's lease stays listed until another host takes it. A lease whose every holder joined
+    the lockspace again since it took it (exclusive, or shared: a migration cut short) also
+    carries ``"stale": True``: they lost it with their old generation, and sanlock lets any
+    host take it. With ``host``, only the leases that ``host`` holds.
 
     CLI Example:
 
@@ -484,7 +484,7 @@ def holders(host=None):
         found = [by_id.get(i, f"host_id {i}") for i in ids]
         if host is None or host in found:
             entry = {"mode": mode, "hosts": found}
-            if mode == "ex" and cfgmod.stale(row, dump):
+            if cfgmod.stale(row, dump):
                 entry["stale"] = True
             out[names.get(row["resource"], row["resource"])] = entry
     return out

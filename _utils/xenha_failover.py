@@ -1014,12 +1014,14 @@ class Engine:
         """
         ``(names to restart, {name: entry})``: a lease the dead host holds shared with another
         host is a live migration in flight; it is left to that holder (``migrating``) unless a
-        survivor's sanlock calls every other holder dead.
+        survivor's sanlock calls every other holder dead, or every holder lost it (stale).
         """
         host = record["host"]
         todo, migrating = [], {}
         for name, held in sorted(leased.items()):
             others = sorted(set(held["hosts"]) - {host})
+            if held.get("stale"):  # every holder joined again since: no copy runs under it
+                others = []
             live = [o for o in others if not self._look(members, o, exclude=(host,))[0]["dead"]]
             if not live:
                 todo.append(name)

@@ -233,14 +233,16 @@ def resource_arg(name, path, slot):
 
 def parse_dump(text):
     """``sanlock direct dump`` -> {offset: {"lockspace", "resource", "timestamp", "owner_id",
-    "generation", "lver", "shared"}} for every initialised leader (lver is None for delta
-    leases; ``shared`` lists the host_ids whose mode block says they hold it shared: dump prints
-    each as an indented ``<host_id> <generation> SH`` line under its resource)."""
+    "generation", "lver", "shared", "shared_gen"}} for every initialised leader (lver is None
+    for delta leases; ``shared`` lists the host_ids whose mode block says they hold it shared,
+    ``shared_gen`` their generations there: dump prints each as an indented ``<host_id>
+    <generation> SH`` line under its resource)."""
     rows, last = {}, None
     for line in text.splitlines()[1:]:
         parts = line.split()
         if len(parts) == 3 and parts[2] == "SH" and parts[0].isdigit() and last is not None:
             last["shared"].append(int(parts[0]))
+            last["shared_gen"][int(parts[0])] = int(parts[1]) if parts[1].isdigit() else 0
             continue
         if len(parts) < 6 or not parts[0].isdigit():
             continue
@@ -252,6 +254,7 @@ def parse_dump(text):
             "generation": int(parts[5]),
             "lver": int(parts[6]) if len(parts) > 6 else None,
             "shared": [],
+            "shared_gen": {},
         }
     return rows
 
@@ -269,18 +272,31 @@ def lease_holders(row):
 
 def stale(row, dump):
     """
-    True if the owner of an exclusive lease (a parsed resource row) joined the lockspace again
-    since it took the lease: its delta lease in ``dump`` carries a newer generation. sanlock
-    then treats the lease as free ("owned the lease in a previous generation without freeing
-    it", paxos_lease.c): the owner lost it with its old generation (a reset, a lost lockspace).
+    True if every holder of a lease (a parsed resource row) joined the lockspace again since
+    it took the lease: its delta lease in ``dump`` carries a newer generation than the lease
+    (exclusive) or its mode block (shared). sanlock then treats the lease as free ("owned the
+    lease in a previous generation without freeing it", paxos_lease.c; a shared holder of an
+    old generation is cleared as dead, resource.c ``clear_dead_shared``): the holders lost it
+    with their old generation (a reset, a lost lockspace). A migration's shared lease whose
+    source and target both rejoined is such a lease; one still held by a live generation is not.
     """
-    delta = dump.get((row["owner_id"] - 1) * SECTOR) if row["owner_id"] else None
+    mode, ids = lease_holders(row)
+    if mode == "ex":
+        return _rejoined(dump, row["lockspace"], row["owner_id"], row["generation"])
+    gens = row.get("shared_gen") or {}
+    return mode == "sh" and all(
+        i in gens and _rejoined(dump, row["lockspace"], i, gens[i]) for i in ids
+    )
+
+
+def _rejoined(dump, lockspace, host_id, generation):
+    """True if ``host_id``'s delta lease in ``dump`` has a generation above ``generation``."""
+    delta = dump.get((host_id - 1) * SECTOR) if host_id else None
     return bool(
-        row["timestamp"]
-        and delta is not None
-        and delta["lockspace"] == row["lockspace"]
-        and delta["owner_id"] == row["owner_id"]
-        and delta["generation"] > row["generation"]
+        delta is not None
+        and delta["lockspace"] == lockspace
+        and delta["owner_id"] == host_id
+        and delta["generation"] > generation
     )
 
 

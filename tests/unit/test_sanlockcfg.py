@@ -217,6 +217,7 @@ def test_parse_dump_and_used_slots():
         "generation": 1,
         "lver": None,
         "shared": [],
+        "shared_gen": {},
     }
     assert dump[5242880]["lver"] == 1
     assert cfg.used_slots(dump) == {0: "web01", 4: "db01"}
@@ -274,6 +275,23 @@ def test_parse_status():
         "mode": "sh",
         "pid": 31,
     }
+
+
+def test_a_shared_lease_is_stale_once_every_holder_joined_again():
+    """Seen in the nemesis: an evacuation's migration cut short by a power-off left db01 held
+    shared by the reset source alone; nobody restarted it until the lease read as stale."""
+    dump = cfg.parse_dump(DUMP_SHARED)
+    db01 = dump[5242880]  # shared by host_ids 1 and 2, both in generation 1
+    assert db01["shared_gen"] == {1: 1, 2: 1}
+    dump[512] = {**dump[0], "resource": "B", "owner_id": 2}  # B's delta lease, generation 1
+    assert not cfg.stale(db01, dump)
+    dump[0] = {**dump[0], "generation": 2}  # A reset and joined again; B still in generation 1
+    assert not cfg.stale(db01, dump)  # B may still complete the migration: not free
+    dump[512] = {**dump[512], "generation": 3}  # B too
+    assert cfg.stale(db01, dump)
+    alone = {**db01, "shared": [1], "shared_gen": {1: 1}}  # the target let its share go
+    dump[512] = {**dump[512], "generation": 1}
+    assert cfg.stale(alone, dump)
 
 
 def test_a_lease_is_stale_once_its_owner_joined_again_under_a_newer_generation():
