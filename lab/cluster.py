@@ -242,14 +242,21 @@ class Lab:
         if missing:
             raise LabError(f"saltutil.sync_all: no answer from {', '.join(missing)}")
 
+    @property
+    def audit_log(self):
+        """The master's failover audit trail (``xenha_failover.audit_line`` lines)."""
+        return self.master.root / "var" / "cache" / "salt" / "master" / "xenha" / "audit.log"
+
     def save_logs(self, dest):
-        """Copy the master's and the minions' Salt logs and the failover audit trail into
-        ``dest`` (made if missing): the evidence of a failed run outlives :meth:`down`."""
-        root = self.master.root  # a host's /var/log is its folder's log/
-        logs = {"master.log": root / "log" / "salt" / "master"}
-        logs["audit.log"] = root / "var" / "cache" / "salt" / "master" / "xenha" / "audit.log"
+        """Copy the master's and the minions' Salt logs, each host's sanlock log and the
+        failover audit trail into ``dest`` (made if missing): the evidence of a failed run
+        outlives :meth:`down`."""
+        # a host's /var/log is its folder's log/
+        logs = {"master.log": self.master.root / "log" / "salt" / "master"}
+        logs["audit.log"] = self.audit_log
         for name, host in self.hosts.items():
             logs[f"minion-{name}.log"] = host.root / "log" / "salt" / "minion"
+            logs[f"sanlock-{name}.log"] = host.root / "log" / "sanlock.log"
         Path(dest).mkdir(parents=True, exist_ok=True)
         for name, src in logs.items():
             if src.exists():

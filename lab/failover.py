@@ -337,7 +337,7 @@ class Failover:
 
     def audit(self, since=None):
         """The master's audit trail (``xenha_failover.audit_line`` lines)."""
-        path = self.lab.master.root / "var" / "cache" / "salt" / "master" / "xenha" / "audit.log"
+        path = self.lab.audit_log
         lines = path.read_text().splitlines() if path.exists() else []
         return lines if since is None else [x for x in lines if x[:20] >= _stamp(since)]
 
