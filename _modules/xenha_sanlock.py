@@ -497,10 +497,15 @@ def _free_fenced(cfg, domu, fenced):
     """
     hid = _host_id_of(cfg, fenced)
     name, slot = _slot(cfg, domu)
-    row = _dump(cfg).get(cfgmod.slot_offset(slot))
+    dump = _dump(cfg)
+    row = dump.get(cfgmod.slot_offset(slot))
     mode, ids = cfgmod.lease_holders(row) if row else (None, [])
     if hid not in ids:
         return {"freed": False, "why": f"{fenced} does not hold the lease"}
+    if cfgmod.stale(row, dump):
+        # it came back (a fenced host powered on again) and lost the lease with its old
+        # generation: sanlock grants it to the next acquire, nothing to free or to watch
+        return {"freed": False, "why": f"{fenced} holds it from an older sanlock generation"}
     by_id = {i: h for h, i in cfg["host_ids"].items()}
     others = [by_id.get(i, f"host_id {i}") for i in ids if i != hid]
     if others:

@@ -310,6 +310,42 @@ def test_a_fenced_hosts_lease_is_freed_only_once_its_delta_lease_stopped(joined,
     wait_for(lambda: "db01" not in b.held(), 30, "B's keeper to release db01")
 
 
+def test_a_fenced_host_back_under_a_new_generation_leaves_its_lease_free(joined, monkeypatch):
+    """A powered off by its BMC and on again before the restart (a nemesis trial): A renews
+    again, but holds db01's lease from its old generation, which sanlock grants to anyone.
+    B takes it as it is (no watch, no freeing); a lease A took anew is still refused."""
+    a, b, host_a = joined.mods["A"], joined.mods["B"], joined.hosts["A"]
+    monkeypatch.setenv("PATH", f"{STANDINS}:{os.environ['PATH']}")
+    config = joined.config("db01")
+    a.start_domu("db01", config)
+    host_a.power_off()
+    joined.drop_domain("A", "db01")
+    host_a.power_on()
+    joined.sanlock.wait(host_a)
+    a.join()
+    wait_for(lambda: b.observe("A")["state"] == "advancing", 30, "A renewing again")
+    assert b.holders() == {"db01": {"mode": "ex", "hosts": ["A"], "stale": True}}
+    try:
+        got = b.start_domu("db01", config, fenced="A")
+        assert got["lease"]["fenced"] == {
+            "freed": False,
+            "why": "A holds it from an older sanlock generation",
+        }
+        assert "db01" in joined.xen.domains("B")
+        assert b.holders() == {"db01": {"mode": "ex", "hosts": ["B"]}}
+    finally:
+        # the keeper may not have looked while it ran (it polls each second): let it go now
+        joined.drop_domain("B", "db01")
+        b.release("db01")
+    a.start_domu("db01", config)  # A's own lease of its new generation: not B's to take
+    try:
+        with pytest.raises(CommandExecutionError, match="A still renews its sanlock delta lease"):
+            b.start_domu("db01", config, fenced="A")
+    finally:
+        joined.drop_domain("A", "db01")
+        a.release("db01")
+
+
 def test_the_migration_hand_over_shares_the_lease_and_keeps_a_third_host_out(joined, monkeypatch):
     """The shared-mode bridge: source ex -> sh, target sh, the domU moves, target sh -> ex.
     From the source's share to the target's exclusive, C can take the lease in no way."""
