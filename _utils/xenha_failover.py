@@ -282,6 +282,11 @@ def blocked_since(record):
     return last.get("time") if last.get("state") == BLOCKED else None
 
 
+def powered_off(record):
+    """True if ``record``'s host was fenced by a confirmed power-off (BMC, or the operator)."""
+    return (record.get("fence") or {}).get("method") in ("ipmi", "manual")
+
+
 def rejoined(record):
     """True if ``record`` is a failover of a host that came back under a new generation."""
     return (record.get("fence") or {}).get("method") == "rejoined"
@@ -720,10 +725,18 @@ class Engine:
 
     def _back(self, record, members):
         """True if the fenced host answers or renews again (a resume or a wait: time passed).
-        Never for a rejoined host: being back is what its failover is about."""
+        Never for a rejoined host: being back is what its failover is about. After a confirmed
+        power-off, only if it renews under the generation it was fenced in (it never went
+        down): powered on again, it booted afresh, runs none of its domUs (they never start at
+        boot) and lost their leases with its old generation, so they are still restarted."""
         if self._fresh or rejoined(record):
             return False
         host = record["host"]
+        if powered_off(record):
+            evidence, answers = self._look(members, host)
+            fenced = record["fence"].get("generation")
+            now = {_generation(v) for v in answers.values()} - {None}
+            return bool(evidence["advancing"]) and (fenced is None or now <= {fenced})
         if self._safe(self.io.ping, host) is True:
             return True
         return bool(self._look(members, host)[0]["advancing"])
@@ -1283,7 +1296,7 @@ class Engine:
         host = record["host"]
         # powered off (BMC, or the operator's word): the target may free the host's leases once
         # it proved its delta lease stopped; lease-only: sanlock's own "dead" frees them
-        fenced = host if (record.get("fence") or {}).get("method") in ("ipmi", "manual") else None
+        fenced = host if powered_off(record) else None
         for name in record["order"]:
             entry = record["domus"][name]
             if entry["state"] == "starting":

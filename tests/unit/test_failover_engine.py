@@ -705,10 +705,30 @@ def test_resume_of_a_restart_cut_short_stops_once_the_host_is_back(io, tmp_path)
     with contextlib.suppress(Crash):
         engine(io, tmp_path).handle("A", "B", EVENT)
     assert xf.load(str(tmp_path), "A")["state"] == "restarting"
-    io.reachable.add("A")  # the host came back while the master was down
+    # A answers and renews again under the generation it was fenced in: the power-off did
+    # not take it down (a frozen host that woke up), so it still runs its domUs
+    io.reachable.add("A")
+    io.lease_state["A"] = "advancing"
     assert engine(io, tmp_path).resume("A")["state"] == "recovered"
     assert len(io.starts) == 1  # the one started before the crash; none after
     assert sorted(xf.load(str(tmp_path), "A")["not_restarted"]) == ["tiny", "web01"]
+
+
+def test_a_host_powered_on_again_mid_restart_still_gets_its_domus_restarted(io, tmp_path):
+    # nemesis seed 998974194 trial 15: A fenced by its BMC, then powered on before its domUs
+    # ran elsewhere; booted afresh under a new generation it runs none of them, and holds their
+    # leases from the old one (free for sanlock): they are restarted, none left down
+    io.crash_on = "start_domu"
+    with contextlib.suppress(Crash):
+        engine(io, tmp_path).handle("A", "B", EVENT)
+    io.reachable.add("A")
+    io.lease_state["A"] = "advancing"
+    io.generation["A"] = 2
+    io.stale = {"web01", "tiny"}
+    result = engine(io, tmp_path).resume("A")
+    assert result["state"] == "done" and result["not_restarted"] == {}
+    assert sorted(name for name, _ in io.starts) == ["db01", "tiny", "web01"]
+    assert io.fenced_args == ["A", "A", "A"]
 
 
 def test_a_bmc_that_powered_off_another_machine_restarts_nothing(io, tmp_path):
