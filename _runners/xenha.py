@@ -1385,18 +1385,18 @@ def restore(host, move_back=False, parallel=None, timeout=MIGRATE_TIMEOUT):
     parallel = _parallel(cluster, parallel)
     with xenha_store.edit(_cachedir(), MAINTENANCE) as doc:
         was = doc.pop(host, None)
-    evacuation = xenha_store.load(_cachedir(), f"evacuate-{host}")
     _fire(f"xenha/restore/{host}/start", {"host": host, "move_back": bool(move_back)})
     _progress(
         f"restore {host}: maintenance ended" if was else f"restore {host}: not in maintenance"
     )
     table = []
-    if move_back:
-        with _reused_clients():
+    with _reused_clients():
+        evacuation, settled = _settle_evacuation(cluster, host, timeout)
+        if move_back:
             table = _move_back(cluster, host, evacuation, parallel, timeout)
     xenha_store.delete(_cachedir(), f"evacuate-{host}")
     _fire(f"xenha/restore/{host}/done", {"host": host, "result": table})
-    answer = {"host": host, "result": table}
+    answer = {"host": host, "result": table, **({"settled": settled} if settled else {})}
     left, which = _not_moved(table)
     if not was and not table:
         return _short_of(answer, f"{host} was not in maintenance: nothing to restore")
@@ -1428,6 +1428,27 @@ def _targets_settled(cluster, targets, disks=False):
             (_marks()[1].get(h) or {}).get("state") == "suspect" for h in suspect
         ):
             time.sleep(SETTLE_POLL)
+
+
+def _settle_evacuation(cluster, host, timeout):
+    """
+    ``host``'s evacuation journal, and ``{domU: outcome}`` of the moves it had in flight (its
+    runner died mid-move), each settled first as a re-run of the evacuation would: the
+    journal goes with the restore, and no move may be forgotten half done.
+    """
+    evacuation = xenha_store.load(_cachedir(), f"evacuate-{host}")
+    in_flight = [
+        name
+        for name, entry in sorted((evacuation.get("domus") or {}).items())
+        if entry.get("outcome") in (xenha_moves.MIGRATING, xenha_moves.COLD_MOVING)
+    ]
+    if not in_flight:
+        return evacuation, {}
+    _resolve_in_flight(_Mover(cluster, host, "evacuate", timeout), evacuation)
+    evacuation = xenha_store.load(_cachedir(), f"evacuate-{host}")
+    settled = {name: evacuation["domus"][name]["outcome"] for name in in_flight}
+    _progress(f"restore {host}: settled the evacuation's interrupted moves: {settled}")
+    return evacuation, settled
 
 
 def _move_back(cluster, host, evacuation, parallel, timeout):

@@ -292,6 +292,31 @@ def test_evacuate_moves_what_fits_and_explains_what_stays(salt_master, xen):
     assert {h["host"]: h["state"] for h in status["hosts"]}["ServVirt1"] == "up"
 
 
+def test_restore_settles_an_evacuation_cut_short_before_its_journal_goes(salt_master, xen):
+    """The evacuation's runner died while web01 was in flight (its journal says migrating);
+    the migration completed without it. restore records that first, then moves it back."""
+    with xen.state.lock():  # web01 arrived on ServVirt2 after the runner died
+        data = xen.state.load("ServVirt1")
+        data["domains"].pop("web01")
+        xen.state.save(data)
+    xen.add_domain("ServVirt2", "web01", memory_mib=START["web01"])
+    journal = {
+        "host": "ServVirt1",
+        "started": time.time() - 60,
+        "finished": None,
+        "runs": 1,
+        "domus": {"web01": {"from": "ServVirt1", "to": "ServVirt2", "outcome": "migrating"}},
+    }
+    store = store_dir(salt_master)
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "evacuate-ServVirt1.json").write_text(json.dumps(journal))
+    answer = run(salt_master, "xenha.restore", "ServVirt1", "move_back=True")
+    assert answer["settled"] == {"web01": "migrated"}
+    assert rows_by_domu(answer["result"])["web01"]["outcome"] == "migrated"
+    assert placement(xen)["web01"] == "ServVirt1"
+    assert not (store / "evacuate-ServVirt1.json").exists()
+
+
 def give_disks(cluster, host, name, *specs):
     """Back a stand-in domU with these xl disk specs, as `xl list -l` will show them."""
     with cluster.state.lock():
