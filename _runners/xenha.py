@@ -1629,6 +1629,7 @@ import xenha_sanlockcfg  # noqa: E402
 
 PING_TIMEOUT = xenha_pillarcheck.FAILOVER_DEFAULTS["ping_timeout"]  # s: the early ping's wait
 START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
+REJOIN_ASK = 10  # s: the sweep's question whether a VM host's sanlock is in the lockspace
 
 
 def _answers_ping(minion, timeout):
@@ -1717,6 +1718,20 @@ class _SaltFailoverIO(xenha_failover.Adapter):
         # patient: a suspect survivor's answer decides whether planning waits for its check
         answers = _reports(hosts, {"checks": False}, CALL_TIMEOUT, patient=True)
         return _room({h: value if ok else None for h, (ok, value, _) in answers.items()})
+
+    def rejoin(self, host):
+        # an action, not evidence: a plain call (xenha_proof seals only what a decision rests
+        # on). Asked first: a host that is down costs the sweep one short call, not a join's
+        if _accepted_key(host) is None:
+            raise CommandExecutionError(f"{host} has no Salt key the master accepted")
+        ok, out = _call_one(host, "xenha_sanlock.join", kwarg={"test": True}, timeout=REJOIN_ASK)
+        if ok and isinstance(out, dict) and out.get("changed"):
+            # a host_id whose last owner may be alive is taken after 8 x io_timeout + 60 s
+            timeout = 12 * self.io_timeout + 60 + CALL_TIMEOUT
+            ok, out = _call_one(host, "xenha_sanlock.join", timeout=timeout)
+        if not ok or not isinstance(out, dict):
+            raise CommandExecutionError(str(out))
+        return out
 
     def host_states(self):
         maintenance, hoststate = _marks()
@@ -2059,6 +2074,20 @@ class _SaltGuestIO(xenha_guestmon.Adapter):
                 domus[name] = {**spec, "monitor": xenha_pillarcheck.monitor(spec["monitor"], where)}
         hosts = self.cluster.get("hosts") or {}
         return {"vmhosts": {h: hosts[h] for h in _vmhost_names(self.cluster)}, "domus": domus}
+
+    def rejoin(self, host):
+        # an action, not evidence: a plain call (xenha_proof seals only what a decision rests
+        # on). Asked first: a host that is down costs the sweep one short call, not a join's
+        if _accepted_key(host) is None:
+            raise CommandExecutionError(f"{host} has no Salt key the master accepted")
+        ok, out = _call_one(host, "xenha_sanlock.join", kwarg={"test": True}, timeout=REJOIN_ASK)
+        if ok and isinstance(out, dict) and out.get("changed"):
+            # a host_id whose last owner may be alive is taken after 8 x io_timeout + 60 s
+            timeout = 12 * self.io_timeout + 60 + CALL_TIMEOUT
+            ok, out = _call_one(host, "xenha_sanlock.join", timeout=timeout)
+        if not ok or not isinstance(out, dict):
+            raise CommandExecutionError(str(out))
+        return out
 
     def host_states(self):
         maintenance, hoststate = _marks()

@@ -149,6 +149,13 @@ class Adapter:
         """{host: {"free_memory_mib", "total_memory_mib", "domus": [names]}} of those answering."""
         raise NotImplementedError
 
+    def rejoin(self, host):
+        """
+        Join ``host`` to the lockspace if its sanlock is out of it (xenha_sanlock.join):
+        ``{"host_id", "changed"}``; raises when the host does not answer or the join fails.
+        """
+        raise NotImplementedError
+
     def host_states(self):
         """{host: state} from the master's store (maintenance etc.); missing means up."""
         raise NotImplementedError
@@ -656,7 +663,14 @@ class Engine:
         # every VM host is asked side by side: a host that is down must not hold up the
         # scheduled resume by a whole call timeout; the first readable answer counts
         with ThreadPoolExecutor(len(hosts) or 1) as pool:
+            # first, a host whose sanlock left the lockspace (its storage was gone longer than
+            # 8 x io_timeout: sanlock fenced its domUs) joins it again, as its boot would: out
+            # of it, the leases it lost never read stale and nothing restarts its domUs
+            joins = list(pool.map(lambda h: self._safe(self.io.rejoin, h), hosts))
             answers = list(pool.map(lambda h: self._safe(self.io.leased_domus, h, None), hosts))
+        for host, joined in zip(hosts, joins, strict=True):
+            if isinstance(joined, dict) and joined.get("changed"):
+                self._audit(host, "lockspace_joined", host_id=joined.get("host_id"))
         got = next((a for a in answers if holdings(a, "") is not None), None)
         if got is None:
             return []

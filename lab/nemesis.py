@@ -589,9 +589,7 @@ class Nemesis:
         while time.time() - t0 < timeout:
             powered += self._hosts_back()
             # a host whose sanlock lost the lockspace (storage cut longer than 8 x io_timeout)
-            # joins again, as the operator's next state.apply would make it
-            with contextlib.suppress(LabError):
-                self.fo.rejoin()
+            # is joined again by the master's scheduled failover_resume: the product's work
             checked = time.time()
             reason = self.settled()
             if reason is not None:

@@ -34,6 +34,7 @@ class FakeIO(xf.Adapter):
         self.leases_of = {"A": ["web01", "db01", "tiny"]}  # exclusive domU leases
         self.shared = {}  # {domU: [holders]}: leases held shared (a live migration)
         self.stale = set()  # exclusive leases whose holder joined sanlock again since
+        self.out_of_lockspace = set()  # hosts whose sanlock left the lockspace (rejoin joins)
         self.fenced_args = []  # the fenced= of each start
         self.free = {"B": 2048, "C": 1024}
         self.running = {"B": [], "C": []}
@@ -95,6 +96,16 @@ class FakeIO(xf.Adapter):
             for h in hosts
             if h in self.reachable
         }
+
+    def rejoin(self, host):
+        if host not in self.reachable:
+            raise RuntimeError(f"minion {host} did not answer")
+        self._call("rejoin")
+        out = host in self.out_of_lockspace
+        if out:  # a new generation: the leases it held under the old one are free to take
+            self.out_of_lockspace.discard(host)
+            self.stale |= set(self.leases_of.get(host, ()))
+        return {"host_id": ord(host[0]) - 64, "changed": out}
 
     def host_states(self):
         return {}

@@ -1005,6 +1005,22 @@ def test_the_sweep_restarts_what_a_host_lost_with_its_lockspace_once(io, tmp_pat
     assert len(io.starts) == 2 and set(copies(io)) == {"db01", "tiny", "web01"}
 
 
+def test_the_sweep_joins_a_host_that_lost_its_lockspace_and_restarts_its_domus(io, tmp_path):
+    # nemesis storage cuts: A's storage came back after 8 x io_timeout; its sanlock fenced its
+    # domUs and left the lockspace, and A stays out of it until something joins it again
+    io.reachable.add("A")
+    io.lease_state["A"] = "stopped"
+    io.running["A"], io.free["A"] = [], 4096
+    io.out_of_lockspace = {"A"}
+    (ran,) = engine(io, tmp_path).reclaim_all()
+    assert io.calls[:1] == ["rejoin"] and not io.out_of_lockspace
+    assert ran["state"] == "done" and ran["fence"]["method"] == "rejoined"
+    assert sorted(n for n, _ in io.starts) == ["db01", "tiny", "web01"]
+    assert any(a["step"] == "lockspace_joined" and a["host"] == "A" for a in io.audits)
+    assert engine(io, tmp_path).reclaim_all() == []  # in the lockspace: nothing more to do
+    assert io.calls.count("rejoin") == 6  # one question to each VM host per sweep
+
+
 def test_the_sweep_leaves_a_failover_under_way_alone(io, tmp_path):
     io.crash_on = "start_domu"
     with contextlib.suppress(Crash):
