@@ -1,6 +1,6 @@
 """
-xenha's master-side runner: cluster status, what-if plans, maintenance (evacuate / restore).
-The failover engineer's functions live in the marked section at the end of this file.
+xenha's master-side runner: cluster status, what-if plans, maintenance (evacuate / restore /
+failback), then the failover, its report and metrics, and guest monitoring, each in a section.
 
 Policy is pure and lives in ``_utils``: ``xenha_snapshot`` turns minion answers into a cluster
 snapshot, ``xenha_placement`` decides where domUs go. This module is the Salt edge: it reads the
@@ -29,12 +29,19 @@ import salt.pillar
 import salt.utils.event
 import salt.utils.jid
 import salt.utils.minions
+import xenha_alerting
 import xenha_capacity
 import xenha_failback
+import xenha_failover
+import xenha_fence
+import xenha_guestmon
+import xenha_metrics
 import xenha_moves
 import xenha_names
 import xenha_pillarcheck
 import xenha_placement
+import xenha_report
+import xenha_sanlockcfg
 import xenha_seal
 import xenha_snapshot
 import xenha_store
@@ -1614,18 +1621,11 @@ def _back_failback(cluster, host, answer):
     return {**answer, **got, "summary": f"{host} back: {lifted}{got['summary']}"}
 
 
-# =============================================================================================
-# Failover (owned by the failover engineer): append failover functions below this line.
-# =============================================================================================
 # --- failover ---
 # Heartbeat loss -> verify the claim, corroborate, fence (IPMI + lease stopped / sanlock dead /
 # operator ack), restart the dead host's domUs on survivors. The state machine is
 # _utils/xenha_failover.py; this is its Salt adapter and the operator's commands. See
 # docs/failover.md.
-
-import xenha_failover  # noqa: E402 - the failover section keeps its imports with it
-import xenha_fence  # noqa: E402
-import xenha_sanlockcfg  # noqa: E402
 
 PING_TIMEOUT = xenha_pillarcheck.FAILOVER_DEFAULTS["ping_timeout"]  # s: the early ping's wait
 START_TIMEOUT = 120  # s: taking a domU's lease and starting it on a survivor
@@ -1961,8 +1961,6 @@ def _folded(lines):
 
 # --- failover report ---
 
-import xenha_report  # noqa: E402
-
 
 @_command
 def failover_report(target=None, png=None):
@@ -2004,7 +2002,6 @@ def _report_png(found, path):
 
 
 # --- metrics ---
-import xenha_metrics  # noqa: E402 - the metrics command keeps its import with it
 
 
 @_command
@@ -2052,9 +2049,6 @@ def metrics(path=None):
 # A VM host's report of a failed monitored domU (the xenha_guests beacon) or of its toolstack
 # (the heartbeat beacon's toolstack_failed / toolstack_ok) goes to the engine in
 # _utils/xenha_guestmon.py; this is its Salt adapter. See docs/guest-monitoring.md.
-
-import xenha_alerting  # noqa: E402 - the guest monitoring section keeps its imports with it
-import xenha_guestmon  # noqa: E402
 
 GUEST_RESTART_TIMEOUT = START_TIMEOUT + 90  # s: destroy (60) and lease release (30), then start
 TOOLSTACK_EVENTS = {"toolstack_failed": True, "toolstack_ok": False}
