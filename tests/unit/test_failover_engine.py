@@ -515,10 +515,12 @@ def test_crash_at_every_step_resumes_and_completes_exactly_once(tmp_path):
         assert len(io.starts) == 3, (point, clean.calls[point - 1], io.starts)
         assert io.calls.count("fence_ipmi") <= 2  # a crash may repeat the fence, never a start
         # no event is lost; one comes twice only if the master died right after firing it
+        # (this run's call: reads beside the steps run in threads, so the clean run's order
+        # is not always this one's)
         tags = io.tags()
         twice = {t for t in set(tags) if tags.count(t) > clean.tags().count(t)}
         assert tags.count("done") >= 1
-        assert len(twice) <= (clean.calls[point - 1] == "fire"), (point, twice)
+        assert len(twice) <= (io.calls[point - 1] == "fire"), (point, twice)
         announced = {d["domu"] for t, d in io.events if t.endswith("/domu_started")}
         assert announced == {"db01", "tiny", "web01"}, (point, clean.calls[point - 1])
 
