@@ -335,11 +335,25 @@ def backoff(attempt, base, cap):
     return min(base * 2 ** max(attempt - 1, 0), cap)
 
 
-def restart_plan(host, members, snapshot, host_states, leased):
+def _target(name, spec, answer, state):
+    """A VM host as the planner sees it, from its snapshot ``answer``."""
+    return {
+        "state": state,
+        "free_memory_mib": int(answer["free_memory_mib"]),
+        "memory_reserve_mib": xenha_pillarcheck.memory_reserve(
+            spec.get("memory_reserve_mib"), f"xenha:hosts:{name}:memory_reserve_mib"
+        ),
+        "total_memory_mib": int(answer.get("total_memory_mib", 0)),
+    }
+
+
+def restart_plan(host, members, snapshot, host_states, leased, *, back=False):
     """
     What to restart where: ``{"domus": {name: entry}, "order": [names]}``, entries with
     ``state`` pending (with ``target``), running (already somewhere, ``host``) or unplaced
-    (with ``reason``). Pure: members/snapshot/host_states/leased in, plan out.
+    (with ``reason``). ``back``: ``host`` is back and healthy (a rejoined failover; its own
+    answer in ``snapshot``): what fits on no survivor is planned there again rather than
+    nowhere. Pure: members/snapshot/host_states/leased in, plan out.
     """
     pillar_domus = members["domus"]
     running = {
@@ -353,14 +367,7 @@ def restart_plan(host, members, snapshot, host_states, leased):
         if name == host or name not in snapshot:
             hosts[name] = {"state": "down" if name != host else "fenced", "free_memory_mib": 0}
             continue
-        hosts[name] = {
-            "state": host_states.get(name, "up"),
-            "free_memory_mib": int(snapshot[name]["free_memory_mib"]),
-            "memory_reserve_mib": xenha_pillarcheck.memory_reserve(
-                spec.get("memory_reserve_mib"), f"xenha:hosts:{name}:memory_reserve_mib"
-            ),
-            "total_memory_mib": int(snapshot[name].get("total_memory_mib", 0)),
-        }
+        hosts[name] = _target(name, spec, snapshot[name], host_states.get(name, "up"))
     domus = {}
     for name, spec in pillar_domus.items():
         domus[name] = {
@@ -379,6 +386,17 @@ def restart_plan(host, members, snapshot, host_states, leased):
         else:
             todo.append(name)
     plan = xenha_placement.place({"hosts": hosts, "domus": domus}, todo, exclude=[host])
+    if back and plan["unplaced"] and host in snapshot:
+        # e.g. the only survivor is in maintenance: better on the host that lost them (it
+        # rejoined and is healthy) than down; what it runs again already is charged to it
+        hosts[host] = _target(host, members["vmhosts"][host], snapshot[host], "up")
+        for name in todo:
+            domus[name]["host"] = plan["placement"].get(name)
+        again = xenha_placement.place(
+            {"hosts": hosts, "domus": domus}, list(plan["unplaced"]), only=[host]
+        )
+        placed = {**plan["placement"], **again["placement"]}
+        plan = {"placement": placed, "unplaced": again["unplaced"]}
     for name, target in plan["placement"].items():
         entries[name] = {"state": "pending", "target": target}
     for name, reason in plan["unplaced"].items():
@@ -1117,7 +1135,8 @@ class Engine:
             # else it died again: sanlock itself frees every lease it held, old or new
         states = self._target_states(snapshot, members)
         todo, migrating = self._in_flight(record, members, leased)
-        plan = restart_plan(host, members, snapshot, states, todo)
+        back = rejoined(record) and host in snapshot
+        plan = restart_plan(host, members, snapshot, states, todo, back=back)
         plan["domus"].update(migrating)
         plan["order"] += sorted(migrating)
         unplaced = any(e["state"] == "unplaced" for e in plan["domus"].values())

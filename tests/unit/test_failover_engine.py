@@ -1034,12 +1034,25 @@ def test_the_sweep_leaves_a_failover_under_way_alone(io, tmp_path):
 
 def test_the_sweep_does_not_retry_every_minute_what_fitted_nowhere(io, tmp_path):
     back_under_a_new_generation(io, stale=("db01",))
-    io.free.update(B=0, C=0)
+    io.free.update(A=0, B=0, C=0)  # no room anywhere, on A itself neither
     (ran,) = engine(io, tmp_path).reclaim_all()
     assert ran["state"] == "done" and list(ran["not_restarted"]) == ["db01"]
     fired = len(io.events)
     assert engine(io, tmp_path).reclaim_all() == []
     assert len(io.events) == fired and io.starts == []
+
+
+def test_what_fits_on_no_survivor_restarts_on_the_host_that_lost_it(io, tmp_path):
+    # nemesis seed 134647738 trial 9: A lost its lockspace while B was being evacuated (in
+    # maintenance); A rejoined and is healthy: its domUs run there again rather than nowhere
+    back_under_a_new_generation(io, stale=("web01", "db01"))
+    io.free.update(C=0)
+    states = {"B": "maintenance"}
+    io.host_states = lambda: states
+    (ran,) = engine(io, tmp_path).reclaim_all()
+    assert ran["state"] == "done" and ran["not_restarted"] == {}
+    assert sorted(io.starts) == [("db01", "A"), ("web01", "A")]
+    assert io.fenced_args == [None, None]  # the normal way: sanlock grants stale leases
 
 
 def test_holdings_keep_the_stale_mark():
