@@ -55,6 +55,9 @@ HEARTBEAT_DROP = 0.3
 SHORT_FAULTS = ("partition", "kill-master-failover", "stop-host", "power-off", "drop-heartbeat")
 SHORT_SEED = 4
 EVACUATION_WAIT = 120.0  # s an evacuation hit by a fault may take before it is interrupted
+# s a settled cluster must stay settled: a sanlock daemon resumed after a long SIGSTOP fences
+# its domUs a moment after the heal, which a single look can miss
+CONFIRM_S = 5.0
 
 # --- where each domU runs, seen from outside the hosts ---------------------------------------
 
@@ -560,7 +563,8 @@ class Nemesis:
 
     def settled(self):
         """Why the cluster has not settled yet (a string), or None when it has: every VM host
-        on and its minion answering, every domU running on exactly one host and answering.
+        on, its minion answering and its sanlock in the lockspace, every domU running on
+        exactly one host and answering.
         (A failover journal still active is no reason: one may stay blocked for long; what it
         does later is checked all along.)"""
         off = [h for h in self.vmhosts if not self.lab.hosts[h].is_powered()]
@@ -573,12 +577,28 @@ class Nemesis:
         silent = [n for n in self.guests if not self.checker.answering(n)]
         if silent:
             return f"not answering: {silent}"
-        try:
-            got = self.lab.salt(self.vmhosts, "test.ping", timeout=10)
-        except LabError as err:
-            return f"test.ping: {err}"
-        mute = [h for h in self.vmhosts if got.get(h) is not True]
-        return f"minions not answering: {mute}" if mute else None
+        return self._hosts_unready()
+
+    def _hosts_unready(self):
+        """Why a VM host is not ready yet (its minion, then its sanlock's lockspace), or None."""
+        checks = (
+            ("test.ping", (), lambda got: got is True, "minions not answering"),
+            (
+                "xenha_sanlock.join",
+                ("test=True",),
+                lambda got: isinstance(got, dict) and got.get("changed") is False,
+                "sanlock not in the lockspace",
+            ),
+        )
+        for fun, args, ready, what in checks:
+            try:
+                got = self.lab.salt(self.vmhosts, fun, *args, timeout=10)
+            except LabError as err:
+                return f"{fun}: {err}"
+            unready = [h for h in self.vmhosts if not ready(got.get(h))]
+            if unready:
+                return f"{what}: {unready}"
+        return None
 
     def settle(self, timeout):
         """Wait until :meth:`settled`; (seconds, None) or (None, the last reason). What it
@@ -596,8 +616,14 @@ class Nemesis:
                 key = reason[:120]
                 self.waited[key] = round(self.waited.get(key, 0) + time.time() - checked + 1, 1)
             if reason is None:
-                self.fo.ensure_services()
-                return round(time.time() - t0, 1), None, powered
+                settled = round(time.time() - t0, 1)
+                time.sleep(CONFIRM_S)
+                reason = self.settled()
+                if reason is None:
+                    self.fo.ensure_services()
+                    return settled, None, powered
+                key = f"settled, then {reason}"[:120]
+                self.waited[key] = self.waited.get(key, 0) + CONFIRM_S
             time.sleep(1)
         return None, reason, powered
 
