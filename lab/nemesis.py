@@ -124,15 +124,30 @@ def classify_double(copies, status=qmp_status):
     """Whether copies of one domU on several hosts (``{host: [(pid, started as, qmp)]}``) break
     the promise: (violation?, why, QMP states). A live migration shows its paused ``--incoming``
     copy beside the source; every other double is a violation, as is a migration whose both
-    copies run."""
-    states = {h: [status(q) for _, _, q in procs] for h, procs in copies.items()}
+    copies run.
+
+    The states are read one QEMU after the other, not at one instant: read source first, a
+    switch-over between the two reads shows both running though they never ran together
+    (QEMU stops the source before it sends the last state, the target runs only after it).
+    Both running is therefore read a second time in the reverse order, and each QEMU (one
+    QMP socket, whatever processes share it) counts once."""
+    sockets = {h: list(dict.fromkeys(q for _, _, q in procs)) for h, procs in copies.items()}
+    states = {h: [status(q) for q in qmps] for h, qmps in sockets.items()}
     incoming = any(a.endswith("--incoming") for procs in copies.values() for _, a, _ in procs)
-    running = sum(s.count("running") for s in states.values())
     if not incoming:
         return True, "copies on two hosts, none a migration's incoming copy", states
-    if running > 1:
-        return True, "a migration's both copies run", states
+    if _running(states) > 1:
+        again = {
+            h: [status(q) for q in reversed(qmps)][::-1] for h, qmps in reversed(sockets.items())
+        }
+        if _running(again) > 1:
+            return True, "a migration's both copies run", {h: again[h] for h in sockets}
+        states = {h: [*states[h], *(f"then {s}" for s in again[h])] for h in sockets}
     return False, "live migration in flight", states
+
+
+def _running(states):
+    return sum(s.count("running") for s in states.values())
 
 
 PROBER = """

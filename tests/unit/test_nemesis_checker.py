@@ -28,6 +28,33 @@ def test_a_live_migration_in_flight_is_not_a_violation_until_both_copies_run():
     assert nemesis.classify_double(copies, both)[:2] == (True, "a migration's both copies run")
 
 
+def test_a_switch_over_between_two_reads_is_no_violation():
+    # long run seed 2404441372 trial 8: the source read "running" a moment before it stopped,
+    # the target (two processes, one QEMU) "running" a moment after it started
+    copies = {
+        "ServVirt2": [(30339, "nem01", "/src")],
+        "ServVirt1": [(31457, "nem01--incoming", "/dst"), (31461, "nem01--incoming", "/dst")],
+    }
+    reads = []
+
+    def switching(path):
+        reads.append(path)
+        if len(reads) <= 2:  # source, then target: the switch-over happened between them
+            return "running"
+        return "postmigrate" if path == "/src" else "running"
+
+    bad, why, states = nemesis.classify_double(copies, switching)
+    assert (bad, why) == (False, "live migration in flight")
+    assert reads == ["/src", "/dst", "/dst", "/src"]  # each QEMU once, then the reverse order
+    assert states == {
+        "ServVirt2": ["running", "then postmigrate"],
+        "ServVirt1": ["running", "then running"],
+    }
+    # both still running when read the other way round: a violation
+    both = status_of({"/src": "running", "/dst": "running"})
+    assert nemesis.classify_double(copies, both)[:2] == (True, "a migration's both copies run")
+
+
 def test_an_older_boot_answering_after_a_newer_one_is_a_violation():
     order = nemesis.BootOrder()
     assert order.see(1.0, "a") is None
