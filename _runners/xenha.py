@@ -2069,20 +2069,6 @@ class _SaltGuestIO(xenha_guestmon.Adapter):
         hosts = self.cluster.get("hosts") or {}
         return {"vmhosts": {h: hosts[h] for h in _vmhost_names(self.cluster)}, "domus": domus}
 
-    def rejoin(self, host):
-        # an action, not evidence: a plain call (xenha_proof seals only what a decision rests
-        # on). Asked first: a host that is down costs the sweep one short call, not a join's
-        if _accepted_key(host) is None:
-            raise CommandExecutionError(f"{host} has no Salt key the master accepted")
-        ok, out = _call_one(host, "xenha_sanlock.join", kwarg={"test": True}, timeout=REJOIN_ASK)
-        if ok and isinstance(out, dict) and out.get("changed"):
-            # a host_id whose last owner may be alive is taken after 8 x io_timeout + 60 s
-            timeout = 12 * self.io_timeout + 60 + CALL_TIMEOUT
-            ok, out = _call_one(host, "xenha_sanlock.join", timeout=timeout)
-        if not ok or not isinstance(out, dict):
-            raise CommandExecutionError(str(out))
-        return out
-
     def host_states(self):
         maintenance, hoststate = _marks()
         states = {h: MAINTENANCE for h in maintenance}
