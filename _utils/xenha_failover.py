@@ -306,6 +306,11 @@ def _generation(verdict):
     return got if isinstance(got, int) and not isinstance(got, bool) else None
 
 
+def _generations(answers):
+    """The sanlock generations of the host that the observers' answers report (a set)."""
+    return {_generation(v) for v in (answers or {}).values()} - {None}
+
+
 def change(record, state, fields):
     """
     Move ``record`` to ``state`` as :data:`MACHINE` allows: the fields of its old state that
@@ -749,8 +754,7 @@ class Engine:
         if evidence["advancing"]:
             return f"its lease advances ({evidence_text(host, evidence)})"
         fenced = (record.get("fence") or {}).get("generation")
-        now = [_generation(v) for v in answers.values()]
-        now = [g for g in now if g is not None]
+        now = _generations(answers)
         if isinstance(fenced, int) and now and max(now) > fenced:
             return f"joined sanlock again since the fence (generation {max(now)} > {fenced})"
         return None
@@ -767,7 +771,7 @@ class Engine:
         if powered_off(record):
             evidence, answers = self._look(members, host)
             fenced = record["fence"].get("generation")
-            now = {_generation(v) for v in answers.values()} - {None}
+            now = _generations(answers)
             return bool(evidence["advancing"]) and (fenced is None or now <= {fenced})
         if self._safe(self.io.ping, host) is True:
             return True
@@ -1027,8 +1031,7 @@ class Engine:
         return True
 
     def _fenced(self, record, fence, answers=None):
-        generations = [_generation(v) for v in (answers or {}).values()]
-        generations = [g for g in generations if g is not None]
+        generations = _generations(answers)
         if generations:  # a later, higher one: the host joined sanlock again (_seen_back)
             fence["generation"] = max(generations)
         self._fresh = True
