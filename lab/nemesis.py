@@ -137,11 +137,11 @@ def classify_double(copies, status=qmp_status):
     if not incoming:
         return True, "copies on two hosts, none a migration's incoming copy", states
     if _running(states) > 1:
-        again = {
-            h: [status(q) for q in reversed(qmps)][::-1] for h, qmps in reversed(sockets.items())
-        }
+        reads = [(h, q) for h, qmps in sockets.items() for q in qmps]
+        later = {(h, q): status(q) for h, q in reversed(reads)}
+        again = {h: [later[h, q] for q in qmps] for h, qmps in sockets.items()}
         if _running(again) > 1:
-            return True, "a migration's both copies run", {h: again[h] for h in sockets}
+            return True, "a migration's both copies run", again
         states = {h: [*states[h], *(f"then {s}" for s in again[h])] for h in sockets}
     return False, "live migration in flight", states
 
